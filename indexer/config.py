@@ -1,0 +1,121 @@
+"""Build settings of an index and the manifest that records them.
+
+Config flows one way: CLI flags (or API settings) produce an :class:`IndexConfig`,
+``build`` writes it into the manifest with what was measured at build time (model
+fingerprint, dimension, counts), and ``search`` reads it back and refuses an index
+it cannot use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .analysis import ANALYZER
+from .errors import IndexFormatError
+
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "microsoft/mdeberta-v3-base"
+DEFAULT_LAYER = 8
+POOLING = "mean-tokens-no-special"
+NORMALIZATION = "l2"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Settings that decide what an index contains; fixed for the life of the index.
+
+    Attributes:
+        model_name: Hub id or local directory of the encoder.
+        layer: Hidden layer to pool (0 = embedding output, N = last of N layers).
+        chunk_tokens: Maximum tokens per chunk, special tokens and title included.
+        chunk_overlap: Tokens repeated between consecutive chunks of one document.
+        analyzer: Name of the lexical analyzer (see ``indexer.analysis``).
+        bm25_k1, bm25_b, bm25_epsilon: Okapi BM25 parameters (rank-bm25's defaults).
+        pooling: How token vectors become one vector (recorded, not configurable).
+        normalization: Vector normalisation (recorded, not configurable).
+        dense_index: FAISS index type.
+        format_version: On-disk format of the whole index directory.
+    """
+
+    model_name: str = DEFAULT_MODEL
+    layer: int = DEFAULT_LAYER
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    analyzer: str = ANALYZER
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    bm25_epsilon: float = 0.25
+    pooling: str = POOLING
+    normalization: str = NORMALIZATION
+    dense_index: str = "flat-ip"
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.layer < 0:
+            raise ValueError(f"layer must be >= 0, got {self.layer}")
+        if self.chunk_tokens < 16:
+            raise ValueError(f"chunk_tokens must be >= 16, got {self.chunk_tokens}")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens // 2:
+            raise ValueError(
+                f"chunk_overlap must be in [0, chunk_tokens/2), got {self.chunk_overlap}"
+            )
+
+
+def utc_now() -> str:
+    """Current time as an ISO 8601 UTC string (seconds)."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` holds: the config plus facts measured at build time."""
+
+    config: IndexConfig
+    model_fingerprint: str
+    dim: int
+    num_layers: int
+    documents: int = 0
+    chunks: int = 0
+    generation: int = 0
+    created: str = field(default_factory=utc_now)
+    updated: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["format_version"] = self.config.format_version
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> Manifest:
+        """Parse and validate a manifest; ``source`` names it in error messages.
+
+        Raises:
+            IndexFormatError: Not JSON, another format version, or missing fields.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise IndexFormatError(f"{source}: manifest is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise IndexFormatError(f"{source}: manifest is not a JSON object")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{source}: index format {version}, this xlsearch reads format "
+                f"{FORMAT_VERSION}. Rebuild it with `xlsearch index`."
+            )
+        try:
+            config = IndexConfig(**data["config"])
+            fields = {f.name for f in dataclasses.fields(cls)} - {"config"}
+            return cls(config=config, **{k: data[k] for k in fields if k in data})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexFormatError(f"{source}: manifest is incomplete or invalid ({exc})") from None
+
+    def replace(self, **changes: Any) -> Manifest:
+        return dataclasses.replace(self, **changes)
