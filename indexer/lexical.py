@@ -1,0 +1,428 @@
+"""Okapi BM25 index over analyzed chunks, with incremental add and remove.
+
+Scores equal ``rank_bm25.BM25Okapi(corpus, k1=k1, b=b, epsilon=epsilon)`` built on
+the live chunks' token lists, in the same float64 operation order (bit for bit on
+a freshly built index): ``idf = log(N - df + 0.5) - log(df + 0.5)``, negative idfs
+replaced by ``epsilon * mean(idf)`` over the live vocabulary, and per query token
+(repeats count again) ``idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))``.
+Higher is better.
+
+Term frequencies live in a CSC matrix (rows: chunks, columns: terms), so a query
+touches only its terms' postings. ``add`` queues a block of new rows and ``remove``
+marks rows dead; both are merged into the matrix (dead rows dropped) on the next
+read, so N, df and avgdl always count live chunks only.
+
+On disk, :meth:`BM25Index.save` writes into a directory (``meta.json`` last)::
+
+    meta.json      {"format": "xlsearch-bm25", "format_version": 1, "k1", "b", "epsilon",
+                    "chunks", "terms", "postings"}
+    terms.json     JSON list of the terms; list position = term id
+    chunk_ids.npy  int64 (chunks,): chunk id of each row
+    doc_len.npy    int64 (chunks,): token count of each row
+    indptr.npy     int64 (terms + 1,): term t's postings are [indptr[t], indptr[t + 1])
+    rows.npy       int32 (postings,): row of each posting, increasing within a term
+    tf.npy         int32 (postings,): frequency of the term in that row (>= 1)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from itertools import chain, count, repeat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import DocumentNotFoundError, IndexFormatError, XlsearchError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "xlsearch-bm25"
+FORMAT_VERSION = 1
+_ARRAYS = {"chunk_ids": np.int64, "doc_len": np.int64, "indptr": np.int64, "rows": np.int32, "tf": np.int32}
+
+
+class ChunkError(XlsearchError, ValueError):
+    """Chunk ids or token lists given to :meth:`BM25Index.add` are invalid (e.g. duplicate ids)."""
+
+
+class BM25Index:
+    """BM25 (Okapi, rank-bm25 semantics) over chunks addressed by int64 chunk ids.
+
+    Args:
+        k1: Term frequency saturation (>= 0).
+        b: Length normalisation, in [0, 1].
+        epsilon: Floor factor for negative idfs (times the mean idf).
+    """
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> None:
+        if not (math.isfinite(k1) and k1 >= 0 and 0 <= b <= 1 and math.isfinite(epsilon)):
+            raise ValueError(f"invalid BM25 parameters k1={k1}, b={b}, epsilon={epsilon}: "
+                             "need k1 >= 0, 0 <= b <= 1 and a finite epsilon")
+        self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
+        self._vocab: dict[str, int] = {}
+        self._terms: list[str] = []
+        self._matrix = sp.csc_matrix((0, 0), dtype=np.int32)  # merged rows x terms
+        self._pending: list[sp.csc_matrix] = []  # added blocks not merged yet, in row order
+        self._row_ids = np.empty(0, np.int64)  # chunk id per row, dead rows included
+        self._doc_len = np.empty(0, np.int64)
+        self._alive = np.empty(0, bool)
+        self._row_of: dict[int, int] = {}  # live chunk id -> row
+        self._total_len = 0  # tokens in live rows
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (idf per term, k1 * norm per row)
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows)
+
+    # -- size ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    @property
+    def chunk_ids(self) -> np.ndarray:
+        """Live chunk ids in row order (the order of :meth:`get_scores`), int64 ``(n,)``."""
+        return self._row_ids[self._alive]
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Number of distinct terms that occur in at least one live chunk."""
+        self._flush()
+        return int(np.count_nonzero(np.diff(self._matrix.indptr)))
+
+    # -- updates -------------------------------------------------------------
+    def add(self, chunk_ids: Sequence[int], token_lists: Sequence[list[str]]) -> None:
+        """Add chunks; existing chunks are neither re-tokenised nor rebuilt.
+
+        Args:
+            chunk_ids: ``n`` new integer chunk ids.
+            token_lists: ``n`` lists of terms (from :func:`indexer.analysis.analyze`).
+
+        Raises:
+            ChunkError: Lengths differ, ids are not integers, or an id is already
+                indexed or repeated.
+        """
+        ids = self._check_new_ids(chunk_ids, token_lists)
+        if len(ids) == 0:
+            return
+        flat = list(chain.from_iterable(token_lists))
+        term_ids = self._term_ids(flat)
+        lengths = np.fromiter(map(len, token_lists), np.int64, len(ids))
+        local_rows = np.repeat(np.arange(len(ids)), lengths)
+        block = sp.coo_matrix((np.ones(len(flat), np.int32), (local_rows, term_ids)),
+                              shape=(len(ids), len(self._terms))).tocsc()
+        first = len(self._row_ids)
+        self._pending.append(block)
+        self._row_ids = np.concatenate([self._row_ids, ids])
+        self._doc_len = np.concatenate([self._doc_len, lengths])
+        self._alive = np.concatenate([self._alive, np.ones(len(ids), bool)])
+        self._row_of.update(zip(ids.tolist(), range(first, first + len(ids))))
+        self._total_len += int(lengths.sum())
+        self._stats = self._sorted = None
+
+    def _term_ids(self, flat: list[str]) -> np.ndarray:
+        """Map terms to ids, giving new terms the next ids in first-occurrence order.
+
+        One C-level ``setdefault`` pass: a new term is first stored under its position
+        in ``flat`` (offset by the vocabulary size), then renumbered. On error the
+        vocabulary is left as it was.
+        """
+        base = len(self._terms)
+        try:
+            ids = np.fromiter(map(self._vocab.setdefault, flat, count(base)), np.int64, len(flat))
+            firsts = np.flatnonzero(ids == np.arange(base, base + len(flat)))  # new terms, in order
+            new_terms = [flat[p] for p in firsts.tolist()]
+            if not all(map(isinstance, new_terms, repeat(str))) or "" in self._vocab:
+                raise ChunkError("every term must be a non-empty str")
+        except BaseException as exc:
+            while self._vocab and next(reversed(self._vocab.values())) >= base:
+                self._vocab.popitem()  # new terms were inserted last
+            if isinstance(exc, TypeError):
+                raise ChunkError(f"every term must be a non-empty str ({exc})") from None
+            raise
+        self._vocab.update(zip(new_terms, range(base, base + len(new_terms))))
+        self._terms.extend(new_terms)
+        renumber = np.zeros(len(flat), np.int64)
+        renumber[firsts] = np.arange(base, base + len(firsts))
+        new = ids >= base
+        ids[new] = renumber[ids[new] - base]
+        return ids
+
+    def _check_new_ids(self, chunk_ids: Sequence[int], token_lists: Sequence[list[str]]) -> np.ndarray:
+        """Validate the arguments of :meth:`add`; return the ids as int64 ``(n,)``."""
+        if len(chunk_ids) != len(token_lists):
+            raise ChunkError(f"{len(chunk_ids)} chunk ids but {len(token_lists)} token lists")
+        ids = np.asarray(chunk_ids)
+        if ids.size == 0:
+            return np.empty(0, np.int64)
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise ChunkError(f"chunk ids must be a flat sequence of integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise ChunkError("chunk ids repeat within one add() call")
+        known = [i for i in ids.tolist() if i in self._row_of]
+        if known:
+            raise ChunkError(f"chunk ids already indexed: {known[:5]}; remove them first")
+        if any(map(isinstance, token_lists, repeat(str))):
+            raise ChunkError("token_lists must hold lists of terms, not strings; use analyze(text)")
+        return ids
+
+    def remove(self, chunk_ids: Iterable[int]) -> None:
+        """Remove chunks by id; unknown ids are ignored."""
+        if isinstance(chunk_ids, np.ndarray):
+            chunk_ids = chunk_ids.tolist()
+        for chunk_id in chunk_ids:
+            row = self._row_of.pop(int(chunk_id), None)
+            if row is not None:
+                self._alive[row] = False
+                self._total_len -= int(self._doc_len[row])
+                self._stats = self._sorted = None
+
+    def _flush(self) -> None:
+        """Merge pending blocks and drop dead rows from the matrix (no-op when clean)."""
+        n_terms = len(self._terms)
+        if self._pending:
+            blocks = [self._matrix] + self._pending
+            for block in blocks:
+                block.resize((block.shape[0], n_terms))
+            self._matrix = sp.vstack(blocks, format="csc", dtype=np.int32)
+            self._matrix.sort_indices()  # postings must list rows in increasing order
+            self._pending = []
+        if not self._alive.all():
+            self._matrix = _drop_rows(self._matrix, self._alive)
+            self._row_ids, self._doc_len = self._row_ids[self._alive], self._doc_len[self._alive]
+            self._alive = np.ones(len(self._row_ids), bool)
+            self._row_of = dict(zip(self._row_ids.tolist(), range(len(self._row_ids))))
+
+    # -- scoring -------------------------------------------------------------
+    def _prepare(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(idf per term, k1 * (1 - b + b * dl / avgdl) per row)``, computing them if stale."""
+        if self._stats is None:
+            self._flush()
+            n = len(self._row_ids)
+            avgdl = self._total_len / n if n else 1.0
+            norm = self.k1 * (1 - self.b + self.b * self._doc_len / avgdl)
+            self._stats = (_idf(np.diff(self._matrix.indptr), n, self.epsilon), norm)
+        return self._stats
+
+    def _postings(self, query_tokens: list[str]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, contributions)`` per query token (repeats included) that is indexed."""
+        idf, norm = self._prepare()
+        indptr, rows, tf = self._matrix.indptr, self._matrix.indices, self._matrix.data
+        for token in query_tokens:
+            term = self._vocab.get(token)
+            if term is None or indptr[term] == indptr[term + 1]:
+                continue
+            lo, hi = indptr[term], indptr[term + 1]
+            r, f = rows[lo:hi], tf[lo:hi]
+            yield r, idf[term] * (f * (self.k1 + 1) / (f + norm[r]))
+
+    def get_scores(self, query_tokens: list[str]) -> np.ndarray:
+        """BM25 of every live chunk, float64 ``(n,)`` in :attr:`chunk_ids` order (higher is better)."""
+        self._prepare()
+        scores = np.zeros(len(self._row_ids))
+        for rows, contrib in self._postings(query_tokens):
+            scores[rows] += contrib
+        return scores
+
+    def score_chunks(self, query_tokens: list[str], chunk_ids: Sequence[int]) -> np.ndarray:
+        """Exact BM25 of the given chunks, float64 ``(len(chunk_ids),)``, 0 where no term matches.
+
+        Raises:
+            DocumentNotFoundError: A chunk id is not in the index.
+        """
+        self._prepare()
+        ids = np.asarray(chunk_ids, dtype=np.int64).tolist()
+        missing = [i for i in ids if i not in self._row_of]
+        if missing:
+            raise DocumentNotFoundError(f"chunk ids not in the lexical index: {missing[:5]}")
+        wanted = np.array([self._row_of[i] for i in ids], dtype=np.int64)
+        scores = np.zeros(len(wanted))
+        for rows, contrib in self._postings(query_tokens):
+            pos = np.minimum(np.searchsorted(rows, wanted), len(rows) - 1)
+            hit = rows[pos] == wanted
+            scores[hit] += contrib[pos[hit]]
+        return scores
+
+    def search(self, query_tokens: list[str], k: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` chunks containing at least one query term.
+
+        Args:
+            query_tokens: Analyzed query; a repeated term counts each time.
+            k: How many chunks at most (``k <= 0`` gives empty arrays).
+            allowed: Optional int64 chunk ids to search among; the filter is applied
+                before the top ``k`` are cut. Unknown ids are ignored.
+
+        Returns:
+            ``(chunk_ids int64, scores float64)``, at most ``k`` each, best first
+            (higher is better); equal scores in insertion order.
+        """
+        self._prepare()
+        n = len(self._row_ids)
+        scores, matched = np.zeros(n), np.zeros(n, bool)
+        for rows, contrib in self._postings(query_tokens):
+            scores[rows] += contrib
+            matched[rows] = True
+        if allowed is not None:
+            matched &= self._row_mask(np.asarray(allowed, dtype=np.int64))
+        rows = np.flatnonzero(matched)
+        if k <= 0 or len(rows) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        best = _top_k(rows, scores[rows], k)
+        return self._row_ids[best], scores[best]
+
+    def _row_mask(self, allowed: np.ndarray) -> np.ndarray:
+        """Boolean ``(n,)`` mask of the rows whose chunk id is in ``allowed``."""
+        if self._sorted is None:
+            order = np.argsort(self._row_ids, kind="stable")
+            self._sorted = (self._row_ids[order], order)
+        sorted_ids, order = self._sorted
+        mask = np.zeros(len(sorted_ids), bool)
+        if len(sorted_ids):
+            pos = np.minimum(np.searchsorted(sorted_ids, allowed), len(sorted_ids) - 1)
+            mask[order[pos[sorted_ids[pos] == allowed]]] = True
+        return mask
+
+    # -- persistence ---------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write the index into ``directory`` (created if needed); see the module docstring."""
+        self._flush()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        used = np.flatnonzero(np.diff(self._matrix.indptr))  # drop terms of removed chunks
+        matrix = self._matrix[:, used] if len(used) < len(self._terms) else self._matrix
+        matrix.sort_indices()
+        arrays = {"chunk_ids": self._row_ids, "doc_len": self._doc_len, "indptr": matrix.indptr,
+                  "rows": matrix.indices, "tf": matrix.data}
+        for name, dtype in _ARRAYS.items():
+            np.save(directory / f"{name}.npy", np.ascontiguousarray(arrays[name], dtype=dtype),
+                    allow_pickle=False)
+        terms = [self._terms[t] for t in used.tolist()]
+        (directory / "terms.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "k1": self.k1, "b": self.b,
+                "epsilon": self.epsilon, "chunks": len(self._row_ids), "terms": len(terms),
+                "postings": int(matrix.nnz)}
+        (directory / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        logger.debug("saved BM25 index to %s: %s", directory, meta)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> BM25Index:
+        """Read an index written by :meth:`save`.
+
+        Raises:
+            IndexFormatError: A file is missing, unreadable, of another format
+                version, or inconsistent with the others (the message names it).
+        """
+        directory = Path(directory)
+        meta = _check_meta(directory / "meta.json", _read(directory / "meta.json", _read_json))
+        arrays = {name: _read(directory / f"{name}.npy", partial(np.load, allow_pickle=False)) for name in _ARRAYS}
+        terms = _read(directory / "terms.json", _read_json)
+        if (not isinstance(terms, list) or len(terms) != meta["terms"]
+                or not all(map(isinstance, terms, repeat(str))) or len(set(terms)) != len(terms)):
+            raise IndexFormatError(f"{directory / 'terms.json'}: expected {meta['terms']} distinct terms")
+        _check_arrays(directory, meta, arrays)
+        index, n = cls(meta["k1"], meta["b"], meta["epsilon"]), meta["chunks"]
+        index._matrix = sp.csc_matrix((arrays["tf"], arrays["rows"], arrays["indptr"]), shape=(n, len(terms)))
+        index._matrix.sum_duplicates()  # sorts rows within terms if a writer did not (no-op check otherwise)
+        index._terms, index._vocab = terms, dict(zip(terms, range(len(terms))))
+        index._row_ids, index._doc_len = arrays["chunk_ids"], arrays["doc_len"]
+        index._alive = np.ones(n, bool)
+        index._row_of = dict(zip(index._row_ids.tolist(), range(n)))
+        index._total_len = int(index._doc_len.sum())
+        return index
+
+
+def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
+    """rank-bm25's Okapi idf per term, float64; 0 for terms absent from every live chunk.
+
+    ``math.log`` is applied per distinct df (as rank-bm25 does per term) and the
+    mean is a left-to-right sum in term-id order (first occurrence, rank-bm25's dict order).
+    """
+    idf = np.zeros(len(df))
+    live = df > 0
+    if not live.any():
+        return idf
+    values, inverse = np.unique(df[live], return_inverse=True)
+    per_df = np.array([math.log(n - d + 0.5) - math.log(d + 0.5) for d in values.tolist()])
+    live_idf = per_df[inverse.ravel()]
+    average = float(np.cumsum(live_idf)[-1]) / len(live_idf)
+    live_idf[live_idf < 0] = epsilon * average
+    idf[live] = live_idf
+    return idf
+
+
+def _top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the ``k`` best ``scores`` (both ``(m,)``, rows increasing), best first; ties to the lower row."""
+    if len(rows) > k:
+        threshold = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        above = scores > threshold
+        at = np.flatnonzero(scores == threshold)[: k - int(above.sum())]
+        keep = np.union1d(np.flatnonzero(above), at)
+        rows, scores = rows[keep], scores[keep]
+    return rows[np.lexsort((rows, -scores))]
+
+
+def _drop_rows(matrix: sp.csc_matrix, alive: np.ndarray) -> sp.csc_matrix:
+    """Return ``matrix`` without its dead rows (row order kept), in O(postings)."""
+    new_row = np.cumsum(alive) - 1
+    keep = alive[matrix.indices]
+    terms = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))[keep]
+    indptr = np.zeros(matrix.shape[1] + 1, np.int64)
+    np.cumsum(np.bincount(terms, minlength=matrix.shape[1]), out=indptr[1:])
+    return sp.csc_matrix((matrix.data[keep], new_row[matrix.indices[keep]].astype(np.int32), indptr),
+                         shape=(int(alive.sum()), matrix.shape[1]))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read(path: Path, parse: Callable[[Path], Any]) -> Any:
+    """Parse one index file, turning every failure into an IndexFormatError naming it."""
+    try:
+        return parse(path)
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path}: BM25 index file is missing. Rebuild with `xlsearch index`.") from None
+    except (OSError, ValueError, EOFError) as exc:  # JSON and Unicode decode errors are ValueErrors
+        raise IndexFormatError(f"{path}: cannot read it ({exc}). Rebuild with `xlsearch index`.") from None
+
+
+def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
+    """Check ``meta.json``'s format and version; return it with typed counts and parameters."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise IndexFormatError(f"{path}: not an xlsearch BM25 index")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise IndexFormatError(f"{path}: format {meta.get('format_version')}, expected {FORMAT_VERSION}. "
+                               "Rebuild with `xlsearch index`.")
+    try:
+        return {**meta, **{key: int(meta[key]) for key in ("chunks", "terms", "postings")},
+                **{key: float(meta[key]) for key in ("k1", "b", "epsilon")}}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{path}: incomplete BM25 metadata ({exc!r})") from None
+
+
+def _check_arrays(directory: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Check that the arrays have their dtypes and agree with each other and with ``meta.json``."""
+    for name, dtype in _ARRAYS.items():
+        if arrays[name].ndim != 1 or arrays[name].dtype != dtype:
+            raise IndexFormatError(f"{directory / name}.npy: expected a 1-d {np.dtype(dtype)} array, "
+                                   f"got {arrays[name].ndim}-d {arrays[name].dtype}")
+    n, postings = meta["chunks"], meta["postings"]
+    ids, doc_len, indptr, rows, tf = (arrays[name] for name in _ARRAYS)
+    checks: list[tuple[Callable[[], bool], str]] = [  # lazy, in order: each may rely on the previous
+        (lambda: len(ids) == len(doc_len) == n, f"chunk_ids/doc_len do not hold {n} rows"),
+        (lambda: len(np.unique(ids)) == n, "chunk_ids.npy repeats a chunk id"),
+        (lambda: len(indptr) == meta["terms"] + 1 and indptr[0] == 0 and indptr[-1] == postings
+         and bool(np.all(np.diff(indptr) >= 0)), "indptr.npy does not match the term and posting counts"),
+        (lambda: len(rows) == len(tf) == postings, f"rows/tf do not hold {postings} postings"),
+        (lambda: postings == 0 or bool(rows.min() >= 0 and rows.max() < n and tf.min() >= 1),
+         "rows.npy or tf.npy holds values out of range"),
+        (lambda: np.array_equal(np.bincount(rows, weights=tf, minlength=n), doc_len),
+         "doc_len.npy does not equal the term frequencies per chunk"),
+    ]
+    for check, problem in checks:
+        if not check():
+            raise IndexFormatError(f"{directory}: damaged BM25 index: {problem}. Rebuild with `xlsearch index`.")
+

@@ -1,0 +1,275 @@
+"""BM25Index against rank-bm25 on real multilingual text, and the lexical analyzer."""
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rank_bm25 import BM25Okapi
+
+from indexer.analysis import ANALYZER, analyze
+from indexer.errors import DocumentNotFoundError, IndexFormatError
+from indexer.lexical import BM25Index, ChunkError
+
+QUERY_LANGS = ("en", "zh", "th", "hi", "ru", "de", "ar")
+
+
+def benchmarks() -> Path:
+    """The shared benchmark data beside the repository (``../shared/benchmarks``)."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+    if not path.is_dir():
+        pytest.fail(f"benchmark data not found at {path}: these tests need the shared data "
+                    "checked out beside the repository (../shared/benchmarks)")
+    return path
+
+
+def lines(relative: str, limit: int) -> list[str]:
+    text = (benchmarks() / relative).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()][:limit]  # NTREX uses CRLF
+
+
+def sib(lang: str) -> list[str]:
+    return [row.split("\t", 2)[2] for row in lines(f"sib-200/{lang}/test.tsv", 1000)[1:]]
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[list[str]]:
+    """About 3,400 analyzed sentences in 13 languages and 8 scripts."""
+    texts = []
+    for lang in ("cmn", "jpn", "tha", "rus"):
+        texts += lines(f"tatoeba/tatoeba.{lang}-eng.{lang}", 300)
+    for lang in ("deu", "arb", "hin", "kor", "zho-CN"):
+        texts += lines(f"ntrex/NTREX-128/newstest2019-ref.{lang}.txt", 300)
+    for lang in ("en", "zh", "th", "el"):
+        paragraphs = json.loads((benchmarks() / "xquad-r" / f"{lang}.json").read_text(encoding="utf-8"))
+        texts += [s for a in paragraphs["data"] for p in a["paragraphs"] for s in p["sentences"]][:250]
+    return [analyze(t) for t in texts]
+
+
+@pytest.fixture(scope="session")
+def queries() -> list[list[str]]:
+    """35 analyzed XQuAD questions (5 per language), one with a repeated term."""
+    result = []
+    for lang in QUERY_LANGS:
+        data = json.loads((benchmarks() / "xquad" / f"xquad.{lang}.json").read_text(encoding="utf-8"))
+        questions = [qa["question"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+        result += [analyze(q) for q in questions[::97][:5]]
+    result.append(result[0] + result[0][:2])
+    return result
+
+
+def fresh(token_lists: list[list[str]], ids: list[int] | None = None, **params: float) -> BM25Index:
+    index = BM25Index(**params)
+    index.add(list(range(len(token_lists))) if ids is None else ids, token_lists)
+    return index
+
+
+def check_top_k(index: BM25Index, docs: list[list[str]], query: list[str], reference: np.ndarray,
+                k: int = 10) -> None:
+    """``index.search`` equals rank-bm25's top k over ``docs`` (row i has chunk id i), ties aside."""
+    ids, scores = index.search(query, k)
+    terms = set(query)
+    matched = np.array([bool(terms.intersection(doc)) for doc in docs])
+    expected = np.sort(reference[matched])[::-1][:k]
+    np.testing.assert_allclose(scores, expected, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(reference[ids], scores, rtol=1e-10, atol=0)
+    order = np.argsort(reference)[::-1][:k]
+    strict = order[reference[order] > expected[-1]] if len(expected) else order[:0]
+    assert set(strict.tolist()) <= set(ids.tolist())
+
+
+@pytest.mark.parametrize("params", [{}, {"k1": 1.2, "b": 0.5, "epsilon": 0.1}])
+def test_scores_equal_rank_bm25(corpus, queries, params):
+    reference = BM25Okapi(corpus, **params)
+    index = fresh(corpus, **params)
+    assert len(index) == len(corpus) and index.vocabulary_size == len(reference.idf)
+    for query in queries:
+        expected = reference.get_scores(query)
+        np.testing.assert_allclose(index.get_scores(query), expected, rtol=1e-10, atol=1e-12)
+        check_top_k(index, corpus, query, expected)
+    assert sum(len(index.search(q, 10)[0]) == 10 for q in queries) >= 20
+
+
+def mutated(corpus: list[list[str]]) -> tuple[BM25Index, list[int]]:
+    """Build on the first two thirds, add the rest in two batches, remove every third of A."""
+    cut = 2 * len(corpus) // 3
+    index = fresh(corpus[:cut])
+    index.search(["the"], 5)  # merge A before the updates
+    index.add(list(range(cut, cut + 200)), corpus[cut:cut + 200])
+    index.remove(list(range(0, cut, 3)) + [10**9, -5])
+    index.add(list(range(cut + 200, len(corpus))), corpus[cut + 200:])
+    index.remove(np.array([1, 1, 4]))
+    survivors = [i for i in range(len(corpus)) if not (i < cut and (i % 3 == 0 or i in (1, 4)))]
+    return index, survivors
+
+
+def test_incremental_equals_fresh(corpus, queries):
+    index, survivors = mutated(corpus)
+    docs = [corpus[i] for i in survivors]
+    rebuilt, reference = fresh(docs, survivors), BM25Okapi(docs)
+    assert index.chunk_ids.tolist() == survivors and len(index) == len(survivors)
+    assert index.vocabulary_size == rebuilt.vocabulary_size == len(reference.idf)
+    row = {chunk_id: r for r, chunk_id in enumerate(survivors)}
+    for query in queries:
+        expected = reference.get_scores(query)
+        np.testing.assert_allclose(index.get_scores(query), expected, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(index.get_scores(query), rebuilt.get_scores(query), rtol=1e-12, atol=1e-13)
+        ids, scores = index.search(query, 10)
+        ids_rebuilt, scores_rebuilt = rebuilt.search(query, 10)
+        assert ids.tolist() == ids_rebuilt.tolist()
+        np.testing.assert_allclose(scores, scores_rebuilt, rtol=1e-12)
+        np.testing.assert_allclose(expected[[row[i] for i in ids.tolist()]], scores, rtol=1e-10)
+
+
+def test_readding_a_removed_id_and_removing_everything(corpus):
+    index = fresh(corpus[:3])
+    index.remove([1])
+    index.add([1], [corpus[5]])
+    assert index.chunk_ids.tolist() == [0, 2, 1]
+    np.testing.assert_array_equal(index.get_scores(corpus[5]), BM25Okapi([corpus[0], corpus[2], corpus[5]])
+                                  .get_scores(corpus[5]))
+    index.remove([0, 1, 2])
+    assert len(index) == 0 and index.vocabulary_size == 0
+    assert index.search(corpus[5], 10)[0].size == 0 and index.get_scores(corpus[5]).size == 0
+
+
+def test_save_load_round_trip(tmp_path, corpus, queries):
+    index, _ = mutated(corpus)
+    index.save(tmp_path / "bm25")
+    loaded = BM25Index.load(tmp_path / "bm25")
+    assert loaded.chunk_ids.tolist() == index.chunk_ids.tolist()
+    assert (loaded.k1, loaded.b, loaded.epsilon, len(loaded)) == (index.k1, index.b, index.epsilon, len(index))
+    assert loaded.vocabulary_size == index.vocabulary_size
+    for query in queries:
+        np.testing.assert_array_equal(loaded.get_scores(query), index.get_scores(query))
+        for got, want in zip(loaded.search(query, 10), index.search(query, 10)):
+            np.testing.assert_array_equal(got, want)
+    loaded.add([10**6], [queries[0]])  # a loaded index stays updatable
+    assert loaded.search(queries[0], 1)[0].tolist() == [10**6]
+
+
+def test_load_reports_the_broken_file(tmp_path, corpus):
+    fresh(corpus[:50]).save(tmp_path)
+    with pytest.raises(IndexFormatError, match="missing"):
+        BM25Index.load(tmp_path / "nowhere")
+    (tmp_path / "rows.npy").write_bytes(b"garbage")
+    with pytest.raises(IndexFormatError, match="rows.npy"):
+        BM25Index.load(tmp_path)
+    np.save(tmp_path / "rows.npy", np.zeros(3, np.int32))
+    with pytest.raises(IndexFormatError, match="postings"):
+        BM25Index.load(tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(IndexFormatError, match="format 99"):
+        BM25Index.load(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    (tmp_path / "terms.json").unlink()
+    with pytest.raises(IndexFormatError, match="terms.json"):
+        BM25Index.load(tmp_path)
+
+
+def test_allowed_filter(corpus, queries):
+    index = fresh(corpus, ids=[7 * i for i in range(len(corpus))])
+    allowed = np.array([7 * i for i in range(0, len(corpus), 2)] + [3, 10**9], dtype=np.int64)
+    full = 0
+    for query in queries:
+        scores = index.get_scores(query)
+        terms = set(query)
+        candidates = [(-scores[i], 7 * i) for i in range(0, len(corpus), 2) if terms.intersection(corpus[i])]
+        ids, got = index.search(query, 10, allowed)
+        assert set(ids.tolist()) <= set(allowed.tolist())
+        assert len(ids) == min(10, len(candidates))
+        np.testing.assert_allclose(got, [-s for s, _ in sorted(candidates)[:10]], rtol=1e-12)
+        full += len(candidates) >= 10
+    assert full >= 20  # most queries have 10+ allowed matches, and get 10 results
+    assert index.search(queries[0], 10, np.empty(0, np.int64))[0].size == 0
+
+
+def test_score_chunks_and_edge_cases(corpus, queries):
+    index = fresh(corpus)
+    ids, scores = index.search(queries[0], 10)
+    np.testing.assert_array_equal(index.score_chunks(queries[0], ids), scores)
+    np.testing.assert_array_equal(index.score_chunks(queries[0], [3, 0]), index.get_scores(queries[0])[[3, 0]])
+    with pytest.raises(DocumentNotFoundError):
+        index.score_chunks(queries[0], [10**9])
+    assert index.search(["no-such-term"], 10)[0].size == 0 and index.search(queries[0], 0)[0].size == 0
+    assert index.search([], 10)[1].dtype == np.float64 and BM25Index().search(queries[0], 3)[0].size == 0
+
+
+def test_add_rejects_bad_input(corpus):
+    index = fresh(corpus[:10])
+    size = index.vocabulary_size
+    bad = [([3], [corpus[0]]), ([20, 20], corpus[:2]), ([20], corpus[:2]), ([20], ["a text"]),
+           ([2.5], [corpus[0]]), ([20], [["new", 5]]), ([20], [["new", ["x"]]]), ([20], [["new", ""]])]
+    for ids, docs in bad:
+        with pytest.raises(ChunkError):
+            index.add(ids, docs)
+    assert issubclass(ChunkError, ValueError) and len(index) == 10 and index.vocabulary_size == size
+    index.add([20], [["new", "new"] + corpus[11]])  # the failed calls left no trace
+    expected = BM25Okapi(corpus[:10] + [["new", "new"] + corpus[11]]).get_scores(["new"] + corpus[0])
+    np.testing.assert_allclose(index.get_scores(["new"] + corpus[0]), expected, rtol=1e-12)
+
+
+# -- analyzer ----------------------------------------------------------------
+@pytest.mark.parametrize("lang", ["zho_Hans", "tha_Thai", "jpn_Jpan"])
+def test_unspaced_query_finds_its_document_among_distractors(lang):
+    docs = sib(lang)[:150] + sib("eng_Latn")[:150] + sib("zho_Hant")[:50]
+    index = fresh([analyze(d) for d in docs])
+    for i in range(0, 150, 10):
+        query = docs[i][len(docs[i]) // 3: len(docs[i]) // 3 + 12]  # a phrase from the middle
+        assert index.search(analyze(query), 1)[0].tolist() == [i], query
+
+
+@pytest.mark.parametrize("lang", ["zh", "th"])
+def test_xquad_questions_find_their_paragraph(lang):
+    """Questions in an unspaced script against 720 zh, th and en paragraphs."""
+    docs, questions = [], []
+    for doc_lang in ("zh", "th", "en"):
+        data = json.loads((benchmarks() / "xquad" / f"xquad.{doc_lang}.json").read_text(encoding="utf-8"))
+        paragraphs = [p for a in data["data"] for p in a["paragraphs"]]
+        if doc_lang == lang:
+            questions = [(qa["question"], len(docs) + i) for i, p in enumerate(paragraphs) for qa in p["qas"]]
+        docs += [p["context"] for p in paragraphs]
+    index = fresh([analyze(d) for d in docs])
+    top5 = [(index.search(analyze(q), 5)[0].tolist(), gold) for q, gold in questions[::10]]
+    assert np.mean([ids[:1] == [gold] for ids, gold in top5]) >= 0.8  # 0.93 (zh), 0.90 (th) measured
+    assert np.mean([gold in ids for ids, gold in top5]) >= 0.95  # 0.99, 0.98
+
+
+def test_analyzer_rules():
+    assert ANALYZER == "unicode-bigram-v1"
+    assert analyze("") == [] and analyze(" \t\r\n\u3000 ") == [] and analyze("!?…—") == []
+    assert analyze("ＡＢＣ ＤＥＦ１２３ Straße ﬁle ŉ") == ["abc", "def123", "strasse", "file", "ʼn"]
+    assert analyze("Hello, WORLD! foo_bar co\u00adoperation") == ["hello", "world", "foo", "bar", "cooperation"]
+    assert analyze("北京大学") == ["北京", "京大", "大学"] and analyze("中") == ["中"]
+    assert analyze("abc中文def 2019年") == ["abc", "中文", "def", "2019", "年"]
+    assert analyze("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # virama and vowel signs (Mn/Mc) stay
+    assert analyze("ที่นี่") == ["ที่นี่"]  # two grapheme clusters -> one bigram
+    assert analyze("한국어 텍스트") == ["한국어", "텍스트"]  # Hangul is space-delimited
+
+
+@pytest.mark.parametrize("lang", ["hin_Deva", "tha_Thai", "mya_Mymr", "khm_Khmr", "ben_Beng"])
+def test_no_term_starts_with_a_combining_mark(lang):
+    for sentence in sib(lang)[:100]:
+        for term in analyze(sentence):
+            assert unicodedata.category(term[0])[0] != "M", (sentence, term)
+        assert "".join(analyze(sentence)) != ""
+
+
+ANY_TEXT = st.one_of(
+    st.text(),
+    st.text(st.characters(exclude_categories=())),  # surrogates and unassigned code points too
+    st.text(st.sampled_from("a Zß\u0301\u0e17\u0e35\u0e48中文ー\u093f\u200d\u00ad\x00\x1f\ud800\U00020000\U0001f600_")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT)
+def test_analyze_never_fails_and_returns_non_empty_terms(text):
+    terms = analyze(text)
+    assert isinstance(terms, list) and terms == analyze(text)
+    assert all(isinstance(t, str) and t and not any(c.isspace() for c in t) for t in terms)
