@@ -1,0 +1,10 @@
+"""Indexer side of xlsearch: read corpora, chunk, embed, and write the index stores."""
+from .build import IndexWriter, UpsertStats, build_index, check_compatible, resolve_config
+from .config import IndexConfig, Manifest
+from .docstore import Document, DocStore
+from .encoder import Encoder
+from .errors import XlsearchError
+from .model import LoadedModel, load_model
+
+__all__ = ["DocStore", "Document", "Encoder", "IndexConfig", "IndexWriter", "LoadedModel", "Manifest",
+           "UpsertStats", "XlsearchError", "build_index", "check_compatible", "load_model", "resolve_config"]

@@ -1,0 +1,158 @@
+"""SQLite document store (through sqlite-utils): documents, chunks and index metadata.
+
+Tables:
+    documents(id TEXT PK, title, text, lang, metadata JSON)
+    chunks(chunk_id INTEGER PK, doc_id, start, end, text)   -- offsets into documents.text
+    meta(key TEXT PK, value TEXT)                            -- manifest, generation, next_chunk_id
+
+The database runs in WAL mode: readers keep reading the last committed state while
+a writer works. Writes go through :meth:`DocStore.transaction`, one SQLite
+transaction per index commit; that commit is the switch point of a whole index
+generation (see ``indexer.build``).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+DOCS_FILE = "docs.sqlite"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One input document. ``metadata`` holds every extra field of the record."""
+
+    id: str
+    text: str
+    title: str | None = None
+    lang: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "text": self.text, "lang": self.lang,
+                "metadata": json.dumps(self.metadata, ensure_ascii=False, sort_keys=True)}
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    chunk_id: int
+    doc_id: str
+    start: int
+    end: int
+    text: str
+
+
+class DocStore:
+    """Documents and chunks of one index directory.
+
+    Args:
+        path: The ``docs.sqlite`` file (created when ``create`` is true).
+        create: Create tables if missing.
+    """
+
+    def __init__(self, path: str | Path, create: bool = False):
+        self.path = Path(path)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+        self.db = sqlite_utils.Database(conn)
+        if create:
+            self.db.enable_wal()
+            self._create_tables()
+
+    def _create_tables(self) -> None:
+        if "documents" not in self.db.table_names():
+            self.db["documents"].create(
+                {"id": str, "title": str, "text": str, "lang": str, "metadata": str}, pk="id")
+        if "chunks" not in self.db.table_names():
+            self.db["chunks"].create(
+                {"chunk_id": int, "doc_id": str, "start": int, "end": int, "text": str}, pk="chunk_id")
+            self.db["chunks"].create_index(["doc_id"])
+        if "meta" not in self.db.table_names():
+            self.db["meta"].create({"key": str, "value": str}, pk="key")
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; commits on success, rolls back on any exception."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- reads -------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def get_document(self, doc_id: str) -> Document | None:
+        row = self.db.execute(
+            "SELECT id, title, text, lang, metadata FROM documents WHERE id = ?", [doc_id]).fetchone()
+        if row is None:
+            return None
+        return Document(id=row[0], title=row[1], text=row[2], lang=row[3],
+                        metadata=json.loads(row[4] or "{}"))
+
+    def documents(self, doc_ids: Iterable[str]) -> dict[str, Document]:
+        return {d: doc for d in set(doc_ids) if (doc := self.get_document(d)) is not None}
+
+    def chunks(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
+        out: dict[int, ChunkRow] = {}
+        ids = [int(c) for c in chunk_ids]
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(
+                    f"SELECT chunk_id, doc_id, start, end, text FROM chunks WHERE chunk_id IN ({marks})", part):
+                out[row[0]] = ChunkRow(*row)
+        return out
+
+    def chunk_ids_of(self, doc_ids: Iterable[str]) -> list[int]:
+        ids = list(doc_ids)
+        out: list[int] = []
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            marks = ",".join("?" * len(part))
+            out += [r[0] for r in self.db.execute(
+                f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks})", part)]
+        return out
+
+    def chunk_ids_where_lang(self, lang: str) -> list[int]:
+        return [r[0] for r in self.db.execute(
+            "SELECT c.chunk_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE d.lang = ?", [lang])]
+
+    def count(self, table: str) -> int:
+        return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def write_documents(conn: sqlite3.Connection, docs: Sequence[Document]) -> None:
+    """Insert or replace ``docs`` inside an open transaction."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO documents (id, title, text, lang, metadata) VALUES (?, ?, ?, ?, ?)",
+        [tuple(d.row().values()) for d in docs])
+
+
+def write_chunks(conn: sqlite3.Connection, chunks: Sequence[ChunkRow]) -> None:
+    conn.executemany("INSERT INTO chunks (chunk_id, doc_id, start, end, text) VALUES (?, ?, ?, ?, ?)",
+                     [(c.chunk_id, c.doc_id, c.start, c.end, c.text) for c in chunks])
+
+
+def delete_documents(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> None:
+    conn.executemany("DELETE FROM chunks WHERE doc_id = ?", [(d,) for d in doc_ids])
+    conn.executemany("DELETE FROM documents WHERE id = ?", [(d,) for d in doc_ids])
+
+
+def set_meta(conn: sqlite3.Connection, values: dict[str, str]) -> None:
+    conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
