@@ -1,0 +1,208 @@
+"""Search an index: dense, lexical or hybrid, with chunk hits aggregated to documents."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.analysis import analyze
+from indexer.build import check_compatible
+from indexer.encoder import Encoder
+from indexer.errors import QueryError
+from indexer.model import load_model
+
+from .fusion import linear, rrf
+from .loader import LoadedIndex, load_index
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "dense", "lexical")
+FUSIONS = ("rrf", "linear")
+RRF_K = 60
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A document found by a query.
+
+    Attributes:
+        id, title, lang: The document's.
+        score: Ranking score (higher is better): cosine for dense, BM25 for lexical,
+            the fused score for hybrid.
+        passage: Text of the document's best chunk ``chunk_id``; ``start``/``end`` are
+            its character offsets in the document text.
+        scores: That chunk's ``dense`` (cosine) and ``lexical`` (BM25) scores; ``dense``
+            is None in lexical mode, where the model is not loaded.
+    """
+
+    id: str
+    score: float
+    title: str | None
+    lang: str | None
+    passage: str
+    chunk_id: int
+    start: int
+    end: int
+    scores: dict[str, float | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    mode: str
+    hits: list[Hit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "mode": self.mode, "hits": [h.to_dict() for h in self.hits]}
+
+
+def validate_query(query: str, k: int, mode: str, fusion: str, alpha: float) -> None:
+    """Raises QueryError naming the bad argument."""
+    if not isinstance(query, str) or not query.strip():
+        raise QueryError("query is empty")
+    if not 1 <= k <= MAX_K:
+        raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+    if mode not in MODES:
+        raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if fusion not in FUSIONS:
+        raise QueryError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise QueryError(f"alpha must be between 0 and 1, got {alpha}")
+
+
+class Searcher:
+    """Answers queries over one index directory.
+
+    The model is loaded on the first dense or hybrid query (lexical search needs
+    none) and must be the one the index was built with. Each query first picks up
+    the latest committed generation of the index.
+
+    Args:
+        directory: Index directory.
+        model: Model name or directory; default: the index's own.
+        layer: Layer to pool; default and only accepted value: the index's own.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        encoder: A ready encoder (skips loading; still checked against the index).
+    """
+
+    def __init__(self, directory: str | Path, model: str | None = None, layer: int | None = None,
+                 device: str = "auto", encoder: Encoder | None = None):
+        self.index: LoadedIndex = load_index(directory)
+        config = self.index.manifest.config
+        if layer is not None and layer != config.layer:
+            check_compatible(self.index.manifest, config=dataclasses.replace(config, layer=layer))
+        self._model_name = model or config.model_name
+        self._device = device
+        self._encoder = encoder
+        if encoder is not None:
+            check_compatible(self.index.manifest, encoder)
+        self._lock = threading.RLock()
+
+    @property
+    def encoder(self) -> Encoder:
+        """The query encoder, loaded and checked against the index on first use."""
+        with self._lock:
+            if self._encoder is None:
+                encoder = Encoder(load_model(self._model_name, self._device), batch_size=1)
+                check_compatible(self.index.manifest, encoder)
+                self._encoder = encoder
+            return self._encoder
+
+    def close(self) -> None:
+        self.index.close()
+
+    def refresh(self) -> None:
+        """Reload the index if a writer has committed a newer generation."""
+        if self.index.committed_generation() != self.index.manifest.generation:
+            fresh = load_index(self.index.directory)
+            old, self.index = self.index, fresh
+            old.close()
+
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str = "rrf",
+               alpha: float = 0.5, lang: str | None = None) -> SearchResult:
+        """Top-``k`` documents for ``query``.
+
+        Args:
+            query: Query text in any language.
+            k: Number of documents (1..1000).
+            mode: ``hybrid`` (fuse dense and lexical), ``dense`` or ``lexical``.
+            fusion: ``rrf`` (reciprocal rank, k=60) or ``linear`` (min-max normalised scores).
+            alpha: Weight of the dense side in hybrid fusion (0..1); 0.5 weighs both equally.
+            lang: Only documents whose ``lang`` is this.
+
+        Raises:
+            QueryError: An argument is out of range.
+        """
+        validate_query(query, k, mode, fusion, alpha)
+        vector = self.encoder.encode([query], self.index.manifest.config.layer)[0] if mode != "lexical" else None
+        tokens = analyze(query)
+        with self._lock:
+            self.refresh()
+            allowed = None
+            if lang is not None:
+                allowed = np.asarray(self.index.store.chunk_ids_where_lang(lang), dtype=np.int64)
+            hits = self._search(vector, tokens, k, mode, fusion, alpha, allowed)
+        return SearchResult(query=query, mode=mode, hits=hits)
+
+    def _search(self, vector, tokens, k, mode, fusion, alpha, allowed) -> list[Hit]:
+        index = self.index
+        total = len(index.dense) if allowed is None else len(allowed)
+        depth = max(4 * k, 50)
+        while True:
+            runs, weights = [], []
+            if mode != "lexical":
+                ids, scores = index.dense.search(vector, depth, allowed)
+                runs.append(dict(zip(ids.tolist(), scores.tolist())))
+                weights.append(alpha)
+            if mode != "dense":
+                ids, scores = index.lexical.search(tokens, depth, allowed)
+                runs.append(dict(zip(ids.tolist(), scores.tolist())))
+                weights.append(1.0 - alpha)
+            fused = self._fuse(runs, weights, mode, fusion)
+            best = self._best_chunk_per_document(fused)
+            if len(best) >= k or depth >= total:
+                break
+            depth *= 4
+        ranked = sorted(best.values(), key=lambda item: -item[1])[:k]
+        return self._hits(ranked, vector, tokens)
+
+    @staticmethod
+    def _fuse(runs, weights, mode, fusion) -> dict[int, float]:
+        if mode != "hybrid":
+            return runs[0]
+        if fusion == "rrf":
+            return rrf(runs, RRF_K, [2 * w for w in weights])
+        return linear(runs, weights)
+
+    def _best_chunk_per_document(self, chunk_scores: dict[int, float]) -> dict[str, tuple[int, float]]:
+        rows = self.index.store.chunks(list(chunk_scores))
+        best: dict[str, tuple[int, float]] = {}
+        for chunk_id, score in chunk_scores.items():
+            row = rows.get(chunk_id)
+            if row is not None and (row.doc_id not in best or score > best[row.doc_id][1]):
+                best[row.doc_id] = (chunk_id, score)
+        return best
+
+    def _hits(self, ranked: list[tuple[int, float]], vector, tokens) -> list[Hit]:
+        chunk_ids = [c for c, _ in ranked]
+        rows = self.index.store.chunks(chunk_ids)
+        docs = self.index.store.documents(r.doc_id for r in rows.values())
+        lexical = self.index.lexical.score_chunks(tokens, chunk_ids)
+        dense = self.index.dense.score_chunks(vector, chunk_ids) if vector is not None else [None] * len(ranked)
+        hits = []
+        for (chunk_id, score), lex, den in zip(ranked, lexical, dense):
+            row = rows[chunk_id]
+            doc = docs[row.doc_id]
+            hits.append(Hit(id=doc.id, score=float(score), title=doc.title, lang=doc.lang,
+                            passage=row.text, chunk_id=chunk_id, start=row.start, end=row.end,
+                            scores={"dense": None if den is None else float(den), "lexical": float(lex)}))
+        return hits
