@@ -1,0 +1,1 @@
+"""HTTP API and command line of xlsearch; no retrieval logic lives here."""

@@ -1,0 +1,83 @@
+"""The ``xlsearch`` command: index, search, delete, info.
+
+Errors that xlsearch raises on purpose print ``error: <message>`` and exit 1;
+usage errors exit 2 (argparse); anything else keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from indexer.config import DEFAULT_MODEL
+from indexer.errors import XlsearchError
+
+log = logging.getLogger("xlsearch")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--device``, shared by every subcommand that loads the encoder."""
+    parser.add_argument("--model", help="hub id or local model directory (default: $XLSEARCH_MODEL, "
+                        f"else the index's own model, else {DEFAULT_MODEL})")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the encoder runs (default: auto = cuda when available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; each subcommand module adds its own subparsers and handlers."""
+    from . import commands
+
+    parser = argparse.ArgumentParser(prog="xlsearch", description="Cross-lingual semantic search: "
+                                     "index documents in any language, query in any other.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (commands,):
+        module.add_parsers(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    _quiet_transformers()
+    try:
+        return args.handler(args)
+    except XlsearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the index is unchanged since its last commit", file=sys.stderr)
+        return 130
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

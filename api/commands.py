@@ -1,0 +1,150 @@
+"""Subcommands index, search, delete and info: their arguments and what they do.
+
+Each ``run_*`` takes parsed arguments and returns the exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from indexer.build import IndexWriter, build_index, resolve_config
+from indexer.encoder import Encoder
+from indexer.model import load_model
+from indexer.storage import open_docstore
+from search.searcher import FUSIONS, MODES, Searcher, SearchResult
+
+from .cli import add_model_options, positive_int, unit_float
+
+MODEL_ENV = "XLSEARCH_MODEL"
+
+
+def add_parsers(subparsers) -> None:
+    """Register index, search, delete and info on the ``xlsearch`` parser."""
+    index = subparsers.add_parser("index", help="add or update documents in an index",
+                                  description="Chunk, embed and index documents (JSONL, CSV/TSV, BEIR "
+                                  "corpus.jsonl, or folders of .txt/.md). Re-indexing an id replaces it.")
+    index.add_argument("paths", nargs="+", metavar="PATH", help="corpus files or folders")
+    index.add_argument("--index", required=True, metavar="DIR", help="index directory (created if new)")
+    add_model_options(index)
+    index.add_argument("--layer", type=int, help="hidden layer to pool, 0 = embeddings (default 8)")
+    index.add_argument("--chunk-tokens", type=positive_int, help="max tokens per chunk (default 256)")
+    index.add_argument("--chunk-overlap", type=int, help="tokens shared by consecutive chunks (default 32)")
+    index.add_argument("--batch-size", type=positive_int, default=32,
+                       help="texts per forward pass (default 32)")
+    index.add_argument("--skip-bad", action="store_true", help="skip bad records and report how many, "
+                       "instead of stopping at the first")
+    index.set_defaults(handler=run_index)
+
+    search = subparsers.add_parser("search", help="query an index",
+                                   description="Search an index with a query in any language.")
+    search.add_argument("query", help="query text")
+    search.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    search.add_argument("-k", type=int, default=10, help="number of documents (default 10)")
+    search.add_argument("--mode", default="hybrid", choices=list(MODES), help="retrieval mode (default hybrid)")
+    search.add_argument("--fusion", default="rrf", choices=list(FUSIONS),
+                        help="hybrid fusion: reciprocal rank (k=60) or linear on min-max scores (default rrf)")
+    search.add_argument("--alpha", type=unit_float, default=0.5,
+                        help="weight of the dense side in hybrid fusion, 0..1 (default 0.5)")
+    search.add_argument("--lang", help="only documents in this language (as stored in their lang field)")
+    search.add_argument("--layer", type=int, help="must equal the index's layer (checked)")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    add_model_options(search)
+    search.set_defaults(handler=run_search)
+
+    delete = subparsers.add_parser("delete", help="remove documents from an index",
+                                   description="Remove documents by id from all three stores.")
+    delete.add_argument("ids", nargs="+", metavar="ID", help="document ids")
+    delete.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    delete.set_defaults(handler=run_delete)
+
+    info = subparsers.add_parser("info", help="show an index's manifest and counts")
+    info.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    info.set_defaults(handler=run_info)
+
+
+def _progress_factory(total: int):
+    """A tqdm bar over documents that also shows chunks/s; silent when stderr is no terminal."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="doc", desc="indexing", disable=None, file=sys.stderr)
+    state = {"chunks": 0}
+
+    def update(documents: int, chunks: int) -> None:
+        state["chunks"] += chunks
+        if chunks:
+            rate = state["chunks"] / max(bar.format_dict["elapsed"], 1e-9)
+            bar.set_postfix(chunks=state["chunks"], chunks_per_s=f"{rate:.1f}", refresh=False)
+        bar.update(documents)
+
+    return update
+
+
+def run_index(args: argparse.Namespace) -> int:
+    config = resolve_config(args.index, model_name=args.model or os.environ.get(MODEL_ENV),
+                            layer=args.layer, chunk_tokens=args.chunk_tokens,
+                            chunk_overlap=args.chunk_overlap)
+    encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size)
+    stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
+                                progress_factory=_progress_factory)
+    print(f"indexed {report.documents} documents into {args.index}: {stats.added} added, "
+          f"{stats.replaced} replaced, {stats.unchanged} unchanged, {stats.chunks} chunks embedded")
+    if report.bad:
+        print(f"skipped {len(report.bad)} bad records:", file=sys.stderr)
+        for message in report.bad[:20]:
+            print(f"  {message}", file=sys.stderr)
+        if len(report.bad) > 20:
+            print(f"  ... and {len(report.bad) - 20} more", file=sys.stderr)
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    searcher = Searcher(args.index, model=args.model or os.environ.get(MODEL_ENV),
+                        layer=args.layer, device=args.device)
+    try:
+        result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion,
+                                 alpha=args.alpha, lang=args.lang)
+    finally:
+        searcher.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def format_result(result: SearchResult, width: int = 160) -> str:
+    """Human-readable listing of a result, one block per hit."""
+    if not result.hits:
+        return f"no documents match {result.query!r}"
+    lines = []
+    for rank, hit in enumerate(result.hits, 1):
+        scores = "  ".join(f"{name} {value:.4f}" for name, value in hit.scores.items() if value is not None)
+        title = f"  {hit.title}" if hit.title else ""
+        lines.append(f"{rank:>3}. {hit.id} [{hit.lang or '?'}] score {hit.score:.4f} ({scores}){title}")
+        passage = " ".join(hit.passage.split())
+        lines.append("     " + (passage[:width] + "..." if len(passage) > width else passage))
+    return "\n".join(lines)
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    with IndexWriter(args.index) as writer:
+        found = writer.delete(args.ids)
+        writer.commit()
+    for doc_id in args.ids:
+        if doc_id not in found:
+            print(f"warning: no document with id {doc_id!r}", file=sys.stderr)
+    print(f"deleted {len(found)} of {len(set(args.ids))} documents from {args.index}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    store, manifest = open_docstore(args.index)
+    try:
+        info = manifest.to_dict()
+        info["stored"] = {"documents": store.count("documents"), "chunks": store.count("chunks")}
+    finally:
+        store.close()
+    print(json.dumps(info, indent=2, ensure_ascii=False, sort_keys=True))
+    return 0
