@@ -1,0 +1,79 @@
+"""Chunking: token budgets, sentence cuts, overlap, offsets, never inside a character."""
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import SAMPLE, sib_sentences
+from indexer.chunking import chunk_text
+
+
+def token_count(tokenizer, text):
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def check_chunks(text, chunks, tokenizer, budget):
+    for chunk in chunks:
+        assert text[chunk.start:chunk.end] == chunk.text
+        assert chunk.text.strip() == chunk.text and chunk.text
+        assert token_count(tokenizer, chunk.text) <= budget + 2  # re-tokenising a slice may shift a piece
+        if chunk.start > 0:
+            assert not unicodedata.category(text[chunk.start]).startswith("M")
+    starts = [c.start for c in chunks]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+
+
+@pytest.mark.parametrize("lang", ["eng_Latn", "zho_Hans", "tha_Thai", "hin_Deva", "arb_Arab", "jpn_Jpan"])
+def test_real_text_chunks_cover_the_document(tiny_model, lang):
+    text = " ".join(sib_sentences(lang, limit=12))
+    chunks = chunk_text(text, tiny_model.tokenizer, budget=48, overlap=8)
+    assert len(chunks) > 2
+    check_chunks(text, chunks, tiny_model.tokenizer, 48)
+    assert chunks[0].start == 0 and chunks[-1].end == len(text.rstrip())
+    for before, after in zip(chunks, chunks[1:]):
+        assert not text[before.end:after.start].strip()  # overlap or a gap of spaces: nothing lost
+
+
+def test_cuts_prefer_sentence_boundaries(tiny_model):
+    short = [s for s in sib_sentences("eng_Latn", limit=700) if token_count(tiny_model.tokenizer, s) < 40]
+    text = " ".join(short[:20])
+    chunks = chunk_text(text, tiny_model.tokenizer, budget=100, overlap=0)
+    assert len(chunks) > 2
+    assert all(c.text in text and c.text.endswith(tuple(s[-1] for s in short)) for c in chunks)
+    assert all(any(c.text.startswith(s[:20]) for s in short) for c in chunks)
+
+
+def test_chinese_cuts_at_full_stops(tiny_model):
+    text = "".join(sib_sentences("zho_Hans", limit=6))
+    chunks = chunk_text(text, tiny_model.tokenizer, budget=100, overlap=0)
+    assert len(chunks) > 1
+    assert all(c.text.endswith("。") for c in chunks[:-1])
+
+
+def test_short_text_is_one_chunk_and_whitespace_none(tiny_model):
+    assert [c.text for c in chunk_text("  Hello world.  ", tiny_model.tokenizer)] == ["Hello world."]
+    assert chunk_text("   \n\t ", tiny_model.tokenizer) == []
+
+
+def test_overlap_repeats_tokens(tiny_model):
+    text = " ".join(sib_sentences("deu_Latn", limit=6))
+    chunks = chunk_text(text, tiny_model.tokenizer, budget=40, overlap=10)
+    assert any(after.start < before.end for before, after in zip(chunks, chunks[1:]))
+
+
+def test_sample_documents_chunk_cleanly(tiny_model):
+    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+        text = json.loads(line)["text"]
+        check_chunks(text, chunk_text(text, tiny_model.tokenizer, budget=24, overlap=6), tiny_model.tokenizer, 24)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=0, max_size=400))
+def test_any_unicode_chunks_without_crash(tiny_model, text):
+    chunks = chunk_text(text, tiny_model.tokenizer, budget=16, overlap=4)
+    for chunk in chunks:
+        assert text[chunk.start:chunk.end] == chunk.text and chunk.text.strip()

@@ -1,0 +1,101 @@
+"""Encoder: pooled vectors equal a direct computation, in any batch order or padding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from indexer.encoder import Encoder
+from indexer.errors import ModelLoadError, XlsearchError
+from indexer.model import load_model, transformer_blocks
+
+TEXTS = ["Hello world", "你好，世界。今天天气很好。", "สวัสดีครับ ยินดีที่ได้รู้จัก",
+         "Привет, как дела? " * 6, "x", "مرحبا بالعالم", "नमस्ते दुनिया", "Das Wetter ist heute schön."]
+
+
+def reference(loaded, texts, layer):
+    """Mean of hidden_states[layer] over real, non-special tokens, L2-normalised."""
+    batch = loaded.tokenizer(texts, padding=True, return_tensors="pt", return_special_tokens_mask=True)
+    with torch.no_grad():
+        states = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              output_hidden_states=True).hidden_states
+    mask = (batch["attention_mask"] * (1 - batch["special_tokens_mask"])).unsqueeze(-1).float()
+    pooled = (states[layer] * mask).sum(1) / mask.sum(1)
+    return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+
+@pytest.fixture(scope="module", params=["deberta", "bert"])
+def loaded(request, tiny_deberta_dir, tiny_bert_dir):
+    path = tiny_deberta_dir if request.param == "deberta" else tiny_bert_dir
+    return load_model(str(path), "cpu")
+
+
+def test_every_layer_equals_output_hidden_states(loaded):
+    encoder = Encoder(loaded, batch_size=3)
+    for layer in range(loaded.num_layers + 1):
+        vectors = encoder.encode(TEXTS, layer)
+        assert vectors.shape == (len(TEXTS), loaded.dim)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(vectors, reference(loaded, TEXTS, layer), atol=1e-5)
+
+
+def test_batch_size_and_order_do_not_change_vectors(loaded):
+    alone = np.stack([Encoder(loaded, batch_size=1).encode([t], 2)[0] for t in TEXTS])
+    batched = Encoder(loaded, batch_size=5).encode(TEXTS, 2)
+    permutation = np.random.default_rng(0).permutation(len(TEXTS))
+    shuffled = Encoder(loaded, batch_size=3).encode([TEXTS[i] for i in permutation], 2)
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    np.testing.assert_allclose(shuffled, batched[permutation], atol=1e-5)
+
+
+def test_several_layers_from_one_pass_match_single_layers(loaded):
+    encoder = Encoder(loaded, batch_size=4)
+    layers = list(range(loaded.num_layers + 1))
+    many = encoder.encode_layers(TEXTS, layers)
+    for layer in layers:
+        np.testing.assert_allclose(many[layer], encoder.encode(TEXTS, layer), atol=1e-6)
+
+
+def test_layers_above_the_pooled_one_are_not_computed(tiny_model):
+    encoder = Encoder(tiny_model, batch_size=4)
+    calls = []
+    blocks = transformer_blocks(tiny_model.model)
+    handles = [b.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, b in enumerate(blocks)]
+    try:
+        encoder.encode(TEXTS[:2], 1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [0]
+
+
+def test_progress_counts_every_text(encoder):
+    seen = []
+    encoder.encode(TEXTS, 1, progress=seen.append)
+    assert sum(seen) == len(TEXTS)
+
+
+def test_empty_input_and_bad_layer(encoder):
+    assert encoder.encode([], 1).shape == (0, encoder.dim)
+    with pytest.raises(XlsearchError, match="layer 9 does not exist"):
+        encoder.encode(["a"], 9)
+
+
+def test_missing_model_directory_is_one_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "nope"), "cpu")
+
+
+def test_directory_without_a_model_says_how_to_use_a_local_copy(tmp_path):
+    with pytest.raises(ModelLoadError, match="XLSEARCH_MODEL=DIR"):
+        load_model(str(tmp_path), "cpu")
+
+
+def test_fingerprint_changes_with_the_model_files(tiny_model, tiny_deberta_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_deberta_dir, copy)
+    assert load_model(str(copy), "cpu").fingerprint == tiny_model.fingerprint
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" ', 1))
+    assert load_model(str(copy), "cpu").fingerprint != tiny_model.fingerprint
