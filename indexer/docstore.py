@@ -129,9 +129,19 @@ class DocStore:
                 f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks})", part)]
         return out
 
-    def chunk_ids_where_lang(self, lang: str) -> list[int]:
+    def chunk_ids_where(self, lang: str | None = None,
+                        metadata: dict[str, str | int | float | bool] | None = None) -> list[int]:
+        """Chunk ids of documents with this ``lang`` and these exact metadata values."""
+        clauses, params = [], []
+        if lang is not None:
+            clauses.append("d.lang = ?")
+            params.append(lang)
+        for key, value in (metadata or {}).items():
+            clauses.append("json_extract(d.metadata, ?) = ?")
+            params += ['$."' + key.replace('"', '""') + '"', value]
+        where = " AND ".join(clauses) or "1"
         return [r[0] for r in self.db.execute(
-            "SELECT c.chunk_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE d.lang = ?", [lang])]
+            f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {where}", params)]
 
     def count(self, table: str) -> int:
         return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

@@ -65,8 +65,12 @@ class SearchResult:
         return {"query": self.query, "mode": self.mode, "hits": [h.to_dict() for h in self.hits]}
 
 
-def validate_query(query: str, k: int, mode: str, fusion: str, alpha: float) -> None:
+def validate_query(query: str, k: int, mode: str, fusion: str, alpha: float,
+                   filter: dict[str, Any] | None = None) -> None:
     """Raises QueryError naming the bad argument."""
+    for key, value in (filter or {}).items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
+            raise QueryError(f"filter {key!r}: values must be strings, numbers or booleans")
     if not isinstance(query, str) or not query.strip():
         raise QueryError("query is empty")
     if not 1 <= k <= MAX_K:
@@ -128,7 +132,8 @@ class Searcher:
             old.close()
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str = "rrf",
-               alpha: float = 0.5, lang: str | None = None) -> SearchResult:
+               alpha: float = 0.5, lang: str | None = None,
+               filter: dict[str, str | int | float | bool] | None = None) -> SearchResult:
         """Top-``k`` documents for ``query``.
 
         Args:
@@ -138,18 +143,20 @@ class Searcher:
             fusion: ``rrf`` (reciprocal rank, k=60) or ``linear`` (min-max normalised scores).
             alpha: Weight of the dense side in hybrid fusion (0..1); 0.5 weighs both equally.
             lang: Only documents whose ``lang`` is this.
+            filter: Only documents whose metadata has exactly these values
+                (``{"source": "wiki"}``). Filters apply before the top ``k`` is cut.
 
         Raises:
             QueryError: An argument is out of range.
         """
-        validate_query(query, k, mode, fusion, alpha)
+        validate_query(query, k, mode, fusion, alpha, filter)
         vector = self.encoder.encode([query], self.index.manifest.config.layer)[0] if mode != "lexical" else None
         tokens = analyze(query)
         with self._lock:
             self.refresh()
             allowed = None
-            if lang is not None:
-                allowed = np.asarray(self.index.store.chunk_ids_where_lang(lang), dtype=np.int64)
+            if lang is not None or filter:
+                allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)
             hits = self._search(vector, tokens, k, mode, fusion, alpha, allowed)
         return SearchResult(query=query, mode=mode, hits=hits)
 

@@ -125,6 +125,19 @@ def test_language_filter_applies_before_the_cut(sample_index, encoder):
     searcher.close()
 
 
+def test_metadata_filter_applies_before_the_cut(sample_index, encoder):
+    searcher = Searcher(sample_index, encoder=encoder)
+    howto = {d["id"] for d in SAMPLE_DOCS if d["source"] == "howto"}
+    result = searcher.search("water", k=len(howto), mode="hybrid", filter={"source": "howto"})
+    assert {h.id for h in result.hits} == howto
+    both = searcher.search("water", k=50, mode="dense", filter={"source": "howto"}, lang="zh")
+    assert {h.id for h in both.hits} == {d["id"] for d in SAMPLE_DOCS if d["source"] == "howto" and d["lang"] == "zh"}
+    assert searcher.search("water", k=5, filter={"source": "nowhere"}).hits == []
+    with pytest.raises(QueryError, match="filter 'source'"):
+        searcher.search("water", filter={"source": ["a", "b"]})
+    searcher.close()
+
+
 def test_bad_queries_are_refused(sample_index):
     searcher = Searcher(sample_index)
     for kwargs, message in [({"query": "  "}, "query is empty"), ({"query": "a", "k": 0}, "k must be"),
