@@ -2,11 +2,19 @@
 
 Texts are sorted by token length and cut into batches padded only to their own
 longest item (dynamic padding); vectors come back in input order. Layers above the
-highest one asked for are never computed: a pre-forward hook on that layer captures
+highest one asked for are never computed. DeBERTa-v2 models (mdeberta-v3) in eval
+mode run :class:`indexer.fast_deberta.FastDebertaV2`, which caches the projected
+relative-position table and computes only the positions a batch uses; any other
+model runs its own HF forward, where a pre-forward hook on the top layer captures
 its input, which is ``hidden_states[layer]``, and stops the forward pass there.
+
+``precision`` ``fp32`` (the default) is exact; ``bf16``/``fp16`` run the matmuls in
+that dtype (weights cast once for the DeBERTa-v2 path, autocast otherwise).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -14,8 +22,13 @@ import torch
 from torch import Tensor
 
 from .errors import XlsearchError
+from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .model import LoadedModel, transformer_blocks
 from .pooling import l2_normalize, mean_pool, to_numpy
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class _StopForward(Exception):
@@ -30,15 +43,26 @@ class Encoder:
         batch_size: Texts per forward pass.
         max_tokens: Longest input in tokens (special tokens included); longer
             texts are truncated. Defaults to the model's limit, at most 512.
+        precision: ``fp32`` (exact, default), ``bf16`` or ``fp16`` for the matmuls;
+            reduced precision changes vectors slightly (cosine ~0.99+ to fp32).
+
+    Raises:
+        XlsearchError: Bad batch size or unknown precision.
     """
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 32, max_tokens: int | None = None):
+    def __init__(self, loaded: LoadedModel, batch_size: int = 32, max_tokens: int | None = None,
+                 precision: str = "fp32"):
         if batch_size < 1:
             raise XlsearchError(f"batch size must be >= 1, got {batch_size}")
         self.loaded = loaded
         self.batch_size = batch_size
         self.max_tokens = max_tokens or model_max_tokens(loaded)
+        self.precision = precision
+        self._dtype = precision_dtype(precision, loaded.device)
         self._blocks = transformer_blocks(loaded.model)
+        self._fast = None
+        if supports(loaded.model):
+            self._fast = FastDebertaV2(loaded.model, None if precision == "fp32" else self._dtype)
 
     @property
     def tokenizer(self):
@@ -105,9 +129,29 @@ class Encoder:
         mask = pool_mask.to(device)
         return {layer: to_numpy(l2_normalize(mean_pool(h.float(), mask))) for layer, h in hidden.items()}
 
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether the next batch runs :class:`FastDebertaV2` (DeBERTa-v2, eval mode, no hooks)."""
+        fast = self._fast
+        return fast is not None and not fast.model.training and not has_forward_hooks(fast.modules)
+
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
                       layers: Sequence[int]) -> dict[int, Tensor]:
-        """``hidden_states[layer]`` for each requested layer, computing no layer above the top one."""
+        """``hidden_states[layer]`` for each requested layer, computing no layer above the top one.
+
+        Rows of padding positions are not meaningful on the fast path.
+        """
+        if self.uses_fast_path:
+            return self._fast.hidden_states(input_ids, attention_mask, layers)
+        autocast = contextlib.nullcontext()
+        if self.precision != "fp32":
+            autocast = torch.autocast(device_type=input_ids.device.type, dtype=self._dtype)
+        with autocast:
+            return self._hooked_hidden_states(input_ids, attention_mask, layers)
+
+    def _hooked_hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
+                              layers: Sequence[int]) -> dict[int, Tensor]:
+        """The model's own forward, captured by a pre-hook and stopped at the top layer."""
         captured: dict[int, Tensor] = {}
         top = max(layers)
         handles = []
@@ -131,6 +175,35 @@ class Encoder:
             for handle in handles:
                 handle.remove()
         return {layer: captured[layer] for layer in layers}
+
+
+def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of ``precision``; warns when ``device`` has no native support for it.
+
+    Raises:
+        XlsearchError: ``precision`` is not one of ``fp32``, ``bf16``, ``fp16``.
+    """
+    if precision not in PRECISIONS:
+        raise XlsearchError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype != torch.float32 and not native_support(dtype, device):
+        log.warning("%s has no native %s matmuls: --precision %s will be slower than fp32 here",
+                    device, precision, precision)
+    return dtype
+
+
+def native_support(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether ``device`` runs ``dtype`` matmuls in hardware (CUDA; AVX512-BF16/AMX or AVX512-FP16 CPUs)."""
+    if dtype == torch.float32:
+        return True
+    if device.type == "cuda":
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    try:
+        if dtype == torch.bfloat16:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def model_max_tokens(loaded: LoadedModel) -> int:

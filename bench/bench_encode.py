@@ -1,0 +1,257 @@
+"""Encoding speed: the fast DeBERTa-v2 path against transformers' eager forward, one JSON line.
+
+Model: the exact shape of microsoft/mdeberta-v3-base (``DebertaV2Config`` with 251,000
+tokens, 768 hidden, 12 layers, 12 heads, 256 position buckets, p2c+c2p, shared keys)
+with seeded random weights, eval mode. Tokenizer: a SentencePiece model (32,000
+pieces, ids < 251,000) trained here on the XQuAD texts used, so token ids and lengths
+come from real multilingual text. Text: XQuAD paragraphs and questions from
+``../shared/benchmarks/xquad`` in several languages.
+
+Figures (each a ratio measured in this run, baseline and fast runs interleaved, medians):
+
+* query: p50 latency of encoding one 8-32 token question (tokenise, forward, pool
+  layer ``--layer``, normalise) with ``Encoder`` vs the eager HF forward (all 12 layers,
+  ``output_hidden_states``, same pooling). Batch 1.
+* bulk: documents/s on ``--docs`` texts (half paragraphs, half questions) with
+  ``Encoder.encode`` vs a sentence-transformers-style loop (length-sorted batches of
+  ``--batch-size``, dynamic padding, all 12 layers, eager fp32). Tokens/s, and its
+  fraction of the matmul-bound limit: measured GFLOP/s of a 2048^3 fp32 matmul
+  divided by the useful FLOPs per token (linear layers plus QK, PV, c2p and p2c at
+  each text's own length, up to the pooled layer).
+* bf16: ``Encoder(precision="bf16")`` vs fp32 on ``--bf16-docs`` texts: speed-up and
+  the cosine of its vectors to the fp32 ones.
+* Peak resident memory (VmHWM) during each bulk run.
+
+Usage: ``python bench/bench_encode.py [--queries 20] [--docs 64] [--threads N]``
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a plain checkout
+
+from indexer.encoder import Encoder, native_support
+from indexer.model import LoadedModel
+
+XQUAD = REPO.parent / "shared" / "benchmarks" / "xquad"
+LANGS = ["en", "de", "es", "ru", "zh", "ar", "hi", "th", "el", "tr", "vi", "ro"]
+SHAPE = {"vocab_size": 251000, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+         "intermediate_size": 3072, "relative_attention": True, "position_buckets": 256,
+         "pos_att_type": ["p2c", "c2p"], "share_att_key": True, "norm_rel_ebd": "layer_norm",
+         "max_relative_positions": -1, "position_biased_input": False, "type_vocab_size": 0,
+         "max_position_embeddings": 512}
+
+
+def read_xquad(langs: list[str]) -> tuple[list[str], list[str]]:
+    """All paragraphs and questions of ``langs``."""
+    paragraphs, questions = [], []
+    for lang in langs:
+        data = json.loads((XQUAD / f"xquad.{lang}.json").read_text(encoding="utf-8"))
+        for article in data["data"]:
+            for paragraph in article["paragraphs"]:
+                paragraphs.append(paragraph["context"])
+                questions += [qa["question"] for qa in paragraph["qas"]]
+    return paragraphs, questions
+
+
+def build_tokenizer(texts: list[str], directory: Path, vocab_size: int = 32000):
+    """A DeBERTa-v2 (SentencePiece) fast tokenizer trained on ``texts``."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, character_coverage=0.9995,
+        byte_fallback=True, minloglevel=2, num_threads=2, pad_id=0, bos_id=1, eos_id=2, unk_id=3,
+        pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]", user_defined_symbols=["[MASK]"])
+    (directory / "spm.model").write_bytes(model.getvalue())
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "DebertaV2Tokenizer", "do_lower_case": False, "model_max_length": 512,
+         "bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]", "sep_token": "[SEP]",
+         "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}))
+    return AutoTokenizer.from_pretrained(directory)
+
+
+def build_model():
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    torch.manual_seed(0)
+    return DebertaV2Model(DebertaV2Config(**SHAPE)).eval()
+
+
+class Baseline:
+    """sentence-transformers-style encoding: sorted batches, dynamic padding, full eager forward."""
+
+    def __init__(self, model, tokenizer, batch_size: int):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], layer: int) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # as sentence-transformers: by characters
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=512,
+                                   return_tensors="pt", return_special_tokens_mask=True)
+            states = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                output_hidden_states=True).hidden_states
+            mask = (batch["attention_mask"] * (1 - batch["special_tokens_mask"])).unsqueeze(-1).float()
+            pooled = (states[layer] * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return out
+
+
+def reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    seconds, _ = timed(lambda: [a @ b for _ in range(repeats)])
+    return repeats * 2 * size ** 3 / seconds / 1e9
+
+
+def useful_flops(lengths: list[int], layers: int, hidden: int, inner: int) -> float:
+    """Linear layers plus QK^T, PV, c2p and p2c over each text's own tokens, ``layers`` layers."""
+    per_token_linear = 2 * (4 * hidden * hidden + 2 * hidden * inner)
+    return float(sum(n * layers * (per_token_linear + 8 * n * hidden) for n in lengths))
+
+
+def bench_queries(encoder: Encoder, baseline: Baseline, queries: list[str], layer: int) -> dict:
+    fast_times, base_times, diffs = [], [], []
+    encoder.encode(queries[:2], layer), baseline.encode(queries[:2], layer)  # warm-up, fills the caches
+    for query in queries:
+        base_s, base_v = timed(baseline.encode, [query], layer)
+        fast_s, fast_v = timed(encoder.encode, [query], layer)
+        base_times.append(base_s)
+        fast_times.append(fast_s)
+        diffs.append(float(np.abs(base_v - fast_v).max()))
+    return {"queries": len(queries), "query_p50_ms_hf_eager": round(1e3 * statistics.median(base_times), 2),
+            "query_p50_ms_fast": round(1e3 * statistics.median(fast_times), 2),
+            "query_speedup_p50": round(statistics.median(base_times) / statistics.median(fast_times), 2),
+            "query_max_abs_diff": max(diffs)}
+
+
+def bench_bulk(encoder: Encoder, baseline: Baseline, docs: list[str], layer: int, repeats: int) -> dict:
+    lengths = [len(ids) for ids in encoder.tokenizer(docs, truncation=True, max_length=512)["input_ids"]]
+    flops = useful_flops(lengths, layer, encoder.dim, encoder.loaded.model.config.intermediate_size)
+    fast_times, base_times, gflops, fast_rss, base_rss = [], [], [], [], []
+    for _ in range(repeats):
+        gflops.append(matmul_gflops())
+        reset_peak_rss()
+        base_s, base_v = timed(baseline.encode, docs, layer)
+        base_rss.append(peak_rss_mb())
+        reset_peak_rss()
+        fast_s, fast_v = timed(encoder.encode, docs, layer)
+        fast_rss.append(peak_rss_mb())
+        base_times.append(base_s)
+        fast_times.append(fast_s)
+    gflops.append(matmul_gflops())
+    fast_s, base_s, limit = statistics.median(fast_times), statistics.median(base_times), statistics.median(gflops)
+    tokens_per_s = sum(lengths) / fast_s
+    return {"docs": len(docs), "doc_tokens_mean": round(sum(lengths) / len(lengths), 1),
+            "doc_tokens_max": max(lengths), "batch_size": encoder.batch_size,
+            "bulk_docs_per_s_baseline": round(len(docs) / base_s, 2), "bulk_docs_per_s_fast": round(len(docs) / fast_s, 2),
+            "bulk_speedup": round(base_s / fast_s, 2), "bulk_max_abs_diff": float(np.abs(base_v - fast_v).max()),
+            "bulk_tokens_per_s_fast": round(tokens_per_s, 1),
+            "useful_gflop_per_s_fast": round(flops / fast_s / 1e9, 1), "matmul_fp32_gflop_per_s": round(limit, 1),
+            "fraction_of_matmul_limit": round(flops / fast_s / 1e9 / limit, 3),
+            "peak_rss_mb_fast": max(fast_rss) if fast_rss[0] else None,
+            "peak_rss_mb_baseline": max(base_rss) if base_rss[0] else None}
+
+
+def bench_bf16(loaded: LoadedModel, fp32: Encoder, docs: list[str], layer: int, repeats: int) -> dict:
+    bf16 = Encoder(loaded, batch_size=fp32.batch_size, precision="bf16")
+    bf16.encode(docs[:1], layer)
+    fp32_times, bf16_times = [], []
+    for _ in range(repeats):
+        fp32_s, fp32_v = timed(fp32.encode, docs, layer)
+        bf16_s, bf16_v = timed(bf16.encode, docs, layer)
+        fp32_times.append(fp32_s)
+        bf16_times.append(bf16_s)
+    cosine = (fp32_v * bf16_v).sum(1)
+    return {"bf16_native": native_support(torch.bfloat16, loaded.device), "bf16_docs": len(docs),
+            "bf16_speedup": round(statistics.median(fp32_times) / statistics.median(bf16_times), 2),
+            "bf16_cosine_mean": round(float(cosine.mean()), 5), "bf16_cosine_min": round(float(cosine.min()), 5)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=16, help="questions timed one by one (default 16)")
+    parser.add_argument("--docs", type=int, default=64, help="texts in the bulk run, half paragraphs (default 64)")
+    parser.add_argument("--bf16-docs", type=int, default=4,
+                        help="texts (and as many queries) in the bf16 comparison, 0 skips it (default 4)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved bulk runs of each side (default 2)")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    parser.add_argument("--layer", type=int, default=8, help="pooled layer (default 8)")
+    parser.add_argument("--langs", default="en,de,es,ru,zh,ar,hi,th", help="XQuAD languages")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    paragraphs, questions = read_xquad(args.langs.split(","))
+    rng = random.Random(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(paragraphs + questions, Path(tmp))
+    model = build_model()
+    loaded = LoadedModel("mdeberta-v3-base-shape", model, tokenizer, "bench", torch.device("cpu"))
+    encoder = Encoder(loaded, batch_size=args.batch_size)
+    baseline = Baseline(model, tokenizer, args.batch_size)
+    short = [q for q in questions if 8 <= len(tokenizer(q)["input_ids"]) <= 32]
+    queries = rng.sample(short, args.queries)
+    half = args.docs // 2
+    docs = rng.sample(paragraphs, half) + rng.sample(questions, args.docs - half)
+    rng.shuffle(docs)
+    result = {"bench": "encode", "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "model": "DebertaV2Model mdeberta-v3-base shape (random weights, fp32, eval)",
+              "tokenizer": "SentencePiece 32k trained on the XQuAD texts", "langs": args.langs, "layer": args.layer,
+              "uses_fast_path": encoder.uses_fast_path}
+    result.update(bench_queries(encoder, baseline, queries, args.layer))
+    result.update(bench_bulk(encoder, baseline, docs, args.layer, args.repeats))
+    if args.bf16_docs:
+        result.update(bench_bf16(loaded, encoder, docs[:args.bf16_docs] + queries[:args.bf16_docs], args.layer,
+                                 args.repeats))
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""Inference forward of a Hugging Face DeBERTa-v2 encoder up to a chosen layer.
+
+The same maths as ``transformers``' ``DebertaV2Model`` in eval mode, on the model's
+own weights (nothing is copied in fp32), minus the work that does not depend on the
+input:
+
+* The relative-position table (``rel_embeddings`` after its LayerNorm) projected
+  through each layer's key and query projections is computed once per layer and
+  cached, keyed on the versions of the weights it was computed from; HF recomputes
+  all ``2 * position_buckets`` rows in every layer of every forward pass.
+* A sequence of ``L`` tokens only reaches the log-bucketed relative positions
+  ``bucket(-(L-1)) .. bucket(L-1)``, so the content->position and position->content
+  scores are computed against that slice of the table, not all of it.
+* Layers above the highest one asked for are never run.
+
+Per-token layers run on the real tokens of a batch only (:mod:`indexer.packing`);
+attention runs per group of similar-length rows, padded to the group's widest, with
+padding keys masked, through ``scaled_dot_product_attention`` with the c2p + p2c
+scores as its additive mask.
+Everything runs in the weights' dtype unless a ``compute_dtype`` is given: then the
+matmuls and attention run in that dtype on cached, cast copies of the weights, while
+LayerNorms and the residual stream stay in the weights' dtype.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules import module as nn_module
+
+from .packing import AttentionGroup, PackedBatch
+
+_INDEX_CACHE_SIZE = 64
+_SKINNY = 128  # at most this many tokens: the transposed matmul in FastDebertaV2._linear
+
+
+def supports(model: nn.Module) -> bool:
+    """Whether :class:`FastDebertaV2` computes exactly what ``model`` computes.
+
+    True for a ``DebertaV2Model`` (config ``model_type == "deberta-v2"``) with relative
+    attention of kind c2p and/or p2c, no convolution layer and no ``z_steps``; anything
+    else keeps the HF forward.
+    """
+    try:
+        from transformers.models.deberta_v2 import modeling_deberta_v2 as hf
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "deberta-v2" or not isinstance(model, hf.DebertaV2Model):
+        return False
+    encoder = model.encoder
+    if (not isinstance(model.embeddings, hf.DebertaV2Embeddings) or not isinstance(encoder, hf.DebertaV2Encoder)
+            or encoder.conv is not None or not encoder.relative_attention or getattr(model, "z_steps", 0) > 1):
+        return False
+    kinds = set(getattr(config, "pos_att_type", None) or [])
+    if not kinds or not kinds <= {"c2p", "p2c"}:
+        return False
+    return all(type(block) is hf.DebertaV2Layer and type(block.attention.self) is hf.DisentangledSelfAttention
+               and block.attention.self.relative_attention for block in encoder.layer)
+
+
+def has_forward_hooks(modules: Sequence[nn.Module]) -> bool:
+    """Whether any of ``modules`` (or the global registry) has forward (pre-)hooks.
+
+    The fast forward does not call the HF blocks, so hooks on them would silently not
+    run; callers use the HF forward instead when this is True.
+    """
+    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _weight_key(tensors: Sequence[Tensor]) -> tuple:
+    """Changes whenever one of ``tensors`` is modified in place or replaced."""
+    return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+
+
+class FastDebertaV2:
+    """Hidden states of a DeBERTa-v2 model, computing only what pooling needs.
+
+    Args:
+        model: A ``DebertaV2Model`` for which :func:`supports` is True. Its weights are
+            used in place; changing them (``load_state_dict``, an optimiser step, ``.to``)
+            invalidates the cached position projections on the next call. In-place edits
+            through ``param.data`` bypass version counters: call :meth:`clear_cache` then.
+        compute_dtype: dtype of the matmuls, or None for the weights' own (exact) dtype.
+
+    Thread-safe: the caches are filled under a lock.
+    """
+
+    def __init__(self, model: nn.Module, compute_dtype: torch.dtype | None = None):
+        if not supports(model):
+            raise ValueError(f"{type(model).__name__} is not a DeBERTa-v2 model the fast forward supports")
+        self.model = model
+        self.modules = tuple(model.modules())
+        self.compute_dtype = compute_dtype
+        encoder = model.encoder
+        first = encoder.layer[0].attention.self
+        self.heads = first.num_attention_heads
+        self.head_size = first.attention_head_size
+        self.att_span = first.pos_ebd_size
+        self.kinds = set(first.pos_att_type)
+        self.scale = math.sqrt(self.head_size * (1 + len(self.kinds)))
+        self._lock = threading.Lock()
+        self._positions: dict[int, tuple[tuple, Tensor, Tensor]] = {}
+        self._casts: dict[int, tuple[tuple, Tensor]] = {}
+        self._rel_full: Tensor | None = None
+        self._indices: OrderedDict[tuple, tuple[int, int, Tensor, Tensor]] = OrderedDict()
+
+    def clear_cache(self) -> None:
+        """Forget cached position projections, cast weights and position indices."""
+        with self._lock:
+            self._positions.clear()
+            self._casts.clear()
+            self._indices.clear()
+            self._rel_full = None
+
+    # -- public ------------------------------------------------------------
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
+        """``hidden_states[layer]`` of the HF forward for each of ``layers``.
+
+        Args:
+            input_ids: ``(batch, seq)`` token ids.
+            attention_mask: ``(batch, seq)``, 1 for real tokens, 0 for padding.
+            layers: Indices into HF's ``hidden_states`` (0 = embeddings output).
+
+        Returns:
+            ``{layer: (batch, seq, hidden)}`` in fp32 (or the weights' dtype), zeros at
+            padding positions after layer 0.
+        """
+        top = max(layers)
+        with torch.inference_mode():
+            hidden = self.model.embeddings(input_ids=input_ids, mask=attention_mask)
+            captured = {0: hidden}
+            if top > 0:
+                batch = PackedBatch.of(attention_mask)
+                packed = batch.pack(hidden)
+                for i in range(top):
+                    packed = self._layer(i, packed, batch)
+                    if i + 1 in layers:
+                        captured[i + 1] = batch.unpack(packed)
+        return {layer: captured[layer] for layer in layers}
+
+    # -- caches ------------------------------------------------------------
+    def _relative_index(self, length: int, device: torch.device) -> tuple[int, int, Tensor, Tensor]:
+        """Table rows ``lo .. lo+rows-1`` a sequence of ``length`` uses, and its c2p / p2c gather indices."""
+        key = (length, device)
+        with self._lock:
+            if key in self._indices:
+                self._indices.move_to_end(key)
+                return self._indices[key]
+            full = self._rel_full
+            if full is None or full.shape[0] < length or full.device != device:
+                full = self._rel_full = self._build_relative_positions(max(length, 512), device)
+            relative = full[:length, :length]
+            span = self.att_span
+            c2p = torch.clamp(relative + span, 0, 2 * span - 1)
+            p2c = torch.clamp(-relative + span, 0, 2 * span - 1)
+            lo = int(torch.minimum(c2p.min(), p2c.min()))
+            rows = int(torch.maximum(c2p.max(), p2c.max())) - lo + 1
+            entry = (lo, rows, (c2p - lo).contiguous(), (p2c - lo).contiguous())
+            self._indices[key] = entry
+            if len(self._indices) > _INDEX_CACHE_SIZE:
+                self._indices.popitem(last=False)
+            return entry
+
+    def _build_relative_positions(self, length: int, device: torch.device) -> Tensor:
+        """HF's bucketed ``q - k`` matrix; the one for a shorter sequence is its top-left block."""
+        from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+        encoder = self.model.encoder
+        probe = torch.empty((length, 1), device=device)
+        return build_relative_position(probe, probe, bucket_size=encoder.position_buckets,
+                                       max_position=encoder.max_relative_positions)[0]
+
+    def _position_projections(self, i: int) -> tuple[Tensor | None, Tensor | None]:
+        """Layer ``i``'s ``(pos_key, pos_query)`` divided by the scale, each ``(heads, 2*span, head_size)`` or None."""
+        encoder = self.model.encoder
+        attention = encoder.layer[i].attention.self
+        key_proj = attention.key_proj if attention.share_att_key else getattr(attention, "pos_key_proj", None)
+        query_proj = attention.query_proj if attention.share_att_key else getattr(attention, "pos_query_proj", None)
+        sources = [encoder.rel_embeddings.weight, *self._layer_norm_params(encoder)]
+        for proj in (key_proj, query_proj):
+            if proj is not None:
+                sources += [proj.weight] + ([proj.bias] if proj.bias is not None else [])
+        key = _weight_key(sources) + (self.compute_dtype,)
+        with self._lock:
+            cached = self._positions.get(i)
+            if cached is not None and cached[0] == key:
+                return cached[1], cached[2]
+            table = encoder.get_rel_embedding()[: 2 * self.att_span]
+            pos_key = self._project_table(table, key_proj) if "c2p" in self.kinds else None
+            pos_query = self._project_table(table, query_proj) if "p2c" in self.kinds else None
+            self._positions[i] = (key, pos_key, pos_query)
+            return pos_key, pos_query
+
+    @staticmethod
+    def _layer_norm_params(encoder: nn.Module) -> list[Tensor]:
+        norm = getattr(encoder, "LayerNorm", None)
+        if norm is None or "layer_norm" not in encoder.norm_rel_ebd:
+            return []
+        return [p for p in (norm.weight, norm.bias) if p is not None]
+
+    def _project_table(self, table: Tensor, proj: nn.Linear) -> Tensor:
+        """``proj(table) / scale`` split into heads: ``(heads, rows, head_size)``."""
+        projected = F.linear(table, proj.weight, proj.bias) / self.scale
+        projected = projected.view(table.shape[0], self.heads, self.head_size).transpose(0, 1).contiguous()
+        return projected if self.compute_dtype is None else projected.to(self.compute_dtype)
+
+    def _cast(self, weight: Tensor | None) -> Tensor | None:
+        """``weight`` in the compute dtype (cached per weight version), or itself."""
+        if weight is None or self.compute_dtype is None or weight.dtype == self.compute_dtype:
+            return weight
+        key = _weight_key([weight])
+        with self._lock:
+            cached = self._casts.get(id(weight))
+            if cached is None or cached[0] != key:
+                cached = self._casts[id(weight)] = (key, weight.detach().to(self.compute_dtype))
+            return cached[1]
+
+    # -- maths -------------------------------------------------------------
+    def _linear(self, x: Tensor, layer: nn.Linear) -> Tensor:
+        """``layer(x)`` for packed ``x`` ``(tokens, in)``; may return a transposed (non-contiguous) view."""
+        weight, bias = layer.weight, layer.bias
+        if self.compute_dtype is not None:
+            x, weight, bias = x.to(self.compute_dtype), self._cast(weight), self._cast(bias)
+        if x.shape[0] > _SKINNY or x.device.type != "cpu":
+            return F.linear(x, weight, bias)
+        # Few tokens: weight @ x^T runs faster than x @ weight^T on MKL (1.3-2x up to ~128 rows, even
+        # at ~256); the result is a transposed view, which the next ops read as it is.
+        if bias is None:
+            return torch.mm(weight, x.t()).t()
+        return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
+
+    def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
+        """``norm(x + residual)``, in the residual stream's dtype."""
+        return F.layer_norm(x.to(residual.dtype) + residual, norm.normalized_shape, norm.weight, norm.bias,
+                            norm.eps)
+
+    def _layer(self, i: int, hidden: Tensor, batch: PackedBatch) -> Tensor:
+        """One transformer block on packed ``(tokens, hidden)`` states."""
+        block = self.model.encoder.layer[i]
+        context = self._attention(i, block.attention.self, hidden, batch)
+        attended = self._add_norm(self._linear(context, block.attention.output.dense), hidden,
+                                  block.attention.output.LayerNorm)
+        inner = block.intermediate.intermediate_act_fn(self._linear(attended, block.intermediate.dense))
+        return self._add_norm(self._linear(inner, block.output.dense), attended, block.output.LayerNorm)
+
+    def _attention(self, i: int, attention: nn.Module, hidden: Tensor, batch: PackedBatch) -> Tensor:
+        """Self-attention of packed states, one group of similar-length rows at a time; packed."""
+        query = self._linear(hidden, attention.query_proj)
+        key = self._linear(hidden, attention.key_proj)
+        value = self._linear(hidden, attention.value_proj)
+        positions = self._position_projections(i)
+        if len(batch.groups) == 1 and batch.packed_rows == batch.tokens:
+            return self._group_attention(batch.groups[0], query, key, value, positions)
+        context = query.new_zeros(query.shape)
+        for group in batch.groups:
+            if group.stop > group.start:
+                context[group.start:group.stop] = self._group_attention(group, query, key, value, positions)
+        return context
+
+    def _group_attention(self, group: AttentionGroup, query: Tensor, key: Tensor, value: Tensor,
+                         positions: tuple[Tensor | None, Tensor | None]) -> Tensor:
+        """Disentangled attention (content->content + c2p + p2c) of one group's packed tokens."""
+        heads, size, width = self.heads, self.head_size, group.width
+
+        def split(x: Tensor) -> Tensor:  # packed (tokens, heads*size) -> (rows, heads, width, size)
+            # contiguous: SDPA's fused CPU kernel wants unit stride along head_size.
+            return group.unpack(x).contiguous().view(group.size, width, heads, size).transpose(1, 2)
+
+        query, key, value = split(query), split(key), split(value)
+        pos_key, pos_query = positions
+        lo, rows, c2p_index, p2c_index = self._relative_index(width, query.device)
+        expand = (group.size, heads, width, width)
+        bias = None
+        if pos_key is not None:  # content->position: query i against the position of key j
+            c2p = torch.matmul(query, pos_key[:, lo:lo + rows].transpose(-1, -2))
+            bias = torch.gather(c2p, -1, c2p_index.expand(expand))
+        if pos_query is not None:  # position->content: key j against the position of query i
+            p2c = torch.matmul(key, pos_query[:, lo:lo + rows].transpose(-1, -2))
+            p2c = torch.gather(p2c, -1, p2c_index.expand(expand)).transpose(-1, -2)
+            bias = p2c if bias is None else bias + p2c
+        if group.key_mask is not None:
+            bias = bias.masked_fill(group.key_mask, torch.finfo(bias.dtype).min)
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0 / self.scale)
+        return group.pack(context.transpose(1, 2).reshape(group.size, width, heads * size))
