@@ -9,8 +9,9 @@ import json
 import os
 import sys
 
-from indexer.build import IndexWriter, build_index, resolve_config
-from indexer.encoder import Encoder
+from indexer.build import COMMIT_CHUNKS, IndexWriter, build_index, resolve_config
+from indexer.check import check_index
+from indexer.encoder import PRECISIONS, Encoder
 from indexer.model import load_model
 from indexer.storage import open_docstore
 from search.searcher import FUSIONS, MODES, Searcher, SearchResult
@@ -33,8 +34,12 @@ def add_parsers(subparsers) -> None:
     index.add_argument("--chunk-overlap", type=int, help="tokens shared by consecutive chunks (default 32)")
     index.add_argument("--batch-size", type=positive_int, default=32,
                        help="texts per forward pass (default 32)")
+    add_precision_option(index)
     index.add_argument("--skip-bad", action="store_true", help="skip bad records and report how many, "
                        "instead of stopping at the first")
+    index.add_argument("--commit-chunks", type=positive_int, default=COMMIT_CHUNKS,
+                       help=f"commit after at least this many new chunks, so a killed run keeps its work "
+                       f"(default {COMMIT_CHUNKS}, or an eighth of the index if larger)")
     index.set_defaults(handler=run_index)
 
     search = subparsers.add_parser("search", help="query an index",
@@ -51,6 +56,7 @@ def add_parsers(subparsers) -> None:
     search.add_argument("--layer", type=int, help="must equal the index's layer (checked)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(search)
+    add_precision_option(search)
     search.set_defaults(handler=run_search)
 
     delete = subparsers.add_parser("delete", help="remove documents from an index",
@@ -62,6 +68,19 @@ def add_parsers(subparsers) -> None:
     info = subparsers.add_parser("info", help="show an index's manifest and counts")
     info.add_argument("--index", required=True, metavar="DIR", help="index directory")
     info.set_defaults(handler=run_info)
+
+    check = subparsers.add_parser("check", help="verify an index's files and stores",
+                                  description="Verify files against the manifest's sizes and SHA-256, "
+                                  "and that the document store, dense and lexical indexes hold the same "
+                                  "chunks. Exit 0 when healthy, 1 with the list of problems.")
+    check.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    check.set_defaults(handler=run_check)
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="encoder matmul precision: fp32 (exact, default), bf16 (CPUs with AVX512-BF16/AMX, "
+                        "or CUDA) or fp16 (CUDA); reduced precision changes vectors slightly")
 
 
 def _progress_factory(total: int):
@@ -85,9 +104,10 @@ def run_index(args: argparse.Namespace) -> int:
     config = resolve_config(args.index, model_name=args.model or os.environ.get(MODEL_ENV),
                             layer=args.layer, chunk_tokens=args.chunk_tokens,
                             chunk_overlap=args.chunk_overlap)
-    encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size)
+    encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
+                      precision=args.precision)
     stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
-                                progress_factory=_progress_factory)
+                                progress_factory=_progress_factory, commit_chunks=args.commit_chunks)
     print(f"indexed {report.documents} documents into {args.index}: {stats.added} added, "
           f"{stats.replaced} replaced, {stats.unchanged} unchanged, {stats.chunks} chunks embedded")
     if report.bad:
@@ -101,7 +121,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     searcher = Searcher(args.index, model=args.model or os.environ.get(MODEL_ENV),
-                        layer=args.layer, device=args.device)
+                        layer=args.layer, device=args.device, precision=args.precision)
     try:
         result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion,
                                  alpha=args.alpha, lang=args.lang)
@@ -147,4 +167,15 @@ def run_info(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(json.dumps(info, indent=2, ensure_ascii=False, sort_keys=True))
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    problems = check_index(args.index)
+    if problems:
+        print(f"{args.index}: {len(problems)} problems", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.index}: ok")
     return 0

@@ -1,7 +1,7 @@
 """Indexer side of xlsearch: read corpora, chunk, embed, and write the index stores."""
 from .build import IndexWriter, UpsertStats, build_index, check_compatible, resolve_config
 from .config import IndexConfig, Manifest
-from .docstore import Document, DocStore
+from .docstore import DocStore, Document
 from .encoder import Encoder
 from .errors import XlsearchError
 from .model import LoadedModel, load_model

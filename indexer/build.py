@@ -9,28 +9,41 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from .analysis import analyze
+from .analysis import ANALYZER, analyze
 from .chunking import chunk_text
 from .config import IndexConfig, Manifest, utc_now
 from .corpus import CorpusReport, read_documents
 from .dense import DenseIndex
-from .docstore import DOCS_FILE, ChunkRow, Document, DocStore
-from .docstore import delete_documents, set_meta, write_chunks, write_documents
+from .docstore import DOCS_FILE, ChunkRow, DocStore, Document, delete_documents, set_meta, write_chunks, write_documents
 from .encoder import Encoder
-from .errors import IndexMismatchError, XlsearchError
+from .errors import IndexMismatchError, IndexWriteError, XlsearchError
 from .lexical import BM25Index
-from .storage import (WriterLock, committed_manifest, dense_path, fsync_dir, fsync_tree, index_exists, lexical_path,
-                      open_docstore, remove_generations, write_manifest_copy)
+from .storage import (
+    WriterLock,
+    committed_manifest,
+    dense_path,
+    digest_generation,
+    fsync_dir,
+    fsync_tree,
+    index_exists,
+    lexical_path,
+    load_generation,
+    open_docstore,
+    remove_generations,
+    read_manifest_copy,
+    write_manifest_copy,
+)
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (documents done, chunks done) since the last call
 ENCODE_GROUP = 512  # chunks encoded together, so length sorting has something to sort
+COMMIT_CHUNKS = 4096  # a long run commits at least this often (in new chunks), so it can resume
 
 
 @dataclass
@@ -48,6 +61,10 @@ def check_compatible(manifest: Manifest, encoder: Encoder | None = None,
     Raises:
         IndexMismatchError: Naming the setting, the index's value and the asked one.
     """
+    if manifest.config.analyzer != ANALYZER:
+        raise IndexMismatchError(
+            f"the index was built with the lexical analyzer {manifest.config.analyzer!r}; this xlsearch "
+            f"analyzes with {ANALYZER!r}, so its BM25 terms would not match. Rebuild it with `xlsearch index`.")
     if encoder is not None and encoder.loaded.fingerprint != manifest.model_fingerprint:
         raise IndexMismatchError(
             f"the index was built with model {manifest.config.model_name!r} (fingerprint "
@@ -87,10 +104,13 @@ class IndexWriter:
     def __init__(self, directory: str | Path, encoder: Encoder | None = None,
                  config: IndexConfig | None = None):
         self.directory = Path(directory)
-        if committed_manifest(self.directory) is None and (encoder is None or config is None):
-            open_docstore(self.directory)  # raises IndexNotFoundError or IndexFormatError
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.encoder = encoder
+        if not self.directory.is_dir() and (encoder is None or config is None):
+            open_docstore(self.directory)  # raises IndexNotFoundError
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IndexWriteError(f"{self.directory}: cannot create the index ({exc.strerror})") from None
         self._lock = WriterLock(self.directory)
         try:
             self._open(config)
@@ -102,12 +122,15 @@ class IndexWriter:
         self._pending_chunks: dict[str, list[ChunkRow]] = {}
 
     def _open(self, config: IndexConfig | None) -> None:
-        if committed_manifest(self.directory) is not None:
+        committed = committed_manifest(self.directory)
+        if committed is None and (self.encoder is None or config is None):
+            open_docstore(self.directory)  # raises IndexNotFoundError or IndexFormatError
+        if committed is not None:
             self.store, self.manifest = open_docstore(self.directory)
             check_compatible(self.manifest, self.encoder, config)
-            generation = self.manifest.generation
-            self.dense = DenseIndex.load(dense_path(self.directory, generation), self.manifest.dim)
-            self.lexical = BM25Index.load(lexical_path(self.directory, generation))
+            self.dense, self.lexical = load_generation(self.directory, self.manifest)
+            if read_manifest_copy(self.directory) != self.manifest.to_dict():
+                write_manifest_copy(self.directory, self.manifest)  # a crash left it behind
             self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or 0)
             return
         if config.layer > self.encoder.num_layers:
@@ -162,8 +185,17 @@ class IndexWriter:
                 found.append(doc_id)
         return found
 
-    def upsert(self, docs: Iterable[Document], progress: Progress | None = None) -> UpsertStats:
-        """Add documents, replacing those with the same id; identical ones are skipped."""
+    def upsert(self, docs: Iterable[Document], progress: Progress | None = None,
+               commit_chunks: int | None = None) -> UpsertStats:
+        """Add documents, replacing those with the same id; identical ones are skipped.
+
+        Args:
+            docs: Documents, streamed.
+            progress: Called with (documents, chunks) done since the last call.
+            commit_chunks: Commit whenever this many new chunks are pending (and at
+                least an eighth of the index, so commits stay cheap as it grows).
+                None: only the caller commits.
+        """
         if self.encoder is None:
             raise XlsearchError("IndexWriter was opened without an encoder; it can only delete")
         stats = UpsertStats()
@@ -184,11 +216,16 @@ class IndexWriter:
             rows, texts = self._chunk(doc)
             group.append((doc, rows, texts))
             size += len(rows)
-            if size >= ENCODE_GROUP:
+            if size >= min(ENCODE_GROUP, commit_chunks or ENCODE_GROUP):
                 stats.chunks += self._embed(group, progress)
                 group, size = [], 0
+                if commit_chunks and self.pending_chunks() >= max(commit_chunks, len(self.dense) // 8):
+                    self.commit()
         stats.chunks += self._embed(group, progress)
         return stats
+
+    def pending_chunks(self) -> int:
+        return sum(len(rows) for rows in self._pending_chunks.values())
 
     def _chunk(self, doc: Document) -> tuple[list[ChunkRow], list[str]]:
         config, tokenizer = self.manifest.config, self.encoder.tokenizer
@@ -232,9 +269,14 @@ class IndexWriter:
             self.lexical.save(lexical_path(self.directory, new))
             fsync_tree(lexical_path(self.directory, new))
             fsync_dir(self.directory)
-            manifest = self._commit_store(new)
+            manifest = self._commit_store(new, digest_generation(self.directory, new))
+        except (OSError, RuntimeError, sqlite3.Error) as exc:  # RuntimeError: FAISS I/O
+            _discard_generation(self.directory, old)
+            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+            raise IndexWriteError(f"{self.directory}: could not commit ({reason}); "
+                                  f"the index is unchanged") from exc
         except BaseException:
-            remove_generations(self.directory, keep={old})
+            _discard_generation(self.directory, old)
             raise
         self.manifest = manifest
         self._pending_docs.clear()
@@ -244,16 +286,24 @@ class IndexWriter:
         remove_generations(self.directory, keep={old, new})
         return manifest
 
-    def _commit_store(self, generation: int) -> Manifest:
+    def _commit_store(self, generation: int, files: dict) -> Manifest:
         with self.store.transaction() as conn:
             delete_documents(conn, sorted(self._pending_deletes | set(self._pending_docs)))
             write_documents(conn, list(self._pending_docs.values()))
             write_chunks(conn, [r for rows in self._pending_chunks.values() for r in rows])
             documents = conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
             manifest = self.manifest.replace(documents=int(documents), chunks=len(self.dense),
-                                             generation=generation, updated=utc_now())
+                                             generation=generation, updated=utc_now(), files=files)
             set_meta(conn, {"manifest": manifest.to_json(), "next_chunk_id": str(self.next_chunk_id)})
         return manifest
+
+
+def _discard_generation(directory: Path, keep: int) -> None:
+    """Remove the files of a commit that failed; best effort (the disk may be full or read-only)."""
+    try:
+        remove_generations(directory, keep={keep, keep - 1})
+    except OSError as exc:
+        log.warning("could not remove the files of a failed commit in %s: %s", directory, exc)
 
 
 def title_prefix(title: str | None, tokenizer, max_tokens: int) -> str:
@@ -269,12 +319,16 @@ def title_prefix(title: str | None, tokenizer, max_tokens: int) -> str:
 
 def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: Encoder,
                 config: IndexConfig, skip_bad: bool = False,
-                progress_factory: Callable[[int], Progress] | None = None) -> tuple[UpsertStats, CorpusReport]:
-    """Index every document of ``paths`` into ``directory`` in one atomic commit.
+                progress_factory: Callable[[int], Progress] | None = None,
+                commit_chunks: int = COMMIT_CHUNKS) -> tuple[UpsertStats, CorpusReport]:
+    """Index every document of ``paths`` into ``directory``.
 
     The inputs are read twice: a first pass validates every record (so a bad one
     stops the run before anything changes) and counts documents for the progress
-    bar; the second chunks, embeds and stores them.
+    bar; the second chunks, embeds and stores them, committing every
+    ``commit_chunks`` new chunks or more. Each commit is atomic; a run that is
+    killed keeps its committed documents, and running it again skips them
+    (identical documents are not re-embedded).
 
     Raises:
         CorpusError: A bad record, unless ``skip_bad``.
@@ -285,6 +339,6 @@ def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: Enc
         pass
     with IndexWriter(directory, encoder, config) as writer:
         progress = progress_factory(report.documents) if progress_factory else None
-        stats = writer.upsert(read_documents(paths, skip_bad), progress)
+        stats = writer.upsert(read_documents(paths, skip_bad), progress, commit_chunks)
         writer.commit()
     return stats, report

@@ -71,7 +71,11 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What ``manifest.json`` holds: the config plus facts measured at build time."""
+    """What ``manifest.json`` holds: the config plus facts measured at build time.
+
+    ``files`` maps each file of the committed generation (relative path) to its
+    ``size`` and ``sha256``; opening the index verifies them.
+    """
 
     config: IndexConfig
     model_fingerprint: str
@@ -82,6 +86,7 @@ class Manifest:
     generation: int = 0
     created: str = field(default_factory=utc_now)
     updated: str = field(default_factory=utc_now)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

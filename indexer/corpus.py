@@ -24,6 +24,7 @@ from typing import Any
 
 from .docstore import Document
 from .errors import CorpusError
+from .validation import id_problem, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ def _document(fields: dict[str, Any], where: str) -> Document:
         raise CorpusError(f"{where}: record has no id")
     if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
         raise CorpusError(f"{where}: id must be a string or integer, got {type(raw_id).__name__}")
+    problem = id_problem(str(raw_id))
+    if problem:
+        raise CorpusError(f"{where}: {problem}")
     text = fields.get("text")
     if not isinstance(text, str) or not text.strip():
         raise CorpusError(f"{where}: record {raw_id!r} has no text")
@@ -55,6 +59,10 @@ def _document(fields: dict[str, Any], where: str) -> Document:
     for name, value in (("title", title), ("lang", lang)):
         if value is not None and not isinstance(value, str):
             raise CorpusError(f"{where}: field {name!r} must be a string")
+    for name, value in (("text", text), ("title", title), ("lang", lang)):
+        problem = text_problem(value, name) if value else None
+        if problem:
+            raise CorpusError(f"{where}: {problem}")
     metadata = {k: v for k, v in fields.items() if k not in _RESERVED}
     return Document(id=str(raw_id), text=text, title=title or None, lang=lang or None, metadata=metadata)
 

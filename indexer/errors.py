@@ -41,3 +41,7 @@ class QueryError(XlsearchError):
 
 class DocumentNotFoundError(XlsearchError):
     """A document id is not in the index."""
+
+
+class IndexWriteError(XlsearchError):
+    """A change could not be written (disk full, read-only, I/O error); the index is unchanged."""

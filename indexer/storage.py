@@ -16,14 +16,18 @@ commit point: before it, readers and a crash see generation g; after it, g+1.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import sqlite3
 from pathlib import Path
 
 from .config import Manifest
+from .dense import DenseIndex
 from .docstore import DOCS_FILE, DocStore
-from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError
+from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, IndexWriteError
+from .lexical import BM25Index
 
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
@@ -35,6 +39,43 @@ def dense_path(directory: Path, generation: int) -> Path:
 
 def lexical_path(directory: Path, generation: int) -> Path:
     return directory / f"bm25.{generation}"
+
+
+def generation_files(directory: Path, generation: int) -> list[Path]:
+    """Every file of one generation (the dense file and the lexical folder's files)."""
+    lexical = lexical_path(directory, generation)
+    files = [dense_path(directory, generation)]
+    if lexical.is_dir():
+        files += sorted(p for p in lexical.rglob("*") if p.is_file())
+    return files
+
+
+def file_digest(path: Path) -> dict[str, int | str]:
+    """Size and SHA-256 of one file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def digest_generation(directory: Path, generation: int) -> dict[str, dict[str, int | str]]:
+    """``{relative path: {"size", "sha256"}}`` for the manifest."""
+    return {p.relative_to(directory).as_posix(): file_digest(p) for p in generation_files(directory, generation)}
+
+
+def verify_files(directory: Path, manifest: Manifest, hashes: bool = True) -> list[str]:
+    """Problems with the generation files the manifest lists: missing, other size or hash."""
+    problems = []
+    for name, expected in sorted(manifest.files.items()):
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{path}: {path.stat().st_size} bytes, the manifest says {expected['size']}")
+        elif hashes and file_digest(path)["sha256"] != expected["sha256"]:
+            problems.append(f"{path}: content does not match the manifest's SHA-256 (damaged)")
+    return problems
 
 
 def index_exists(directory: str | Path) -> bool:
@@ -58,9 +99,9 @@ def open_docstore(directory: str | Path) -> tuple[DocStore, Manifest]:
     store = DocStore(directory / DOCS_FILE)
     try:
         text = store.get_meta("manifest")
-    except sqlite3.DatabaseError as exc:  # not a database, missing table...
+    except IndexFormatError:  # not a database, missing table...
         store.close()
-        raise IndexFormatError(f"{directory / DOCS_FILE}: unreadable document store ({exc})") from None
+        raise
     if text is None:
         store.close()
         raise IndexFormatError(f"{directory}: the index has no committed manifest; rebuild it")
@@ -88,6 +129,28 @@ def committed_manifest(directory: str | Path) -> Manifest | None:
     return None if text is None else Manifest.from_json(text, str(path))
 
 
+def load_generation(directory: Path, manifest: Manifest) -> tuple[DenseIndex, BM25Index]:
+    """Verify and load the dense and lexical files of the manifest's generation.
+
+    Raises:
+        IndexFormatError: A file is missing, damaged (size or SHA-256 differs from the
+            manifest) or unreadable, or the stores disagree on the number of chunks.
+    """
+    problems = verify_files(directory, manifest)
+    if problems:
+        raise IndexFormatError(f"damaged index: {problems[0]}"
+                               + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
+                               + f". Run `xlsearch check --index {directory}`.")
+    generation = manifest.generation
+    dense = DenseIndex.load(dense_path(directory, generation), manifest.dim)
+    lexical = BM25Index.load(lexical_path(directory, generation))
+    if not len(dense) == len(lexical) == manifest.chunks:
+        raise IndexFormatError(
+            f"{directory}: generation {generation} is inconsistent: {len(dense)} vectors, "
+            f"{len(lexical)} lexical entries, manifest says {manifest.chunks} chunks")
+    return dense, lexical
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -107,6 +170,15 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(path)
 
 
+def read_manifest_copy(directory: Path) -> dict | None:
+    """``manifest.json`` as a dict, or None when missing or unreadable."""
+    try:
+        data = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_manifest_copy(directory: Path, manifest: Manifest) -> None:
     """Atomically replace ``manifest.json`` with the committed manifest."""
     tmp = directory / f".{MANIFEST_FILE}.tmp"
@@ -120,9 +192,9 @@ def remove_generations(directory: Path, keep: set[int]) -> None:
     """Delete generation files not in ``keep`` (old ones, or leftovers of a failed commit)."""
     for item in directory.iterdir():
         parts = item.name.split(".")
-        if len(parts) >= 2 and parts[0] in ("dense", "bm25") and parts[1].isdigit():
-            if int(parts[1]) not in keep:
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
+        is_generation = len(parts) >= 2 and parts[0] in ("dense", "bm25") and parts[1].isdigit()
+        if is_generation and int(parts[1]) not in keep:
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
 class WriterLock:
@@ -130,7 +202,10 @@ class WriterLock:
 
     def __init__(self, directory: Path):
         self.path = directory / LOCK_FILE
-        self._handle = open(self.path, "a+")
+        try:
+            self._handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            raise IndexWriteError(f"{directory}: cannot write to the index ({exc.strerror})") from None
         try:
             fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

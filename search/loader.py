@@ -8,9 +8,8 @@ from pathlib import Path
 from indexer.config import Manifest
 from indexer.dense import DenseIndex
 from indexer.docstore import DocStore
-from indexer.errors import IndexFormatError
 from indexer.lexical import BM25Index
-from indexer.storage import dense_path, lexical_path, open_docstore
+from indexer.storage import load_generation, open_docstore
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +27,19 @@ class LoadedIndex:
     def close(self) -> None:
         self.store.close()
 
-    def committed_generation(self) -> int:
-        """Generation recorded by the last commit (may be newer than the loaded one)."""
+    def refresh(self) -> bool:
+        """Load the generation the store's current snapshot records, if it is not the loaded one.
+
+        Call inside ``store.snapshot()`` so that the documents read afterwards belong
+        to the same commit as the vectors and postings. Returns True if it reloaded.
+        """
         text = self.store.get_meta("manifest")
-        return Manifest.from_json(text or "{}", str(self.directory)).generation
+        manifest = Manifest.from_json(text or "{}", str(self.directory / "docs.sqlite"))
+        if manifest.generation == self.manifest.generation:
+            return False
+        self.dense, self.lexical = load_generation(self.directory, manifest)
+        self.manifest = manifest
+        return True
 
 
 def load_index(directory: str | Path) -> LoadedIndex:
@@ -45,13 +53,7 @@ def load_index(directory: str | Path) -> LoadedIndex:
     directory = Path(directory)
     store, manifest = open_docstore(directory)
     try:
-        generation = manifest.generation
-        dense = DenseIndex.load(dense_path(directory, generation), manifest.dim)
-        lexical = BM25Index.load(lexical_path(directory, generation))
-        if not len(dense) == len(lexical) == manifest.chunks:
-            raise IndexFormatError(
-                f"{directory}: generation {generation} is inconsistent: {len(dense)} vectors, "
-                f"{len(lexical)} lexical entries, manifest says {manifest.chunks} chunks")
+        dense, lexical = load_generation(directory, manifest)
     except BaseException:
         store.close()
         raise

@@ -13,8 +13,9 @@ import numpy as np
 from indexer.analysis import analyze
 from indexer.build import check_compatible
 from indexer.encoder import Encoder
-from indexer.errors import QueryError
+from indexer.errors import IndexFormatError, IndexMismatchError, QueryError
 from indexer.model import load_model
+from indexer.validation import text_problem
 
 from .fusion import linear, rrf
 from .loader import LoadedIndex, load_index
@@ -25,6 +26,7 @@ MODES = ("hybrid", "dense", "lexical")
 FUSIONS = ("rrf", "linear")
 RRF_K = 60
 MAX_K = 1000
+SNAPSHOT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ def validate_query(query: str, k: int, mode: str, fusion: str, alpha: float,
             raise QueryError(f"filter {key!r}: values must be strings, numbers or booleans")
     if not isinstance(query, str) or not query.strip():
         raise QueryError("query is empty")
+    problem = text_problem(query, "query")
+    if problem:
+        raise QueryError(problem)
     if not 1 <= k <= MAX_K:
         raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
     if mode not in MODES:
@@ -96,16 +101,23 @@ class Searcher:
         layer: Layer to pool; default and only accepted value: the index's own.
         device: ``auto``, ``cpu`` or ``cuda``.
         encoder: A ready encoder (skips loading; still checked against the index).
+        precision: Matmul precision of the encoder this loads: ``fp32``, ``bf16`` or ``fp16``.
     """
 
     def __init__(self, directory: str | Path, model: str | None = None, layer: int | None = None,
-                 device: str = "auto", encoder: Encoder | None = None):
+                 device: str = "auto", encoder: Encoder | None = None, precision: str = "fp32"):
         self.index: LoadedIndex = load_index(directory)
         config = self.index.manifest.config
+        try:
+            check_compatible(self.index.manifest)
+        except IndexMismatchError:
+            self.index.close()
+            raise
         if layer is not None and layer != config.layer:
             check_compatible(self.index.manifest, config=dataclasses.replace(config, layer=layer))
         self._model_name = model or config.model_name
         self._device = device
+        self._precision = precision
         self._encoder = encoder
         if encoder is not None:
             check_compatible(self.index.manifest, encoder)
@@ -116,7 +128,8 @@ class Searcher:
         """The query encoder, loaded and checked against the index on first use."""
         with self._lock:
             if self._encoder is None:
-                encoder = Encoder(load_model(self._model_name, self._device), batch_size=1)
+                encoder = Encoder(load_model(self._model_name, self._device), batch_size=1,
+                                  precision=self._precision)
                 check_compatible(self.index.manifest, encoder)
                 self._encoder = encoder
             return self._encoder
@@ -125,11 +138,9 @@ class Searcher:
         self.index.close()
 
     def refresh(self) -> None:
-        """Reload the index if a writer has committed a newer generation."""
-        if self.index.committed_generation() != self.index.manifest.generation:
-            fresh = load_index(self.index.directory)
-            old, self.index = self.index, fresh
-            old.close()
+        """Pick up the latest committed generation of the index now."""
+        with self._lock, self.index.store.snapshot():
+            self.index.refresh()
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str = "rrf",
                alpha: float = 0.5, lang: str | None = None,
@@ -146,19 +157,31 @@ class Searcher:
             filter: Only documents whose metadata has exactly these values
                 (``{"source": "wiki"}``). Filters apply before the top ``k`` is cut.
 
+        All reads of one query come from one committed generation: the vectors,
+        the postings and the documents of the same commit.
+
         Raises:
             QueryError: An argument is out of range.
+            IndexFormatError: The index is damaged.
         """
         validate_query(query, k, mode, fusion, alpha, filter)
         vector = self.encoder.encode([query], self.index.manifest.config.layer)[0] if mode != "lexical" else None
         tokens = analyze(query)
-        with self._lock:
-            self.refresh()
-            allowed = None
-            if lang is not None or filter:
-                allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)
-            hits = self._search(vector, tokens, k, mode, fusion, alpha, allowed)
-        return SearchResult(query=query, mode=mode, hits=hits)
+        for attempt in range(SNAPSHOT_RETRIES):
+            try:
+                with self._lock, self.index.store.snapshot():
+                    self.index.refresh()
+                    allowed = None
+                    if lang is not None or filter:
+                        allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)
+                    hits = self._search(vector, tokens, k, mode, fusion, alpha, allowed)
+                return SearchResult(query=query, mode=mode, hits=hits)
+            except IndexFormatError:
+                # Two commits landed while this snapshot was open and the generation it
+                # names was cleaned up; a new snapshot sees the newest one.
+                if attempt == SNAPSHOT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _search(self, vector, tokens, k, mode, fusion, alpha, allowed) -> list[Hit]:
         index = self.index

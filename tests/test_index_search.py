@@ -5,14 +5,21 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE
+
 from indexer.analysis import analyze
 from indexer.build import IndexWriter, build_index
 from indexer.config import IndexConfig
 from indexer.docstore import Document
 from indexer.encoder import Encoder
-from indexer.errors import CorpusError, IndexLockedError, IndexMismatchError, IndexNotFoundError, QueryError
+from indexer.errors import (
+    CorpusError,
+    IndexLockedError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    IndexWriteError,
+    QueryError,
+)
 from indexer.model import load_model
 from indexer.storage import open_docstore
 from search.loader import load_index
@@ -208,6 +215,18 @@ def test_mismatched_model_or_layer_is_refused(sample_index, tiny_bert_dir):
         IndexWriter(sample_index, bert, config)
 
 
+def test_index_of_another_analyzer_is_refused(sample_index, encoder):
+    store, manifest = open_docstore(sample_index)
+    old = manifest.replace(config=IndexConfig(**{**vars(manifest.config), "analyzer": "unicode-bigram-v0"}))
+    with store.transaction() as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'manifest'", [old.to_json()])
+    store.close()
+    with pytest.raises(IndexMismatchError, match="analyzer 'unicode-bigram-v0'.*Rebuild it"):
+        Searcher(sample_index)
+    with pytest.raises(IndexMismatchError, match="analyzer 'unicode-bigram-v0'"):
+        IndexWriter(sample_index, encoder, old.config)
+
+
 def test_changed_build_setting_is_refused(sample_index, encoder):
     config = load_index(sample_index).manifest.config
     with pytest.raises(IndexMismatchError, match="chunk_tokens=64, not 128"):
@@ -232,7 +251,7 @@ def test_failed_commit_keeps_the_old_generation(sample_index, encoder, monkeypat
     writer = IndexWriter(sample_index, encoder, config)
     writer.upsert([Document(id="doomed", text="This write will fail.")])
     monkeypatch.setattr("indexer.build.write_chunks", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(IndexWriteError, match="could not commit \\(disk full\\); the index is unchanged"):
         writer.commit()
     writer.close()
     index = load_index(sample_index)
