@@ -1,0 +1,89 @@
+"""ASGI middleware: a request body size limit (413) and one log line per request."""
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_response
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimitMiddleware:
+    """Refuse a body over ``max_bytes`` with 413, from its Content-Length or while it streams in.
+
+    The body is read here (at most ``max_bytes``) and handed on whole, so the app
+    never starts work on a request it would have to abandon half-way.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                await error_response(400, "bad_request", "invalid Content-Length header")(scope, receive, send)
+                return
+            if int(length) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = f"{self.max_bytes / 2 ** 20:.1f} MiB" if self.max_bytes >= 2 ** 20 else f"{self.max_bytes} bytes"
+        await error_response(413, "body_too_large", f"request body over the limit of {limit}; "
+                             "send fewer documents per request")(scope, receive, send)
+
+
+class RequestLogMiddleware:
+    """Log ``METHOD /path STATUS 12.3ms`` at INFO once per request (no query string, no body)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = scope["path"] if scope["path"].isprintable() else ascii(scope["path"])
+            log.info("%s %s %d %.1fms", scope["method"], path, status,
+                     (time.perf_counter() - start) * 1000)

@@ -1,0 +1,167 @@
+"""`xlsearch serve` as a real process on a free loopback port, talked to over HTTP."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import REPO, SAMPLE
+
+from api.cli import main
+
+SAMPLE_TEXT = {d["id"]: d["text"] for d in map(json.loads, SAMPLE.read_text(encoding="utf-8").splitlines())}
+KEY = "server-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(sample_index_master, tiny_deberta_dir, tmp_path_factory):
+    """One running server over a private index copy for this module; yields (base URL, stderr log path).
+
+    The tests use their own document ids and leave the sample documents as they were.
+    """
+    tmp_path = tmp_path_factory.mktemp("server")
+    sample_index = tmp_path / "index"
+    shutil.copytree(sample_index_master, sample_index)
+    port, log = free_port(), tmp_path / "server.log"
+    env = {**os.environ, "XLSEARCH_MODEL": str(tiny_deberta_dir), "XLSEARCH_API_KEY": KEY,
+           "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--index", str(sample_index),
+                                    "--port", str(port), "--device", "cpu", "--threads", "1"], cwd=REPO, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"server exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"server did not start: {log.read_text()}"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield url, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal
+    assert process.returncode in (0, -15) and "Application shutdown complete" in log.read_text(), log.read_text()
+
+
+def search_ids(client: httpx.Client, query: str, **options) -> list[str]:
+    response = client.post("/search", json={"query": query, **options})
+    assert response.status_code == 200, response.text
+    return [hit["id"] for hit in response.json()["hits"]]
+
+
+def test_add_search_delete_search_over_http(server):
+    url, log = server
+    doc = {"id": "srv-axolotl", "title": "Axolotl", "text": "The axolotl regrows its limbs in Lake Xochimilco.",
+           "lang": "en", "metadata": {"source": "server-test"}}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert "srv-axolotl" not in search_ids(client, "axolotl Xochimilco", k=5)
+        assert client.post("/documents", json=[doc]).status_code == 401
+        added = client.post("/documents", json=[doc], headers=AUTH)
+        assert added.status_code == 200 and added.json()["added"] == 1
+        assert search_ids(client, "axolotl Xochimilco", k=5)[0] == "srv-axolotl"
+        assert client.get("/search", params={"q": "axolotl", "k": 1, "mode": "lexical"}).json()["hits"][0][
+            "id"] == "srv-axolotl"
+        assert client.get("/documents/srv-axolotl").json()["metadata"] == {"source": "server-test"}
+        assert client.delete("/documents/srv-axolotl", headers=AUTH).status_code == 200
+        assert "srv-axolotl" not in search_ids(client, "axolotl Xochimilco", k=5)
+        assert client.get("/documents/srv-axolotl").status_code == 404
+        assert client.post("/search", json={"query": " "}).status_code == 422
+    lines = log.read_text()
+    assert "POST /documents 401 " in lines and "POST /documents 200 " in lines and "DELETE /documents/srv-axolotl 200" in lines
+
+
+def test_concurrent_searches_during_writes(server):
+    """4 clients search while documents are added and deleted: every answer is 200 and whole."""
+    url, _ = server
+    new_text = {f"srv-new-{i}": f"Searchable zeppelin number {i} floats over the harbour." for i in range(6)}
+    failures: list[str] = []
+    counts = [0] * 4
+    stop = threading.Event()
+
+    def check(hit: dict) -> None:
+        text = SAMPLE_TEXT.get(hit["id"]) or new_text.get(hit["id"])
+        if text is None or text[hit["start"]:hit["end"]] != hit["passage"]:
+            failures.append(f"inconsistent hit {hit}")
+
+    def searcher(slot: int) -> None:
+        queries = ["zeppelin harbour", "green tea", "volcano"]
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for n in range(1000):
+                if stop.is_set() and n >= 5:
+                    break
+                response = client.post("/search", json={"query": queries[n % 3], "k": 5})
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text}")
+                    continue
+                for hit in response.json()["hits"]:
+                    check(hit)
+                counts[slot] += 1
+
+    threads = [threading.Thread(target=searcher, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    with httpx.Client(base_url=url, timeout=30, headers=AUTH) as writer:
+        for doc_id, text in new_text.items():
+            assert writer.post("/documents", json=[{"id": doc_id, "text": text}]).status_code == 200
+            assert doc_id in search_ids(writer, f"zeppelin number {doc_id[-1]}", k=10, mode="lexical")
+        for doc_id in list(new_text)[:3]:
+            assert writer.delete(f"/documents/{doc_id}").status_code == 200
+            assert doc_id not in search_ids(writer, "zeppelin harbour", k=10, mode="lexical")
+        assert writer.get("/health", timeout=5).status_code == 200
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures[:3]
+    assert all(count >= 5 for count in counts), counts
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for doc_id in list(new_text)[3:]:
+            assert client.get(f"/documents/{doc_id}").status_code == 200
+            assert client.delete(f"/documents/{doc_id}", headers=AUTH).status_code == 200
+        assert client.get("/info").json()["documents"] == len(SAMPLE_TEXT)
+
+
+def test_serve_reports_a_missing_index_in_one_line(tmp_path, capsys):
+    assert main(["serve", "--index", str(tmp_path / "missing"), "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "no such index directory" in err and "Traceback" not in err
+
+
+def test_serve_options_reach_the_settings(tmp_path, monkeypatch):
+    from api.cli import build_parser
+    from api.serve import settings_from_args
+
+    monkeypatch.setenv("XLSEARCH_API_KEY", "k")
+    monkeypatch.setenv("XLSEARCH_MODEL", "/models/m")
+    args = build_parser().parse_args(["serve", "--index", str(tmp_path), "--protect-reads", "--batch-size", "8",
+                                      "--max-body-mb", "0.5", "--device", "cpu", "--threads", "1"])
+    settings = settings_from_args(args)
+    assert (settings.index, settings.api_key, settings.model, settings.device) == (Path(tmp_path), "k", "/models/m",
+                                                                                   "cpu")
+    assert settings.protect_reads and settings.batch_size == 8 and settings.max_body_bytes == 2 ** 19
+    assert settings.threads == 1
+    assert (args.host, args.port) == ("127.0.0.1", 8000)
