@@ -22,7 +22,24 @@
    cluster as a unigram. Decimal digits (``Nd``) of these scripts are not part
    of runs; they form ordinary number tokens.
 5. Everything else (Latin, Cyrillic, Arabic, Devanagari, Hangul...) is
-   space-delimited and each token is one term.
+   space-delimited and each token is one term, after two more steps:
+6. Arabic-script words are normalised as Lucene's ``ArabicNormalizer`` does
+   (harakat, Quranic marks and tatweel removed; ``أ إ آ ٱ`` -> ``ا``, ``ى`` -> ``ي``,
+   ``ة`` -> ``ه``) and lose a leading article (``ال``, ``وال``, ``بال``, ``كال``,
+   ``فال``, ``لل``) when at least three letters remain: ``والكتاب`` -> ``كتاب``.
+7. A word longer than :data:`PREFIX_CHARS` (5) code points whose first five hold
+   no digit is followed by its five-code-point prefix: ``universities`` ->
+   ``["universities", "unive"]``. The prefix is a language-independent stand-in for
+   a stemmer (truncation stemming): inflected forms share it (``университета``,
+   ``университет`` -> ``униве``), while the full word still rewards an exact match.
+
+Measured with ``xlsearch evaluate xquad --pairs mono`` (questions against the 240
+paragraphs of their own language, 12 languages), MRR@10 went from 0.911 (steps
+1-5 only) to 0.943 on average, and from 0.850 to 0.934 for the weakest language
+(Russian); no language got worse. Steps 6 and 7 were chosen among measured
+options: diacritic folding (hurts Vietnamese), prefixes of 4 or 6, prefixes in
+place of the words, keeping the word with its article, and unigrams beside CJK
+bigrams; README "Results" lists the numbers.
 
 The function is pure, deterministic and does no I/O. Its behaviour is named by
 :data:`ANALYZER`, which the index manifest records; bump it on any change.
@@ -31,8 +48,9 @@ the analysis of newly assigned characters follows the Python version's Unicode
 database (:data:`UNICODE_VERSION`).
 
 Speed (one ``re`` pass per text; measured on 2 CPU cores over all 257,613 NTREX-128
-lines in 129 languages): 20 us per line on average, 0.07 us per character of
-space-delimited text and 0.3-0.5 us per character of Chinese, Japanese or Thai.
+lines in 129 languages): 20 us per line on average for steps 1-5, 0.07 us per
+character of space-delimited text and 0.3-0.5 us per character of Chinese, Japanese
+or Thai; steps 6 and 7 add about 6 us per line (26 us) and a third more terms.
 """
 from __future__ import annotations
 
@@ -42,7 +60,8 @@ import unicodedata
 from collections.abc import Iterable
 from typing import NamedTuple
 
-ANALYZER = "unicode-bigram-v1"
+ANALYZER = "unicode-bigram-arabic-prefix5-v2"
+PREFIX_CHARS = 5
 UNICODE_VERSION = unicodedata.unidata_version
 
 # DerivedCoreProperties.txt, Default_Ignorable_Code_Point.
@@ -180,6 +199,38 @@ def _bigrams(run: str, cluster: re.Pattern[str]) -> list[str]:
     return list(map(operator.add, clusters, clusters[1:]))
 
 
+# Arabic normalisation (step 6): marks and tatweel dropped, letter variants unified, articles.
+_ARABIC_DROP = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e8\u06ea-\u06ed\u0640]+")
+_ARABIC_LETTERS = str.maketrans({"\u0623": "\u0627", "\u0625": "\u0627", "\u0622": "\u0627", "\u0671": "\u0627",
+                                 "\u0649": "\u064a", "\u0629": "\u0647"})
+_ARABIC_ARTICLES = ("\u0648\u0627\u0644", "\u0628\u0627\u0644", "\u0643\u0627\u0644", "\u0641\u0627\u0644",
+                    "\u0644\u0644", "\u0627\u0644")
+_ARABIC_MIN_STEM = 3
+_DIGIT_RE = re.compile(r"\d")
+
+
+def _arabic(word: str) -> str:
+    """Normalise one Arabic-script word (may return "" for a word of marks and tatweel only)."""
+    word = _ARABIC_DROP.sub("", word).translate(_ARABIC_LETTERS)
+    for article in _ARABIC_ARTICLES:
+        if word.startswith(article) and len(word) - len(article) >= _ARABIC_MIN_STEM:
+            return word[len(article):]
+    return word
+
+
+def _add_word(terms: list[str], word: str) -> None:
+    """Append a space-delimited word and, when it is long and has no digit up front, its prefix."""
+    if "\u0600" <= word[0] <= "\u08ff":
+        word = _arabic(word)
+        if not word:
+            return
+    terms.append(word)
+    if len(word) > PREFIX_CHARS:
+        prefix = word[:PREFIX_CHARS]
+        if prefix.isalpha() or not _DIGIT_RE.search(prefix):
+            terms.append(prefix)
+
+
 def analyze(text: str) -> list[str]:
     """Split text into index terms (see the module docstring for the rules).
 
@@ -191,15 +242,19 @@ def analyze(text: str) -> list[str]:
         whitespace-only text gives ``[]``.
     """
     text = normalize(text)
+    terms: list[str] = []
     if text.isascii():
-        return _BMP_PATTERNS.word.findall(text)
+        for word in _BMP_PATTERNS.word.findall(text):
+            _add_word(terms, word)
+        return terms
     patterns = _FULL_PATTERNS if _ASTRAL_RE.search(text) else _BMP_PATTERNS
     if patterns.nospace.search(text) is None:
-        return patterns.word.findall(text)
-    terms: list[str] = []
+        for word in patterns.word.findall(text):
+            _add_word(terms, word)
+        return terms
     for word, run in patterns.token.findall(text):
         if word:
-            terms.append(word)
+            _add_word(terms, word)
         else:
             terms.extend(_bigrams(run, patterns.cluster))
     return terms

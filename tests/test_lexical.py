@@ -241,15 +241,34 @@ def test_xquad_questions_find_their_paragraph(lang):
 
 
 def test_analyzer_rules():
-    assert ANALYZER == "unicode-bigram-v1"
+    assert ANALYZER == "unicode-bigram-arabic-prefix5-v2"
     assert analyze("") == [] and analyze(" \t\r\n\u3000 ") == [] and analyze("!?…—") == []
-    assert analyze("ＡＢＣ ＤＥＦ１２３ Straße ﬁle ŉ") == ["abc", "def123", "strasse", "file", "ʼn"]
-    assert analyze("Hello, WORLD! foo_bar co\u00adoperation") == ["hello", "world", "foo", "bar", "cooperation"]
+    assert analyze("ＡＢＣ ＤＥＦ１２３ Straße ﬁle ŉ") == ["abc", "def123", "strasse", "stras", "file", "ʼn"]
+    assert analyze("Hello, WORLD! foo_bar co\u00adoperation") == ["hello", "world", "foo", "bar", "cooperation",
+                                                                 "coope"]
     assert analyze("北京大学") == ["北京", "京大", "大学"] and analyze("中") == ["中"]
     assert analyze("abc中文def 2019年") == ["abc", "中文", "def", "2019", "年"]
-    assert analyze("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # virama and vowel signs (Mn/Mc) stay
+    assert analyze("हिन्दी भाषा") == ["हिन्दी", "हिन्द", "भाषा"]  # virama and vowel signs (Mn/Mc) stay
     assert analyze("ที่นี่") == ["ที่นี่"]  # two grapheme clusters -> one bigram
     assert analyze("한국어 텍스트") == ["한국어", "텍스트"]  # Hangul is space-delimited
+
+
+def test_prefixes_of_long_words():
+    """Step 7: a word of more than five code points is followed by its first five, unless they hold a digit."""
+    assert analyze("Universities university") == ["universities", "unive", "university", "unive"]
+    assert analyze("университета Университет") == ["университета", "униве", "университет", "униве"]
+    assert analyze("house houses") == ["house", "houses", "house"]  # five letters: the word is its own prefix
+    assert analyze("covid19 abc12345 12345678 x1y2z3w") == ["covid19", "covid", "abc12345", "12345678", "x1y2z3w"]
+
+
+def test_arabic_normalisation():
+    """Step 6: marks and tatweel go, letter variants are unified, a leading article goes."""
+    assert analyze("مَدْرَسَةٌ") == ["مدرسه"]  # harakat dropped, teh marbuta -> heh
+    assert analyze("أحمد إلى آخر") == ["احمد", "الي", "اخر"]  # hamza forms -> alef, alef maksura -> yeh
+    assert analyze("والكتاب بالمدرسة للطلاب") == ["كتاب", "مدرسه", "طلاب"]
+    assert analyze("الله الم") == ["الله", "الم"]  # fewer than three letters would remain: kept
+    assert analyze("كـــتاب ـ") == ["كتاب"]  # tatweel only: no term
+    assert analyze("الاستثمارات") == ["استثمارات", "استثم"]
 
 
 @pytest.mark.parametrize("lang", ["hin_Deva", "tha_Thai", "mya_Mymr", "khm_Khmr", "ben_Beng"])
