@@ -22,6 +22,7 @@ from .dense import DenseIndex
 from .docstore import DOCS_FILE, ChunkRow, DocStore, Document, delete_documents, set_meta, write_chunks, write_documents
 from .encoder import Encoder
 from .errors import IndexMismatchError, IndexWriteError, XlsearchError
+from .language import detect_language
 from .lexical import BM25Index
 from .storage import (
     WriterLock,
@@ -189,6 +190,8 @@ class IndexWriter:
                commit_chunks: int | None = None) -> UpsertStats:
         """Add documents, replacing those with the same id; identical ones are skipped.
 
+        A document without ``lang`` gets the language detected from its title and text.
+
         Args:
             docs: Documents, streamed.
             progress: Called with (documents, chunks) done since the last call.
@@ -202,6 +205,8 @@ class IndexWriter:
         group: list[tuple[Document, list[ChunkRow], list[str]]] = []
         size = 0
         for doc in docs:
+            if doc.lang is None:
+                doc = dataclasses.replace(doc, lang=detect_language(f"{doc.title or ''}\n{doc.text}"))
             old = self._current(doc.id)
             if old == doc:
                 stats.unchanged += 1
