@@ -35,6 +35,9 @@ def add_parsers(subparsers) -> None:
     index.add_argument("--batch-size", type=positive_int, default=32,
                        help="texts per forward pass (default 32)")
     add_precision_option(index)
+    index.add_argument("--center-languages", action="store_const", const=True, default=None,
+                       help="subtract each language's mean vector from document and query vectors "
+                       "(recorded in the index; helps raw multilingual encoders across languages)")
     index.add_argument("--skip-bad", action="store_true", help="skip bad records and report how many, "
                        "instead of stopping at the first")
     index.add_argument("--commit-chunks", type=positive_int, default=COMMIT_CHUNKS,
@@ -54,6 +57,8 @@ def add_parsers(subparsers) -> None:
                         help="weight of the dense side in hybrid fusion, 0..1 (default 0.5)")
     search.add_argument("--lang", help="only documents in this language (as stored in their lang field)")
     search.add_argument("--layer", type=int, help="must equal the index's layer (checked)")
+    search.add_argument("--query-lang", help="language of the query, for indexes built with "
+                        "--center-languages (default: detected)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(search)
     add_precision_option(search)
@@ -103,7 +108,7 @@ def _progress_factory(total: int):
 def run_index(args: argparse.Namespace) -> int:
     config = resolve_config(args.index, model_name=args.model or os.environ.get(MODEL_ENV),
                             layer=args.layer, chunk_tokens=args.chunk_tokens,
-                            chunk_overlap=args.chunk_overlap)
+                            chunk_overlap=args.chunk_overlap, center_languages=args.center_languages)
     encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
                       precision=args.precision)
     stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
@@ -124,7 +129,7 @@ def run_search(args: argparse.Namespace) -> int:
                         layer=args.layer, device=args.device, precision=args.precision)
     try:
         result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion,
-                                 alpha=args.alpha, lang=args.lang)
+                                 alpha=args.alpha, lang=args.lang, query_lang=args.query_lang)
     finally:
         searcher.close()
     if args.json:

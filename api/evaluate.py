@@ -60,6 +60,9 @@ def add_parsers(subparsers) -> None:
                         help="max tokens per chunk of the evaluation indexes (default 256)")
     parser.add_argument("--chunk-overlap", type=int, default=32,
                         help="tokens shared by consecutive chunks (default 32)")
+    parser.add_argument("--center-languages", action="store_true",
+                        help="build the evaluation indexes with language centering; run once with and once "
+                        "without to compare")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass (default 32)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the results as one JSON object")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a Markdown report")
@@ -125,7 +128,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         encoder = Encoder(load_model(model_name or DEFAULT_MODEL, args.device), batch_size=args.batch_size)
     settings = EvalSettings(modes=tuple(modes), layers=tuple(args.layers), fusion=args.fusion, alpha=args.alpha,
                             chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
-                            index_dir=args.index, keep_runs=args.run_file is not None)
+                            center_languages=args.center_languages, index_dir=args.index,
+                            keep_runs=args.run_file is not None)
     progress, close = _progress_factory()
     try:
         evaluation = evaluate(benchmark, encoder, settings, progress)

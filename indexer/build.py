@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .analysis import ANALYZER, analyze
+from .centering import center, compute_centroids
 from .chunking import chunk_text
 from .config import IndexConfig, Manifest, utc_now
 from .corpus import CorpusReport, read_documents
@@ -26,6 +27,7 @@ from .language import detect_language
 from .lexical import BM25Index
 from .storage import (
     WriterLock,
+    centroids_path,
     committed_manifest,
     dense_path,
     digest_generation,
@@ -35,8 +37,9 @@ from .storage import (
     lexical_path,
     load_generation,
     open_docstore,
-    remove_generations,
+    raw_path,
     read_manifest_copy,
+    remove_generations,
     write_manifest_copy,
 )
 
@@ -130,6 +133,8 @@ class IndexWriter:
             self.store, self.manifest = open_docstore(self.directory)
             check_compatible(self.manifest, self.encoder, config)
             self.dense, self.lexical = load_generation(self.directory, self.manifest)
+            self.raw = (DenseIndex.load(raw_path(self.directory, self.manifest.generation), self.manifest.dim)
+                        if self.manifest.config.center_languages else None)
             if read_manifest_copy(self.directory) != self.manifest.to_dict():
                 write_manifest_copy(self.directory, self.manifest)  # a crash left it behind
             self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or 0)
@@ -142,6 +147,7 @@ class IndexWriter:
         self.manifest = Manifest(config=config, model_fingerprint=self.encoder.loaded.fingerprint,
                                  dim=self.encoder.dim, num_layers=self.encoder.num_layers)
         self.dense = DenseIndex(self.encoder.dim)
+        self.raw = DenseIndex(self.encoder.dim) if config.center_languages else None
         self.lexical = BM25Index(k1=config.bm25_k1, b=config.bm25_b, epsilon=config.bm25_epsilon)
         self.next_chunk_id = 0
         with self.store.transaction() as conn:  # leftovers of a first commit that never finished
@@ -174,6 +180,8 @@ class IndexWriter:
             ids += self.store.chunk_ids_of([doc_id])
         self.dense.remove(ids)
         self.lexical.remove(ids)
+        if self.raw is not None:
+            self.raw.remove(ids)
         self._pending_docs.pop(doc_id, None)
         self._pending_deletes.add(doc_id)
 
@@ -250,7 +258,7 @@ class IndexWriter:
         ids = [r.chunk_id for _, rows, _ in group for r in rows]
         vectors = self.encoder.encode(texts, self.manifest.config.layer,
                                       progress=(lambda n: progress(0, n)) if progress else None)
-        self.dense.add(ids, vectors)
+        (self.raw if self.raw is not None else self.dense).add(ids, vectors)
         self.lexical.add(ids, [analyze(t) for t in texts])
         for doc, rows, _ in group:
             self._pending_deletes.discard(doc.id)
@@ -270,6 +278,8 @@ class IndexWriter:
             return self.manifest
         old, new = self.manifest.generation, self.manifest.generation + 1
         try:
+            if self.raw is not None:
+                self._recenter(new)
             self.dense.save(dense_path(self.directory, new))
             self.lexical.save(lexical_path(self.directory, new))
             fsync_tree(lexical_path(self.directory, new))
@@ -290,6 +300,25 @@ class IndexWriter:
         write_manifest_copy(self.directory, manifest)
         remove_generations(self.directory, keep={old, new})
         return manifest
+
+    def _recenter(self, generation: int) -> None:
+        """Recompute language means over every raw vector and rebuild the centered dense index.
+
+        Means move as documents come and go, so every vector is centered again with
+        the current means (O(chunks x dim), cheap next to encoding); exact at every commit.
+        """
+        langs = dict(self.store.db.execute("SELECT c.chunk_id, d.lang FROM chunks c "
+                                           "JOIN documents d ON d.id = c.doc_id").fetchall())
+        for doc_id, rows in self._pending_chunks.items():
+            langs.update((r.chunk_id, self._pending_docs[doc_id].lang) for r in rows)
+        ids, vectors = self.raw.all_vectors()
+        chunk_langs = [langs.get(int(i)) for i in ids]
+        centroids = compute_centroids(vectors, chunk_langs)
+        self.dense = DenseIndex(self.raw.dim)
+        self.dense.add(ids, center(vectors, chunk_langs, centroids))
+        self.raw.save(raw_path(self.directory, generation))
+        centroids.save(centroids_path(self.directory, generation))
+        fsync_tree(centroids_path(self.directory, generation))
 
     def _commit_store(self, generation: int, files: dict) -> Manifest:
         with self.store.transaction() as conn:

@@ -37,6 +37,8 @@ class IndexConfig:
         pooling: How token vectors become one vector (recorded, not configurable).
         normalization: Vector normalisation (recorded, not configurable).
         dense_index: FAISS index type.
+        center_languages: Subtract each language's mean vector from document and
+            query vectors before normalising (see ``indexer.centering``).
         format_version: On-disk format of the whole index directory.
     """
 
@@ -51,6 +53,7 @@ class IndexConfig:
     pooling: str = POOLING
     normalization: str = NORMALIZATION
     dense_index: str = "flat-ip"
+    center_languages: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

@@ -61,6 +61,13 @@ class DenseIndex:
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored ``(chunk_ids (n,), vectors (n, dim))``, in storage order."""
+        n = len(self)
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        vectors = self.index.index.reconstruct_n(0, n) if n else np.zeros((0, self.dim), np.float32)
+        return ids, vectors
+
     def score_chunks(self, query: np.ndarray, chunk_ids: Sequence[int]) -> np.ndarray:
         """Exact inner products of ``query`` with stored vectors of ``chunk_ids``."""
         if len(chunk_ids) == 0:

@@ -6,6 +6,8 @@
       docs.sqlite          documents, chunks, meta (the manifest and current generation)
       dense.<gen>.faiss    chunk vectors of generation <gen>
       bm25.<gen>/          lexical index of generation <gen>
+      raw.<gen>.faiss      uncentered vectors and centroids.<gen>.npz language means
+                           (only with center_languages)
       manifest.json        copy of the committed manifest, for people and tools
       .lock                held by the one writer
 
@@ -23,6 +25,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from .centering import Centroids
 from .config import Manifest
 from .dense import DenseIndex
 from .docstore import DOCS_FILE, DocStore
@@ -41,10 +44,20 @@ def lexical_path(directory: Path, generation: int) -> Path:
     return directory / f"bm25.{generation}"
 
 
+def raw_path(directory: Path, generation: int) -> Path:
+    """Uncentered chunk vectors, kept only by indexes built with ``center_languages``."""
+    return directory / f"raw.{generation}.faiss"
+
+
+def centroids_path(directory: Path, generation: int) -> Path:
+    return directory / f"centroids.{generation}.npz"
+
+
 def generation_files(directory: Path, generation: int) -> list[Path]:
-    """Every file of one generation (the dense file and the lexical folder's files)."""
+    """Every file of one generation (dense, lexical folder, and the centering files if any)."""
     lexical = lexical_path(directory, generation)
     files = [dense_path(directory, generation)]
+    files += [p for p in (raw_path(directory, generation), centroids_path(directory, generation)) if p.is_file()]
     if lexical.is_dir():
         files += sorted(p for p in lexical.rglob("*") if p.is_file())
     return files
@@ -151,6 +164,13 @@ def load_generation(directory: Path, manifest: Manifest) -> tuple[DenseIndex, BM
     return dense, lexical
 
 
+def load_centroids(directory: Path, manifest: Manifest) -> Centroids | None:
+    """Language means of the manifest's generation, or None when the index does not center."""
+    if not manifest.config.center_languages:
+        return None
+    return Centroids.load(centroids_path(directory, manifest.generation))
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -192,7 +212,7 @@ def remove_generations(directory: Path, keep: set[int]) -> None:
     """Delete generation files not in ``keep`` (old ones, or leftovers of a failed commit)."""
     for item in directory.iterdir():
         parts = item.name.split(".")
-        is_generation = len(parts) >= 2 and parts[0] in ("dense", "bm25") and parts[1].isdigit()
+        is_generation = len(parts) >= 2 and parts[0] in ("dense", "bm25", "raw", "centroids") and parts[1].isdigit()
         if is_generation and int(parts[1]) not in keep:
             shutil.rmtree(item) if item.is_dir() else item.unlink()
 

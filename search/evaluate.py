@@ -55,6 +55,8 @@ class EvalSettings:
         layers: Layers to sweep for the dense and hybrid modes.
         fusion, alpha: Hybrid fusion and the dense side's weight.
         chunk_tokens, chunk_overlap: Chunking of the evaluation indexes.
+        center_languages: Build the evaluation indexes with language centering
+            (queries are centered by their detected language).
         index_dir: Keep the evaluation indexes here and reuse them on the next run
             (or, if it is an xlsearch index itself, search it as it is); None: a
             temporary folder, removed afterwards.
@@ -67,6 +69,7 @@ class EvalSettings:
     alpha: float = 0.5
     chunk_tokens: int = IndexConfig.chunk_tokens
     chunk_overlap: int = IndexConfig.chunk_overlap
+    center_languages: bool = False
     index_dir: Path | None = None
     keep_runs: bool = False
 
@@ -364,7 +367,7 @@ def _build(directory: Path, docs: list[Document], encoder: LayerCache, layer: in
     nothing; one built with other settings, or holding other documents, is rebuilt.
     """
     config = IndexConfig(model_name=encoder.loaded.name, layer=layer, chunk_tokens=settings.chunk_tokens,
-                         chunk_overlap=settings.chunk_overlap)
+                         chunk_overlap=settings.chunk_overlap, center_languages=settings.center_languages)
     for attempt in range(2):
         try:
             with IndexWriter(directory, encoder, config) as writer:

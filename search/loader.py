@@ -9,7 +9,8 @@ from indexer.config import Manifest
 from indexer.dense import DenseIndex
 from indexer.docstore import DocStore
 from indexer.lexical import BM25Index
-from indexer.storage import load_generation, open_docstore
+from indexer.centering import Centroids
+from indexer.storage import load_centroids, load_generation, open_docstore
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class LoadedIndex:
     store: DocStore
     dense: DenseIndex
     lexical: BM25Index
+    centroids: Centroids | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -38,6 +40,7 @@ class LoadedIndex:
         if manifest.generation == self.manifest.generation:
             return False
         self.dense, self.lexical = load_generation(self.directory, manifest)
+        self.centroids = load_centroids(self.directory, manifest)
         self.manifest = manifest
         return True
 
@@ -54,7 +57,8 @@ def load_index(directory: str | Path) -> LoadedIndex:
     store, manifest = open_docstore(directory)
     try:
         dense, lexical = load_generation(directory, manifest)
+        centroids = load_centroids(directory, manifest)
     except BaseException:
         store.close()
         raise
-    return LoadedIndex(directory, manifest, store, dense, lexical)
+    return LoadedIndex(directory, manifest, store, dense, lexical, centroids)

@@ -14,6 +14,8 @@ from indexer.analysis import analyze
 from indexer.build import check_compatible
 from indexer.encoder import Encoder
 from indexer.errors import IndexFormatError, IndexMismatchError, QueryError
+from indexer.centering import center
+from indexer.language import detect_language
 from indexer.model import load_model
 from indexer.validation import text_problem
 
@@ -144,7 +146,8 @@ class Searcher:
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str = "rrf",
                alpha: float = 0.5, lang: str | None = None,
-               filter: dict[str, str | int | float | bool] | None = None) -> SearchResult:
+               filter: dict[str, str | int | float | bool] | None = None,
+               query_lang: str | None = None) -> SearchResult:
         """Top-``k`` documents for ``query``.
 
         Args:
@@ -156,6 +159,8 @@ class Searcher:
             lang: Only documents whose ``lang`` is this.
             filter: Only documents whose metadata has exactly these values
                 (``{"source": "wiki"}``). Filters apply before the top ``k`` is cut.
+            query_lang: Language of the query, for indexes built with
+                ``center_languages`` (default: detected from the query).
 
         All reads of one query come from one committed generation: the vectors,
         the postings and the documents of the same commit.
@@ -174,7 +179,8 @@ class Searcher:
                     allowed = None
                     if lang is not None or filter:
                         allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)
-                    hits = self._search(vector, tokens, k, mode, fusion, alpha, allowed)
+                    query_vector = self._center_query(vector, query, query_lang)
+                    hits = self._search(query_vector, tokens, k, mode, fusion, alpha, allowed)
                 return SearchResult(query=query, mode=mode, hits=hits)
             except IndexFormatError:
                 # Two commits landed while this snapshot was open and the generation it
@@ -182,6 +188,14 @@ class Searcher:
                 if attempt == SNAPSHOT_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    def _center_query(self, vector: np.ndarray | None, query: str, query_lang: str | None) -> np.ndarray | None:
+        """The query vector centered by its language's mean, when the index centers languages."""
+        centroids = self.index.centroids
+        if vector is None or centroids is None:
+            return vector
+        lang = query_lang or detect_language(query)
+        return center(vector[None, :], [lang], centroids)[0]
 
     def _search(self, vector, tokens, k, mode, fusion, alpha, allowed) -> list[Hit]:
         index = self.index

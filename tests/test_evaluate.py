@@ -294,3 +294,15 @@ def test_index_cache_with_another_slice_is_rebuilt(tmp_path, tiny_deberta_dir):
     assert main(base[:-1] + [str(fresh), "--limit", "3", "--out", str(tmp_path / "c.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["results"] == \
         json.loads((tmp_path / "c.json").read_text())["results"]
+
+
+def test_cli_center_languages_switch(tmp_path, tiny_deberta_dir, beir_dir):
+    cache = tmp_path / "cache"
+    argv = ["evaluate", "beir", "--data", str(beir_dir), "--model", str(tiny_deberta_dir), "--layers", "2",
+            "--modes", "dense", "--index", str(cache), "--center-languages", "--out", str(tmp_path / "c.json")]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["summary"]["settings"]["center_languages"] is True
+    manifest = json.loads((cache / "corpus" / "L2" / "manifest.json").read_text())
+    assert manifest["config"]["center_languages"] is True
+    assert [r["mode"] for r in result["results"]] and {r["mode"] for r in result["results"]} == {"dense"}
