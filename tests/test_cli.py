@@ -11,7 +11,7 @@ import pytest
 from api.cli import build_parser, main
 from conftest import REPO, SAMPLE
 
-SUBCOMMANDS = ["index", "search", "delete", "info", "check", "serve", "evaluate"]
+SUBCOMMANDS = ["index", "search", "delete", "info", "check", "serve", "evaluate", "embed", "fill-mask"]
 
 
 @pytest.fixture
