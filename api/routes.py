@@ -61,7 +61,7 @@ async def info(service: ServiceDep) -> dict[str, Any]:
              summary="Top-k documents for a query; the hits of `xlsearch search --json`")
 async def search(body: SearchRequest, service: ServiceDep) -> Any:
     return await run_in_threadpool(service.search, body.query, body.k, body.mode, body.fusion, body.alpha,
-                                   body.lang, body.filter)
+                                   body.lang, body.filter, body.query_lang)
 
 
 @router.get("/search", response_model=SearchResponse, dependencies=READ, responses=_errors(401, 422, 503),

@@ -103,6 +103,8 @@ class SearchRequest(StrictModel):
     fusion: Fusion = Field("rrf", description="hybrid fusion: reciprocal rank (k=60) or linear on min-max scores")
     alpha: float = Field(0.5, ge=0.0, le=1.0, allow_inf_nan=False, description="weight of the dense side, 0..1")
     lang: Lang | None = Field(None, description="only documents whose lang is this")
+    query_lang: Lang | None = Field(None, description="the query's language, for indexes built with "
+                                    "--center-languages (default: detected)")
     filter: dict[FilterKey, FilterValue] | None = Field(
         None, max_length=MAX_FILTER_KEYS, examples=[{"source": "wiki"}],
         description="only documents whose metadata has exactly these values; applied before the top k is cut")

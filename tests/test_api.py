@@ -418,3 +418,10 @@ def test_no_raw_body_gets_a_500(shared_client, path, raw, content_type):
 def test_no_query_string_or_id_gets_a_500(shared_client, params, doc_id):
     assert shared_client.get("/search", params=params).status_code < 500
     assert shared_client.get(f"/documents/{quote(doc_id, safe='')}").status_code < 500
+
+
+def test_query_lang_is_accepted_and_validated(shared_client):
+    response = shared_client.post("/search", json={"query": "tea", "k": 2, "mode": "dense", "query_lang": "en"})
+    assert response.status_code == 200 and len(response.json()["hits"]) == 2
+    assert_error(shared_client.post("/search", json={"query": "tea", "query_lang": 5}), 422, "invalid_request",
+                 "query_lang")
