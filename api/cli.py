@@ -16,6 +16,13 @@ from indexer.errors import XlsearchError
 
 log = logging.getLogger("xlsearch")
 
+MODEL_ENV = "XLSEARCH_MODEL"
+
+
+def requested_model(option: str | None) -> str | None:
+    """The model a command was asked for: ``--model``, else ``$XLSEARCH_MODEL``, else None."""
+    return option or os.environ.get(MODEL_ENV) or None
+
 
 def positive_int(text: str) -> int:
     value = int(text)

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from indexer.build import COMMIT_CHUNKS, IndexWriter, build_index, resolve_config
 from indexer.check import check_index
 from indexer.encoder import PRECISIONS, Encoder
 from indexer.model import load_model
-from indexer.storage import open_docstore
+from indexer.storage import index_info
 from search.searcher import FUSIONS, MODES, Searcher, SearchResult
 
-from .cli import add_model_options, positive_int, unit_float
-
-MODEL_ENV = "XLSEARCH_MODEL"
+from .cli import add_model_options, positive_int, requested_model, unit_float
 
 
 def add_parsers(subparsers) -> None:
@@ -106,7 +103,7 @@ def _progress_factory(total: int):
 
 
 def run_index(args: argparse.Namespace) -> int:
-    config = resolve_config(args.index, model_name=args.model or os.environ.get(MODEL_ENV),
+    config = resolve_config(args.index, model_name=requested_model(args.model),
                             layer=args.layer, chunk_tokens=args.chunk_tokens,
                             chunk_overlap=args.chunk_overlap, center_languages=args.center_languages)
     encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
@@ -125,7 +122,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    searcher = Searcher(args.index, model=args.model or os.environ.get(MODEL_ENV),
+    searcher = Searcher(args.index, model=requested_model(args.model),
                         layer=args.layer, device=args.device, precision=args.precision)
     try:
         result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion,
@@ -165,13 +162,7 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    store, manifest = open_docstore(args.index)
-    try:
-        info = manifest.to_dict()
-        info["stored"] = {"documents": store.count("documents"), "chunks": store.count("chunks")}
-    finally:
-        store.close()
-    print(json.dumps(info, indent=2, ensure_ascii=False, sort_keys=True))
+    print(json.dumps(index_info(args.index), indent=2, ensure_ascii=False, sort_keys=True))
     return 0
 
 

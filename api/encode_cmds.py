@@ -5,15 +5,12 @@ Each ``run_*`` takes parsed arguments and returns the exit code.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from indexer.config import DEFAULT_MODEL
 from indexer.embed import OUTPUT_SUFFIXES, POOLINGS, Embeddings, embed_texts, parse_layers, read_texts, write_embeddings
 
-from .cli import positive_int
-
-MODEL_ENV = "XLSEARCH_MODEL"
+from .cli import MODEL_ENV, positive_int, requested_model
 
 
 def add_parsers(subparsers) -> None:
@@ -51,7 +48,7 @@ def add_parsers(subparsers) -> None:
 
 
 def _model_name(args) -> str:
-    return args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    return requested_model(args.model) or DEFAULT_MODEL
 
 
 def run_embed(args) -> int:

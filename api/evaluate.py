@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +17,7 @@ from search.benchmarks import BENCHMARKS, load_benchmark
 from search.evaluate import EvalSettings, Evaluation, evaluate
 from search.searcher import FUSIONS, MODES
 
-from .cli import add_model_options, positive_int, unit_float
-
-MODEL_ENV = "XLSEARCH_MODEL"
+from .cli import add_model_options, positive_int, requested_model, unit_float
 
 
 def add_parsers(subparsers) -> None:
@@ -111,7 +108,7 @@ def _progress_factory():
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    model_name = args.model or os.environ.get(MODEL_ENV)
+    model_name = requested_model(args.model)
     existing = args.index is not None and _is_index(args.index)
     modes = args.modes or (["dense", "lexical", "hybrid"] if model_name or existing else ["lexical"])
     if args.plot:

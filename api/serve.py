@@ -6,8 +6,8 @@ import logging
 import os
 from pathlib import Path
 
-from .cli import add_model_options, positive_int
-from .settings import API_KEY_ENV, MAX_BODY_BYTES, MODEL_ENV, Settings
+from .cli import add_model_options, positive_int, requested_model
+from .settings import API_KEY_ENV, MAX_BODY_BYTES, Settings
 
 
 def add_parsers(subparsers) -> None:
@@ -33,7 +33,7 @@ def add_parsers(subparsers) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return Settings(index=Path(args.index), model=args.model or os.environ.get(MODEL_ENV) or None,
+    return Settings(index=Path(args.index), model=requested_model(args.model),
                     device=args.device, api_key=os.environ.get(API_KEY_ENV) or None,
                     protect_reads=args.protect_reads, batch_size=args.batch_size, threads=args.threads,
                     max_body_bytes=max(1, int(args.max_body_mb * 2 ** 20)))

@@ -21,7 +21,7 @@ from indexer.docstore import Document
 from indexer.encoder import Encoder
 from indexer.errors import DocumentNotFoundError
 from indexer.model import load_model
-from indexer.storage import open_docstore
+from indexer.storage import index_info, open_docstore
 from search.searcher import Searcher
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,7 @@ class IndexService:
 
     def info(self) -> dict[str, Any]:
         """The committed manifest plus the counts in the document store, as ``xlsearch info`` prints."""
-        store, manifest = open_docstore(self.directory)
-        try:
-            info = manifest.to_dict()
-            info["stored"] = {"documents": store.count("documents"), "chunks": store.count("chunks")}
-        finally:
-            store.close()
-        return info
+        return index_info(self.directory)
 
     def embed(self, texts: Sequence[str], layer: int) -> np.ndarray:
         """``(len(texts), dim)`` unit vectors; raises XlsearchError for a layer the model lacks."""

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from indexer.errors import XlsearchError
 
+from .cli import requested_model
+
 API_KEY_ENV = "XLSEARCH_API_KEY"
-MODEL_ENV = "XLSEARCH_MODEL"
 INDEX_ENV = "XLSEARCH_INDEX"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -49,6 +50,6 @@ class Settings:
         index = os.environ.get(INDEX_ENV)
         if not index:
             raise XlsearchError(f"set {INDEX_ENV} to the index directory, or start with `xlsearch serve --index DIR`")
-        return cls(index=Path(index), model=os.environ.get(MODEL_ENV) or None,
+        return cls(index=Path(index), model=requested_model(None),
                    device=os.environ.get("XLSEARCH_DEVICE", "auto"), api_key=os.environ.get(API_KEY_ENV) or None,
                    protect_reads=os.environ.get("XLSEARCH_PROTECT_READS", "").lower() in ("1", "true", "yes"))

@@ -121,6 +121,17 @@ def open_docstore(directory: str | Path) -> tuple[DocStore, Manifest]:
     return store, Manifest.from_json(text, str(directory / DOCS_FILE))
 
 
+def index_info(directory: str | Path) -> dict:
+    """The committed manifest plus the counts in the document store (``xlsearch info``, ``GET /info``)."""
+    store, manifest = open_docstore(directory)
+    try:
+        info = manifest.to_dict()
+        info["stored"] = {"documents": store.count("documents"), "chunks": store.count("chunks")}
+    finally:
+        store.close()
+    return info
+
+
 def committed_manifest(directory: str | Path) -> Manifest | None:
     """The committed manifest of the index in ``directory``, or None when nothing was committed.
 
