@@ -48,13 +48,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; each subcommand module adds its own subparsers and handlers."""
-    from . import commands, encode_cmds, evaluate, serve
+    from . import commands, encode_cmds, evaluate, finetune, serve
 
     parser = argparse.ArgumentParser(prog="xlsearch", description="Cross-lingual semantic search: "
                                      "index documents in any language, query in any other.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (commands, serve, evaluate, encode_cmds):
+    for module in (commands, serve, evaluate, encode_cmds, finetune):
         module.add_parsers(subparsers)
     return parser
 

@@ -11,7 +11,8 @@ import pytest
 from api.cli import build_parser, main
 from conftest import REPO, SAMPLE
 
-SUBCOMMANDS = ["index", "search", "delete", "info", "check", "serve", "evaluate", "embed", "fill-mask"]
+SUBCOMMANDS = ["index", "search", "delete", "info", "check", "serve", "evaluate", "embed", "fill-mask",
+               "finetune", "classify"]
 
 
 @pytest.fixture
