@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 TEXT_SUFFIXES = (".txt", ".md")
 _RESERVED = {"id", "_id", "text", "title", "lang"}
+_INVALID_BYTE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass
@@ -90,12 +92,8 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Document | CorpusError]]:
 
 
 def _table(path: Path, delimiter: str) -> Iterator[tuple[str, Document | CorpusError]]:
-    try:
-        content = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        yield f"{path}:{line}", CorpusError(f"{path}:{line}: invalid UTF-8 at byte {exc.start}")
-        return
+    # Invalid bytes become lone surrogates U+DC80..U+DCFF, so only the rows holding them are bad.
+    content = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
     header = reader.fieldnames or []
     if "id" not in header and "_id" not in header or "text" not in header:
@@ -107,6 +105,9 @@ def _table(path: Path, delimiter: str) -> Iterator[tuple[str, Document | CorpusE
         line = reader.line_num
         if None in row:
             yield where, CorpusError(f"{where}: more fields than the header has")
+            continue
+        if any(_INVALID_BYTE.search(v) for v in row.values() if isinstance(v, str)):
+            yield where, CorpusError(f"{where}: invalid UTF-8")
             continue
         yield where, _safe({k: v for k, v in row.items() if v is not None}, where)
 

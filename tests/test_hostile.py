@@ -1,0 +1,98 @@
+"""Hostile input: random Unicode records, huge lines, strange runs. Never a crash, nothing lost."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from indexer.chunking import chunk_text
+from indexer.corpus import CorpusReport, read_documents
+from indexer.errors import CorpusError
+from search.fusion import linear, rrf
+
+# Any code point, surrogates included (JSON escapes can carry them), plus the nasty classics.
+TEXT = st.text(alphabet=st.characters(codec=None), max_size=200) | st.sampled_from(
+    ["", " ", "\u200f\u202e abc", "e\u0301\u0301", "🙂👍🏽", "\x00\x01", "../x", "\ud800", "x" * 2000])
+VALUE = st.one_of(st.none(), st.integers(), st.booleans(), TEXT, st.lists(st.integers(), max_size=3))
+RECORD = st.fixed_dictionaries({}, optional={"id": VALUE, "_id": VALUE, "text": VALUE, "title": VALUE,
+                                             "lang": VALUE, "extra": VALUE})
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(st.lists(RECORD, max_size=12))
+def test_jsonl_records_are_read_or_refused_and_none_is_lost(tmp_path, records):
+    path = tmp_path / "random.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    report = CorpusReport()
+    docs = list(read_documents([path], skip_bad=True, report=report))
+    assert report.documents == len(docs) and len(docs) + len(report.bad) == len(records)
+    for doc in docs:
+        source = next(r for r in records if str(r.get("id", r.get("_id"))) == doc.id)
+        assert doc.text == source["text"] and doc.text.strip()
+    for message in report.bad:
+        assert message.startswith(f"{path}:")
+    try:
+        assert len(list(read_documents([path]))) == len(records)
+    except CorpusError as exc:
+        assert str(exc).startswith(f"{path}:") and report.bad
+
+
+@SETTINGS
+@given(st.lists(st.tuples(TEXT, TEXT), max_size=8))
+def test_csv_rows_are_read_or_refused(tmp_path, rows):
+    path = tmp_path / "random.csv"
+    with open(path, "w", encoding="utf-8", newline="", errors="surrogatepass") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        writer.writerows(rows)
+    report = CorpusReport()
+    docs = list(read_documents([path], skip_bad=True, report=report))
+    assert len(docs) + len(report.bad) == len(rows)  # every row is read or reported, none lost
+    assert all(d.text.strip() and d.id.strip() for d in docs)
+    assert all(message.startswith(f"{path}:") for message in report.bad)
+
+
+def test_a_one_megabyte_line_is_read_whole(tmp_path):
+    text = ("Lorem ipsum dolor sit amet. " * 40000)[:1_000_000]
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps({"id": "big", "text": text}) + "\n", encoding="utf-8")
+    (doc,) = read_documents([path])
+    assert doc.text == text
+
+
+@pytest.mark.slow
+def test_a_very_long_document_chunks_completely(tiny_model):
+    text = " ".join(["Der Vulkan bricht aus. 火山が噴火した。 Вулкан проснулся!"] * 3000)
+    chunks = chunk_text(text, tiny_model.tokenizer, budget=254, overlap=32)
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    assert all(text[a.end:b.start].strip() == "" for a, b in zip(chunks, chunks[1:]) if b.start > a.end)
+
+
+RUN = st.dictionaries(st.integers(0, 30), st.floats(-1e6, 1e6, allow_nan=False), max_size=15)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(RUN, min_size=1, max_size=3), st.integers(1, 100))
+def test_rrf_is_finite_covers_every_id_and_rewards_rank(runs, k):
+    fused = rrf(runs, k=k)
+    assert set(fused) == set().union(*runs)
+    assert all(0 < score <= len(runs) / (k + 1) + 1e-12 for score in fused.values())
+    if len(runs) == 1 and runs[0]:
+        best = max(runs[0].values())
+        assert all(fused[key] == max(fused.values()) for key, score in runs[0].items() if score == best
+                   and key == next(k_ for k_, s in runs[0].items() if s == best))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(RUN, min_size=1, max_size=3), st.floats(0, 1))
+def test_linear_stays_within_its_weights(runs, alpha):
+    weights = [alpha] + [1 - alpha] * (len(runs) - 1)
+    fused = linear(runs, weights)
+    assert set(fused) == set().union(*runs)
+    assert all(math.isfinite(v) and -1e-9 <= v <= sum(weights) + 1e-9 for v in fused.values())
