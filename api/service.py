@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,6 @@ from indexer.storage import index_info, open_docstore
 from search.searcher import Searcher
 
 log = logging.getLogger(__name__)
-
-
-class SerialEncoder(Encoder):
-    """An :class:`Encoder` whose calls run one at a time.
-
-    ``Encoder.hidden_states`` stops the forward pass with hooks registered on the
-    shared model, so two threads encoding at once capture each other's layers
-    (KeyError, or another text's vector). Until the encoder guards itself, the
-    server serialises every encode (queries, new documents, /embed) through this lock.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._call_lock = threading.Lock()
-
-    def encode_layers(self, *args: Any, **kwargs: Any) -> dict[int, np.ndarray]:
-        with self._call_lock:
-            return super().encode_layers(*args, **kwargs)
 
 
 class IndexService:
@@ -66,7 +47,7 @@ class IndexService:
         store, manifest = open_docstore(self.directory)
         store.close()
         self.config = manifest.config
-        self.encoder = SerialEncoder(load_model(model or manifest.config.model_name, device), batch_size=batch_size)
+        self.encoder = Encoder(load_model(model or manifest.config.model_name, device), batch_size=batch_size)
         self.searcher = Searcher(self.directory, encoder=self.encoder)
         self.write_lock = asyncio.Lock()  # one writer of this process at a time; others wait their turn
 

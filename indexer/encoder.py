@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -29,6 +30,9 @@ from .pooling import l2_normalize, mean_pool, to_numpy
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+_HOOK_LOCK = threading.Lock()  # models are shared between Encoders and threads
 
 
 class _StopForward(Exception):
@@ -151,7 +155,16 @@ class Encoder:
 
     def _hooked_hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
                               layers: Sequence[int]) -> dict[int, Tensor]:
-        """The model's own forward, captured by a pre-hook and stopped at the top layer."""
+        """The model's own forward, captured by a pre-hook and stopped at the top layer.
+
+        The hooks live on the shared model, so one call at a time may hold them
+        (threads of a server would otherwise capture each other's layers).
+        """
+        with _HOOK_LOCK:
+            return self._hooked_forward(input_ids, attention_mask, layers)
+
+    def _hooked_forward(self, input_ids: Tensor, attention_mask: Tensor,
+                        layers: Sequence[int]) -> dict[int, Tensor]:
         captured: dict[int, Tensor] = {}
         top = max(layers)
         handles = []

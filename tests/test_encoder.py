@@ -99,3 +99,16 @@ def test_fingerprint_changes_with_the_model_files(tiny_model, tiny_deberta_dir, 
     assert load_model(str(copy), "cpu").fingerprint == tiny_model.fingerprint
     (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" ', 1))
     assert load_model(str(copy), "cpu").fingerprint != tiny_model.fingerprint
+
+
+def test_threads_sharing_one_encoder_get_their_own_vectors(tiny_bert_dir):
+    """The hook path registers hooks on the shared model; concurrent calls must not mix them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = Encoder(load_model(str(tiny_bert_dir), "cpu"), batch_size=2)
+    expected = {(i, layer): encoder.encode([TEXTS[i]], layer)[0] for i in range(len(TEXTS)) for layer in (1, 2)}
+    jobs = [(i % len(TEXTS), 1 + i % 2) for i in range(120)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda job: encoder.encode([TEXTS[job[0]]], job[1])[0], jobs))
+    for job, vector in zip(jobs, results):
+        np.testing.assert_allclose(vector, expected[job], atol=1e-6)
