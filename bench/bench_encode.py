@@ -18,11 +18,13 @@ Figures (each a ratio measured in this run, baseline and fast runs interleaved, 
   fraction of the matmul-bound limit: measured GFLOP/s of a 2048^3 fp32 matmul
   divided by the useful FLOPs per token (linear layers plus QK, PV, c2p and p2c at
   each text's own length, up to the pooled layer).
-* bf16: ``Encoder(precision="bf16")`` vs fp32 on ``--bf16-docs`` texts: speed-up and
-  the cosine of its vectors to the fp32 ones.
-* Peak resident memory (VmHWM) during each bulk run.
+* bf16: ``Encoder(precision="bf16")`` vs fp32 on ``--bf16-docs`` texts and as many
+  questions: speed-up and the cosine of its vectors to the fp32 ones (``bf16_native``
+  says whether the CPU has bf16 matmuls; without them bf16 is emulated and slower).
+* Peak resident memory (VmHWM) during each bulk run; the 1-minute load average at
+  start and end, since other processes on a shared machine skew wall-clock ratios.
 
-Usage: ``python bench/bench_encode.py [--queries 20] [--docs 64] [--threads N]``
+Usage: ``python bench/bench_encode.py [--queries 16] [--docs 64] [--threads N]`` (~2.5 min on 2 cores)
 """
 from __future__ import annotations
 
@@ -48,7 +50,6 @@ from indexer.encoder import Encoder, native_support
 from indexer.model import LoadedModel
 
 XQUAD = REPO.parent / "shared" / "benchmarks" / "xquad"
-LANGS = ["en", "de", "es", "ru", "zh", "ar", "hi", "th", "el", "tr", "vi", "ro"]
 SHAPE = {"vocab_size": 251000, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
          "intermediate_size": 3072, "relative_attention": True, "position_buckets": 256,
          "pos_att_type": ["p2c", "c2p"], "share_att_key": True, "norm_rel_ebd": "layer_norm",
@@ -161,9 +162,14 @@ def bench_queries(encoder: Encoder, baseline: Baseline, queries: list[str], laye
         base_times.append(base_s)
         fast_times.append(fast_s)
         diffs.append(float(np.abs(base_v - fast_v).max()))
-    return {"queries": len(queries), "query_p50_ms_hf_eager": round(1e3 * statistics.median(base_times), 2),
+    lengths = [len(ids) for ids in encoder.tokenizer(queries)["input_ids"]]
+    return {"queries": len(queries), "query_tokens_min_median_max": [min(lengths), statistics.median(lengths),
+                                                                     max(lengths)],
+            "query_p50_ms_hf_eager": round(1e3 * statistics.median(base_times), 2),
             "query_p50_ms_fast": round(1e3 * statistics.median(fast_times), 2),
             "query_speedup_p50": round(statistics.median(base_times) / statistics.median(fast_times), 2),
+            "query_speedup_median_of_pairs": round(statistics.median(
+                [base / fast for base, fast in zip(base_times, fast_times)]), 2),
             "query_max_abs_diff": max(diffs)}
 
 
@@ -239,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     docs = rng.sample(paragraphs, half) + rng.sample(questions, args.docs - half)
     rng.shuffle(docs)
     result = {"bench": "encode", "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "threads": torch.get_num_threads(), "loadavg_1min_start": round(os.getloadavg()[0], 2),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "model": "DebertaV2Model mdeberta-v3-base shape (random weights, fp32, eval)",
               "tokenizer": "SentencePiece 32k trained on the XQuAD texts", "langs": args.langs, "layer": args.layer,
               "uses_fast_path": encoder.uses_fast_path}
@@ -249,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(bench_bf16(loaded, encoder, docs[:args.bf16_docs] + queries[:args.bf16_docs], args.layer,
                                  args.repeats))
     result["seconds"] = round(time.perf_counter() - started, 1)
+    result["loadavg_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
     return 0
 

@@ -12,9 +12,9 @@ import numpy as np
 
 from indexer.analysis import analyze
 from indexer.build import check_compatible
+from indexer.centering import center
 from indexer.encoder import Encoder
 from indexer.errors import IndexFormatError, IndexMismatchError, QueryError
-from indexer.centering import center
 from indexer.language import detect_language
 from indexer.model import load_model
 from indexer.validation import text_problem
