@@ -53,6 +53,9 @@ class DenseIndex:
         """
         if len(self) == 0 or k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
+        flat = faiss.downcast_index(self.index.index)
+        if allowed is None and isinstance(flat, faiss.IndexFlat):
+            return self._search_flat(flat, query.astype(np.float32).ravel(), min(k, len(self)))
         params = None
         if allowed is not None:
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
@@ -60,6 +63,17 @@ class DenseIndex:
                                         params=params)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
+
+    def _search_flat(self, flat: faiss.IndexFlat, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One query against the stored vectors with numpy's BLAS: about twice as fast as
+        FAISS's flat search for a single query on this kind of CPU (same scores, exact)."""
+        n = len(self)
+        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+        ids = faiss.rev_swig_ptr(self.index.id_map.data(), n)
+        scores = vectors @ query
+        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return ids[top].astype(np.int64), scores[top]
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored ``(chunk_ids (n,), vectors (n, dim))``, in storage order."""
