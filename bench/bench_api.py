@@ -105,7 +105,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(index: Path, model: Path, threads: int | None, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(index: Path, model: Path, threads: int | None, log: Path,
+                 timeout: float = 300) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "api.cli", "serve", "--index", str(index), "--port", str(port),
                "--model", str(model), "--device", "cpu"] + (["--threads", str(threads)] if threads else [])
@@ -113,17 +114,17 @@ def start_server(index: Path, model: Path, threads: int | None, log: Path) -> tu
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
                                    env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()}")
+            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return process, url
         except httpx.TransportError:
             time.sleep(0.2)
     process.kill()
-    raise SystemExit("server did not start in 300 s")
+    raise SystemExit(f"server did not start in {timeout:.0f} s")
 
 
 def run_clients(url: str, queries: list[str], clients: int) -> dict:

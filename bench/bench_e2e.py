@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from bench_api import free_port, run_clients, xquad_texts
+from bench_api import run_clients, start_server, xquad_texts
 
 DATA = REPO.parent / "shared" / "benchmarks"
 TARGET_P50_MS, TARGET_P99_MS = 60.0, 150.0
@@ -132,29 +131,6 @@ def build(index: Path, model: Path, chunks: int, layer: int) -> dict:
             "generation": manifest.generation, "encoder": "stand-in (random projection of token counts, 768-d)"}
 
 
-def start_server(index: Path, model: Path, threads: int | None, log: Path) -> tuple[subprocess.Popen, str, float]:
-    port = free_port()
-    command = [sys.executable, "-m", "api.cli", "serve", "--index", str(index), "--port", str(port),
-               "--model", str(model), "--device", "cpu"] + (["--threads", str(threads)] if threads else [])
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "XLSEARCH_MODEL": str(model)}
-    started = time.perf_counter()
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url, time.perf_counter() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("server did not start in 600 s")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=100_000, help="one-line documents to index (default 100000)")
@@ -189,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
     _, questions = xquad_texts()
     log = index.with_name(index.name + ".server.log")
-    process, url, startup = start_server(index, args.model, args.threads or None, log)
+    started = time.perf_counter()
+    process, url = start_server(index, args.model, args.threads or None, log, timeout=600)
+    startup = time.perf_counter() - started
     try:
         info = httpx.get(f"{url}/info", timeout=60).json()
         run_clients(url, questions[:args.warmup], 1)
