@@ -13,6 +13,7 @@ import numpy as np
 from indexer.analysis import analyze
 from indexer.build import check_compatible
 from indexer.centering import center
+from indexer.docstore import ChunkRow
 from indexer.encoder import Encoder
 from indexer.errors import IndexFormatError, IndexMismatchError, QueryError
 from indexer.language import detect_language
@@ -212,12 +213,13 @@ class Searcher:
                 runs.append(dict(zip(ids.tolist(), scores.tolist())))
                 weights.append(1.0 - alpha)
             fused = self._fuse(runs, weights, mode, fusion)
-            best = self._best_chunk_per_document(fused)
+            rows = self.index.store.chunks(list(fused))
+            best = self._best_chunk_per_document(fused, rows)
             if len(best) >= k or depth >= total:
                 break
             depth *= 4
         ranked = sorted(best.values(), key=lambda item: -item[1])[:k]
-        return self._hits(ranked, vector, tokens)
+        return self._hits(ranked, rows, vector, tokens)
 
     @staticmethod
     def _fuse(runs, weights, mode, fusion) -> dict[int, float]:
@@ -227,8 +229,9 @@ class Searcher:
             return rrf(runs, RRF_K, [2 * w for w in weights])
         return linear(runs, weights)
 
-    def _best_chunk_per_document(self, chunk_scores: dict[int, float]) -> dict[str, tuple[int, float]]:
-        rows = self.index.store.chunks(list(chunk_scores))
+    @staticmethod
+    def _best_chunk_per_document(chunk_scores: dict[int, float],
+                                 rows: dict[int, ChunkRow]) -> dict[str, tuple[int, float]]:
         best: dict[str, tuple[int, float]] = {}
         for chunk_id, score in chunk_scores.items():
             row = rows.get(chunk_id)
@@ -236,10 +239,9 @@ class Searcher:
                 best[row.doc_id] = (chunk_id, score)
         return best
 
-    def _hits(self, ranked: list[tuple[int, float]], vector, tokens) -> list[Hit]:
+    def _hits(self, ranked: list[tuple[int, float]], rows: dict[int, ChunkRow], vector, tokens) -> list[Hit]:
         chunk_ids = [c for c, _ in ranked]
-        rows = self.index.store.chunks(chunk_ids)
-        docs = self.index.store.documents(r.doc_id for r in rows.values())
+        docs = self.index.store.documents(rows[c].doc_id for c in chunk_ids)
         lexical = self.index.lexical.score_chunks(tokens, chunk_ids)
         dense = self.index.dense.score_chunks(vector, chunk_ids) if vector is not None else [None] * len(ranked)
         hits = []
