@@ -12,38 +12,20 @@ touches only its terms' postings. ``add`` queues a block of new rows and ``remov
 marks rows dead; both are merged into the matrix (dead rows dropped) on the next
 read, so N, df and avgdl always count live chunks only.
 
-On disk, :meth:`BM25Index.save` writes into a directory (``meta.json`` last)::
-
-    meta.json      {"format": "xlsearch-bm25", "format_version": 1, "k1", "b", "epsilon",
-                    "chunks", "terms", "postings"}
-    terms.json     JSON list of the terms; list position = term id
-    chunk_ids.npy  int64 (chunks,): chunk id of each row
-    doc_len.npy    int64 (chunks,): token count of each row
-    indptr.npy     int64 (terms + 1,): term t's postings are [indptr[t], indptr[t + 1])
-    rows.npy       int32 (postings,): row of each posting, increasing within a term
-    tf.npy         int32 (postings,): frequency of the term in that row (>= 1)
+On disk: see ``indexer.lexical_io``.
 """
 from __future__ import annotations
 
-import json
-import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
-from functools import partial
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import chain, count, repeat
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import DocumentNotFoundError, IndexFormatError, XlsearchError
-
-logger = logging.getLogger(__name__)
-
-FORMAT = "xlsearch-bm25"
-FORMAT_VERSION = 1
-_ARRAYS = {"chunk_ids": np.int64, "doc_len": np.int64, "indptr": np.int64, "rows": np.int32, "tf": np.int32}
+from .errors import DocumentNotFoundError, XlsearchError
 
 
 class ChunkError(XlsearchError, ValueError):
@@ -74,6 +56,7 @@ class BM25Index:
         self._row_of: dict[int, int] = {}  # live chunk id -> row
         self._total_len = 0  # tokens in live rows
         self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (idf per term, k1 * norm per row)
+        self._collection: Collection | None = None  # statistics of a sharded whole, when set
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows)
 
     # -- size ----------------------------------------------------------------
@@ -84,6 +67,22 @@ class BM25Index:
     def chunk_ids(self) -> np.ndarray:
         """Live chunk ids in row order (the order of :meth:`get_scores`), int64 ``(n,)``."""
         return self._row_ids[self._alive]
+
+    @property
+    def total_length(self) -> int:
+        """Tokens in live chunks."""
+        return self._total_len
+
+    def term_counts(self) -> tuple[list[str], np.ndarray]:
+        """``(terms, document frequencies)`` of the terms in at least one live chunk."""
+        self._flush()
+        df = np.diff(self._matrix.indptr)
+        used = np.flatnonzero(df)
+        return [self._terms[t] for t in used.tolist()], df[used]
+
+    def use_collection(self, collection: Collection | None) -> None:
+        """Score with the statistics of a whole collection this index is a shard of (None: its own)."""
+        self._collection, self._stats = collection, None
 
     @property
     def vocabulary_size(self) -> int:
@@ -201,9 +200,11 @@ class BM25Index:
         if self._stats is None:
             self._flush()
             n = len(self._row_ids)
-            avgdl = self._total_len / n if n else 1.0
-            norm = self.k1 * (1 - self.b + self.b * self._doc_len / avgdl)
-            self._stats = (_idf(np.diff(self._matrix.indptr), n, self.epsilon), norm)
+            if self._collection is None:
+                avgdl, idf = self._total_len / n if n else 1.0, _idf(np.diff(self._matrix.indptr), n, self.epsilon)
+            else:
+                avgdl, idf = self._collection.avgdl, self._collection.idf_of(self._terms)
+            self._stats = (idf, self.k1 * (1 - self.b + self.b * self._doc_len / avgdl))
         return self._stats
 
     def _postings(self, query_tokens: list[str]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
@@ -286,26 +287,36 @@ class BM25Index:
         return mask
 
     # -- persistence ---------------------------------------------------------
-    def save(self, directory: str | Path) -> None:
-        """Write the index into ``directory`` (created if needed); see the module docstring."""
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """The live index as the arrays and term list of the on-disk format (terms of removed
+        chunks dropped, postings sorted); see the module docstring."""
         self._flush()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        used = np.flatnonzero(np.diff(self._matrix.indptr))  # drop terms of removed chunks
+        used = np.flatnonzero(np.diff(self._matrix.indptr))
         matrix = self._matrix[:, used] if len(used) < len(self._terms) else self._matrix
         matrix.sort_indices()
         arrays = {"chunk_ids": self._row_ids, "doc_len": self._doc_len, "indptr": matrix.indptr,
                   "rows": matrix.indices, "tf": matrix.data}
-        for name, dtype in _ARRAYS.items():
-            np.save(directory / f"{name}.npy", np.ascontiguousarray(arrays[name], dtype=dtype),
-                    allow_pickle=False)
-        terms = [self._terms[t] for t in used.tolist()]
-        (directory / "terms.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "k1": self.k1, "b": self.b,
-                "epsilon": self.epsilon, "chunks": len(self._row_ids), "terms": len(terms),
-                "postings": int(matrix.nnz)}
-        (directory / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        logger.debug("saved BM25 index to %s: %s", directory, meta)
+        return arrays, [self._terms[t] for t in used.tolist()]
+
+    @classmethod
+    def from_arrays(cls, k1: float, b: float, epsilon: float, arrays: dict[str, np.ndarray],
+                    terms: list[str]) -> BM25Index:
+        """The inverse of :meth:`to_arrays` (arrays already checked by the caller)."""
+        index, n = cls(k1, b, epsilon), len(arrays["chunk_ids"])
+        index._matrix = sp.csc_matrix((arrays["tf"], arrays["rows"], arrays["indptr"]), shape=(n, len(terms)))
+        index._matrix.sum_duplicates()  # sorts rows within terms if a writer did not (no-op check otherwise)
+        index._terms, index._vocab = terms, dict(zip(terms, range(len(terms))))
+        index._row_ids, index._doc_len = arrays["chunk_ids"], arrays["doc_len"]
+        index._alive = np.ones(n, bool)
+        index._row_of = dict(zip(index._row_ids.tolist(), range(n)))
+        index._total_len = int(index._doc_len.sum())
+        return index
+
+    def save(self, directory: str | Path) -> None:
+        """Write the index into ``directory`` (see ``indexer.lexical_io``)."""
+        from .lexical_io import save_bm25
+
+        save_bm25(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> BM25Index:
@@ -315,23 +326,36 @@ class BM25Index:
             IndexFormatError: A file is missing, unreadable, of another format
                 version, or inconsistent with the others (the message names it).
         """
-        directory = Path(directory)
-        meta = _check_meta(directory / "meta.json", _read(directory / "meta.json", _read_json))
-        arrays = {name: _read(directory / f"{name}.npy", partial(np.load, allow_pickle=False)) for name in _ARRAYS}
-        terms = _read(directory / "terms.json", _read_json)
-        if (not isinstance(terms, list) or len(terms) != meta["terms"]
-                or not all(map(isinstance, terms, repeat(str))) or len(set(terms)) != len(terms)):
-            raise IndexFormatError(f"{directory / 'terms.json'}: expected {meta['terms']} distinct terms")
-        _check_arrays(directory, meta, arrays)
-        index, n = cls(meta["k1"], meta["b"], meta["epsilon"]), meta["chunks"]
-        index._matrix = sp.csc_matrix((arrays["tf"], arrays["rows"], arrays["indptr"]), shape=(n, len(terms)))
-        index._matrix.sum_duplicates()  # sorts rows within terms if a writer did not (no-op check otherwise)
-        index._terms, index._vocab = terms, dict(zip(terms, range(len(terms))))
-        index._row_ids, index._doc_len = arrays["chunk_ids"], arrays["doc_len"]
-        index._alive = np.ones(n, bool)
-        index._row_of = dict(zip(index._row_ids.tolist(), range(n)))
-        index._total_len = int(index._doc_len.sum())
-        return index
+        from .lexical_io import load_bm25
+
+        return load_bm25(directory)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """Term statistics of chunks split over several BM25 indexes (the shards of one index)."""
+
+    chunks: int
+    avgdl: float
+    idf: dict[str, float]  # per term in at least one live chunk
+
+    @classmethod
+    def of(cls, indexes: Sequence[BM25Index]) -> Collection:
+        """Merge the shards' counts; idf as one index over all their chunks would compute it."""
+        df: dict[str, int] = {}
+        for index in indexes:
+            terms, counts = index.term_counts()
+            for term, freq in zip(terms, counts.tolist()):
+                df[term] = df.get(term, 0) + freq
+        n = sum(len(index) for index in indexes)
+        total = sum(index.total_length for index in indexes)
+        epsilon = indexes[0].epsilon if indexes else 0.25
+        idf = _idf(np.fromiter(df.values(), np.int64, len(df)), n, epsilon)
+        return cls(n, total / n if n else 1.0, dict(zip(df, idf.tolist())))
+
+    def idf_of(self, terms: Sequence[str]) -> np.ndarray:
+        """float64 idf per term (0 for terms in no live chunk)."""
+        return np.fromiter((self.idf.get(t, 0.0) for t in terms), np.float64, len(terms))
 
 
 def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
@@ -373,56 +397,3 @@ def _drop_rows(matrix: sp.csc_matrix, alive: np.ndarray) -> sp.csc_matrix:
     np.cumsum(np.bincount(terms, minlength=matrix.shape[1]), out=indptr[1:])
     return sp.csc_matrix((matrix.data[keep], new_row[matrix.indices[keep]].astype(np.int32), indptr),
                          shape=(int(alive.sum()), matrix.shape[1]))
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _read(path: Path, parse: Callable[[Path], Any]) -> Any:
-    """Parse one index file, turning every failure into an IndexFormatError naming it."""
-    try:
-        return parse(path)
-    except FileNotFoundError:
-        raise IndexFormatError(f"{path}: BM25 index file is missing. Rebuild with `xlsearch index`.") from None
-    except (OSError, ValueError, EOFError) as exc:  # JSON and Unicode decode errors are ValueErrors
-        raise IndexFormatError(f"{path}: cannot read it ({exc}). Rebuild with `xlsearch index`.") from None
-
-
-def _check_meta(path: Path, meta: Any) -> dict[str, Any]:
-    """Check ``meta.json``'s format and version; return it with typed counts and parameters."""
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise IndexFormatError(f"{path}: not an xlsearch BM25 index")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(f"{path}: format {meta.get('format_version')}, expected {FORMAT_VERSION}. "
-                               "Rebuild with `xlsearch index`.")
-    try:
-        return {**meta, **{key: int(meta[key]) for key in ("chunks", "terms", "postings")},
-                **{key: float(meta[key]) for key in ("k1", "b", "epsilon")}}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IndexFormatError(f"{path}: incomplete BM25 metadata ({exc!r})") from None
-
-
-def _check_arrays(directory: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Check that the arrays have their dtypes and agree with each other and with ``meta.json``."""
-    for name, dtype in _ARRAYS.items():
-        if arrays[name].ndim != 1 or arrays[name].dtype != dtype:
-            raise IndexFormatError(f"{directory / name}.npy: expected a 1-d {np.dtype(dtype)} array, "
-                                   f"got {arrays[name].ndim}-d {arrays[name].dtype}")
-    n, postings = meta["chunks"], meta["postings"]
-    ids, doc_len, indptr, rows, tf = (arrays[name] for name in _ARRAYS)
-    checks: list[tuple[Callable[[], bool], str]] = [  # lazy, in order: each may rely on the previous
-        (lambda: len(ids) == len(doc_len) == n, f"chunk_ids/doc_len do not hold {n} rows"),
-        (lambda: len(np.unique(ids)) == n, "chunk_ids.npy repeats a chunk id"),
-        (lambda: len(indptr) == meta["terms"] + 1 and indptr[0] == 0 and indptr[-1] == postings
-         and bool(np.all(np.diff(indptr) >= 0)), "indptr.npy does not match the term and posting counts"),
-        (lambda: len(rows) == len(tf) == postings, f"rows/tf do not hold {postings} postings"),
-        (lambda: postings == 0 or bool(rows.min() >= 0 and rows.max() < n and tf.min() >= 1),
-         "rows.npy or tf.npy holds values out of range"),
-        (lambda: np.array_equal(np.bincount(rows, weights=tf, minlength=n), doc_len),
-         "doc_len.npy does not equal the term frequencies per chunk"),
-    ]
-    for check, problem in checks:
-        if not check():
-            raise IndexFormatError(f"{directory}: damaged BM25 index: {problem}. Rebuild with `xlsearch index`.")
-

@@ -13,7 +13,7 @@ from rank_bm25 import BM25Okapi
 
 from indexer.analysis import ANALYZER, analyze
 from indexer.errors import DocumentNotFoundError, IndexFormatError
-from indexer.lexical import BM25Index, ChunkError
+from indexer.lexical import BM25Index, ChunkError, Collection
 
 QUERY_LANGS = ("en", "zh", "th", "hi", "ru", "de", "ar")
 
@@ -123,6 +123,23 @@ def test_incremental_equals_fresh(corpus, queries):
         assert ids.tolist() == ids_rebuilt.tolist()
         np.testing.assert_allclose(scores, scores_rebuilt, rtol=1e-12)
         np.testing.assert_allclose(expected[[row[i] for i in ids.tolist()]], scores, rtol=1e-10)
+
+
+def test_shards_scored_with_the_collection_equal_one_index(corpus, queries):
+    whole = fresh(corpus)
+    shards = [fresh([corpus[i] for i in range(s, len(corpus), 3)], list(range(s, len(corpus), 3)))
+              for s in range(3)]
+    shards[1].remove([4, 7])  # removed chunks leave the statistics too
+    whole.remove([4, 7])
+    collection = Collection.of(shards)
+    assert collection.chunks == len(whole) and len(collection.idf) == whole.vocabulary_size
+    for shard in shards:
+        shard.use_collection(collection)
+    for query in queries[:20]:
+        expected = dict(zip(whole.chunk_ids.tolist(), whole.get_scores(query)))
+        for shard in shards:
+            np.testing.assert_allclose(shard.get_scores(query), [expected[i] for i in shard.chunk_ids.tolist()],
+                                       rtol=1e-12)
 
 
 def test_readding_a_removed_id_and_removing_everything(corpus):
