@@ -10,9 +10,17 @@ Run = dict[Hashable, float]
 
 
 def ranks(run: Run) -> dict[Hashable, int]:
-    """1-based ranks by descending score; ties keep the run's insertion order."""
+    """1-based competition ranks by descending score: equal scores share the best rank
+    ("1224"), so a fused score does not depend on how ties happened to be ordered
+    (by row in one index, by chunk id across shards)."""
     ordered = sorted(run.items(), key=lambda item: -item[1])
-    return {key: rank for rank, (key, _) in enumerate(ordered, 1)}
+    out: dict[Hashable, int] = {}
+    previous, rank = None, 0
+    for position, (key, score) in enumerate(ordered, 1):
+        if score != previous:
+            previous, rank = score, position
+        out[key] = rank
+    return out
 
 
 def rrf(runs: Sequence[Run], k: int = 60, weights: Sequence[float] | None = None) -> Run:

@@ -25,6 +25,13 @@ def test_ranks_order_by_score():
     assert ranks({"x": 0.1, "y": 0.7, "z": 0.4}) == {"y": 1, "z": 2, "x": 3}
 
 
+def test_tied_scores_share_a_rank_whatever_their_order():
+    assert ranks({"a": 2.0, "b": 1.0, "c": 2.0, "d": 0.5}) == {"a": 1, "c": 1, "b": 3, "d": 4}
+    one = rrf([{"x": 3.0, "y": 3.0, "z": 1.0}, {"z": 1.0}])
+    other = rrf([{"y": 3.0, "x": 3.0, "z": 1.0}, {"z": 1.0}])
+    assert one == other and one["x"] == one["y"] == 1 / 61
+
+
 def test_min_max_and_linear_by_hand():
     assert min_max({"a": 2.0, "b": 4.0, "c": 3.0}) == {"a": 0.0, "b": 1.0, "c": 0.5}
     assert min_max({"a": 5.0, "b": 5.0}) == {"a": 1.0, "b": 1.0}
