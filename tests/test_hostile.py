@@ -33,8 +33,8 @@ def test_jsonl_records_are_read_or_refused_and_none_is_lost(tmp_path, records):
     docs = list(read_documents([path], skip_bad=True, report=report))
     assert report.documents == len(docs) and len(docs) + len(report.bad) == len(records)
     for doc in docs:
-        source = next(r for r in records if str(r.get("id", r.get("_id"))) == doc.id)
-        assert doc.text == source["text"] and doc.text.strip()
+        sources = [r for r in records if str(r.get("id", r.get("_id"))) == doc.id]  # ids may repeat
+        assert any(r.get("text") == doc.text for r in sources) and doc.text.strip()
     for message in report.bad:
         assert message.startswith(f"{path}:")
     try:
