@@ -10,6 +10,7 @@ import sys
 
 from indexer.build import COMMIT_CHUNKS, IndexWriter, build_index, resolve_config
 from indexer.check import check_index
+from indexer.ann import KINDS
 from indexer.encoder import PRECISIONS, Encoder
 from indexer.model import load_model
 from indexer.storage import index_info
@@ -32,6 +33,10 @@ def add_parsers(subparsers) -> None:
     index.add_argument("--batch-size", type=positive_int, default=32,
                        help="texts per forward pass (default 32)")
     add_precision_option(index)
+    index.add_argument("--dense-index", choices=list(KINDS),
+                       help="FAISS index kind: flat-ip exact search (default); ivf-flat or ivf-sq8 approximate "
+                       "inverted lists for about a million chunks and more (ivf-sq8: a quarter of the memory); "
+                       "approximate kinds search exactly until they hold 50,000 vectors")
     index.add_argument("--center-languages", action="store_const", const=True, default=None,
                        help="subtract each language's mean vector from document and query vectors "
                        "(recorded in the index; helps raw multilingual encoders across languages)")
@@ -56,6 +61,8 @@ def add_parsers(subparsers) -> None:
     search.add_argument("--layer", type=int, help="must equal the index's layer (checked)")
     search.add_argument("--query-lang", help="language of the query, for indexes built with "
                         "--center-languages (default: detected)")
+    search.add_argument("--nprobe", type=positive_int, help="inverted lists scanned per query in an ivf-* "
+                        "dense index: more is slower and closer to exact (default: the index's choice)")
     search.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(search)
     add_precision_option(search)
@@ -105,7 +112,8 @@ def _progress_factory(total: int):
 def run_index(args: argparse.Namespace) -> int:
     config = resolve_config(args.index, model_name=requested_model(args.model),
                             layer=args.layer, chunk_tokens=args.chunk_tokens,
-                            chunk_overlap=args.chunk_overlap, center_languages=args.center_languages)
+                            chunk_overlap=args.chunk_overlap, center_languages=args.center_languages,
+                            dense_index=args.dense_index)
     encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
                       precision=args.precision)
     stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
@@ -123,7 +131,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     searcher = Searcher(args.index, model=requested_model(args.model),
-                        layer=args.layer, device=args.device, precision=args.precision)
+                        layer=args.layer, device=args.device, precision=args.precision, nprobe=args.nprobe)
     try:
         result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion,
                                  alpha=args.alpha, lang=args.lang, query_lang=args.query_lang)

@@ -146,7 +146,7 @@ class IndexWriter:
         self.store = DocStore(self.directory / DOCS_FILE, create=True)
         self.manifest = Manifest(config=config, model_fingerprint=self.encoder.loaded.fingerprint,
                                  dim=self.encoder.dim, num_layers=self.encoder.num_layers)
-        self.dense = DenseIndex(self.encoder.dim)
+        self.dense = DenseIndex(self.encoder.dim, config.dense_index)
         self.raw = DenseIndex(self.encoder.dim) if config.center_languages else None
         self.lexical = BM25Index(k1=config.bm25_k1, b=config.bm25_b, epsilon=config.bm25_epsilon)
         self.next_chunk_id = 0
@@ -314,7 +314,7 @@ class IndexWriter:
         ids, vectors = self.raw.all_vectors()
         chunk_langs = [langs.get(int(i)) for i in ids]
         centroids = compute_centroids(vectors, chunk_langs)
-        self.dense = DenseIndex(self.raw.dim)
+        self.dense = DenseIndex(self.raw.dim, self.manifest.config.dense_index)
         self.dense.add(ids, center(vectors, chunk_langs, centroids))
         self.raw.save(raw_path(self.directory, generation))
         centroids.save(centroids_path(self.directory, generation))

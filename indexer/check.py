@@ -15,9 +15,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-import faiss
-import numpy as np
-
 from .dense import DenseIndex
 from .errors import IndexNotFoundError, XlsearchError
 from .lexical import BM25Index
@@ -65,7 +62,8 @@ def _store_problems(store) -> list[str]:
 def _load(directory: Path, manifest, problems: list[str]) -> tuple[DenseIndex | None, BM25Index | None]:
     dense = lexical = None
     try:
-        dense = DenseIndex.load(dense_path(directory, manifest.generation), manifest.dim)
+        dense = DenseIndex.load(dense_path(directory, manifest.generation), manifest.dim,
+                                manifest.config.dense_index)
     except XlsearchError as exc:
         problems.append(str(exc))
     try:
@@ -108,7 +106,7 @@ def _consistency_problems(store, manifest, dense, lexical) -> list[str]:
 def _dense_ids(dense: DenseIndex | None) -> list[int] | None:
     if dense is None:
         return None
-    return faiss.vector_to_array(dense.index.id_map).astype(np.int64).tolist()
+    return dense.chunk_ids().tolist()
 
 
 def _lexical_ids(lexical: BM25Index | None) -> list[int] | None:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .analysis import ANALYZER
+from .ann import check_kind
 from .errors import IndexFormatError
 
 FORMAT_VERSION = 1
@@ -36,7 +37,11 @@ class IndexConfig:
         bm25_k1, bm25_b, bm25_epsilon: Okapi BM25 parameters (rank-bm25's defaults).
         pooling: How token vectors become one vector (recorded, not configurable).
         normalization: Vector normalisation (recorded, not configurable).
-        dense_index: FAISS index type.
+        dense_index: FAISS index kind (see ``indexer.ann``): ``flat-ip`` exact search
+            (default); ``ivf-flat`` or ``ivf-sq8`` approximate inverted-file search
+            for collections of about a million chunks and more (``ivf-sq8`` stores
+            vectors in 8 bits: a quarter of the memory). Approximate kinds stay exact
+            until the index holds 50,000 vectors.
         center_languages: Subtract each language's mean vector from document and
             query vectors before normalising (see ``indexer.centering``).
         format_version: On-disk format of the whole index directory.
@@ -57,6 +62,7 @@ class IndexConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        check_kind(self.dense_index)  # ValueError naming the valid kinds
         if self.layer < 0:
             raise ValueError(f"layer must be >= 0, got {self.layer}")
         if self.chunk_tokens < 16:

@@ -166,7 +166,7 @@ def load_generation(directory: Path, manifest: Manifest) -> tuple[DenseIndex, BM
                                + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
                                + f". Run `xlsearch check --index {directory}`.")
     generation = manifest.generation
-    dense = DenseIndex.load(dense_path(directory, generation), manifest.dim)
+    dense = DenseIndex.load(dense_path(directory, generation), manifest.dim, manifest.config.dense_index)
     lexical = BM25Index.load(lexical_path(directory, generation))
     if not len(dense) == len(lexical) == manifest.chunks:
         raise IndexFormatError(

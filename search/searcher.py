@@ -105,10 +105,13 @@ class Searcher:
         device: ``auto``, ``cpu`` or ``cuda``.
         encoder: A ready encoder (skips loading; still checked against the index).
         precision: Matmul precision of the encoder this loads: ``fp32``, ``bf16`` or ``fp16``.
+        nprobe: Inverted lists scanned per query by an approximate dense index (``ivf-*``);
+            default: the index's own choice (recall@10 >= 0.95 in ``bench/bench_dense.py``).
     """
 
     def __init__(self, directory: str | Path, model: str | None = None, layer: int | None = None,
-                 device: str = "auto", encoder: Encoder | None = None, precision: str = "fp32"):
+                 device: str = "auto", encoder: Encoder | None = None, precision: str = "fp32",
+                 nprobe: int | None = None):
         self.index: LoadedIndex = load_index(directory)
         config = self.index.manifest.config
         try:
@@ -125,6 +128,7 @@ class Searcher:
         if encoder is not None:
             check_compatible(self.index.manifest, encoder)
         self._lock = threading.RLock()
+        self.nprobe = nprobe
 
     @property
     def encoder(self) -> Encoder:
@@ -177,6 +181,8 @@ class Searcher:
             try:
                 with self._lock, self.index.store.snapshot():
                     self.index.refresh()
+                    if self.nprobe is not None:
+                        self.index.dense.nprobe = self.nprobe
                     allowed = None
                     if lang is not None or filter:
                         allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)
