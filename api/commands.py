@@ -8,12 +8,12 @@ import argparse
 import json
 import sys
 
-from indexer.build import COMMIT_CHUNKS, IndexWriter, build_index, resolve_config
-from indexer.check import check_index
 from indexer.ann import KINDS
+from indexer.build import COMMIT_CHUNKS, resolve_config
 from indexer.encoder import PRECISIONS, Encoder
+from indexer.indexing import build_index
 from indexer.model import load_model
-from indexer.storage import index_info
+from indexer.shards import check_any, open_writer, sharded_info
 from search.searcher import FUSIONS, MODES, Searcher, SearchResult
 
 from .cli import add_model_options, positive_int, requested_model, unit_float
@@ -40,6 +40,9 @@ def add_parsers(subparsers) -> None:
     index.add_argument("--center-languages", action="store_const", const=True, default=None,
                        help="subtract each language's mean vector from document and query vectors "
                        "(recorded in the index; helps raw multilingual encoders across languages)")
+    index.add_argument("--shards", type=positive_int,
+                       help="build a new index as N shards, documents assigned by a hash of their id "
+                       "(fixed for the life of the index; search and updates route by id)")
     index.add_argument("--skip-bad", action="store_true", help="skip bad records and report how many, "
                        "instead of stopping at the first")
     index.add_argument("--commit-chunks", type=positive_int, default=COMMIT_CHUNKS,
@@ -117,7 +120,8 @@ def run_index(args: argparse.Namespace) -> int:
     encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
                       precision=args.precision)
     stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
-                                progress_factory=_progress_factory, commit_chunks=args.commit_chunks)
+                                progress_factory=_progress_factory, commit_chunks=args.commit_chunks,
+                                shards=args.shards)
     print(f"indexed {report.documents} documents into {args.index}: {stats.added} added, "
           f"{stats.replaced} replaced, {stats.unchanged} unchanged, {stats.chunks} chunks embedded")
     if report.bad:
@@ -159,7 +163,7 @@ def format_result(result: SearchResult, width: int = 160) -> str:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    with IndexWriter(args.index) as writer:
+    with open_writer(args.index) as writer:
         found = writer.delete(args.ids)
         writer.commit()
     for doc_id in args.ids:
@@ -170,12 +174,12 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    print(json.dumps(index_info(args.index), indent=2, ensure_ascii=False, sort_keys=True))
+    print(json.dumps(sharded_info(args.index), indent=2, ensure_ascii=False, sort_keys=True))
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
-    problems = check_index(args.index)
+    problems = check_any(args.index)
     if problems:
         print(f"{args.index}: {len(problems)} problems", file=sys.stderr)
         for problem in problems:

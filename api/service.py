@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from indexer.build import IndexWriter
 from indexer.docstore import Document
 from indexer.encoder import Encoder
 from indexer.errors import DocumentNotFoundError
 from indexer.model import load_model
-from indexer.storage import index_info, open_docstore
+from indexer.shard_layout import document_directory, index_directories
+from indexer.shards import open_writer, sharded_info
+from indexer.storage import open_docstore
 from search.searcher import Searcher
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class IndexService:
     def __init__(self, directory: str | Path, model: str | None = None, device: str = "auto",
                  batch_size: int = 32):
         self.directory = Path(directory)
-        store, manifest = open_docstore(self.directory)
+        store, manifest = open_docstore(index_directories(self.directory)[0])
         store.close()
         self.config = manifest.config
         self.encoder = Encoder(load_model(model or manifest.config.model_name, device), batch_size=batch_size)
@@ -63,7 +64,7 @@ class IndexService:
 
     def get_document(self, doc_id: str) -> Document:
         """Raises DocumentNotFoundError."""
-        store, _ = open_docstore(self.directory)
+        store, _ = open_docstore(document_directory(self.directory, doc_id))
         try:
             doc = store.get_document(doc_id)
         finally:
@@ -74,7 +75,7 @@ class IndexService:
 
     def info(self) -> dict[str, Any]:
         """The committed manifest plus the counts in the document store, as ``xlsearch info`` prints."""
-        return index_info(self.directory)
+        return sharded_info(self.directory)
 
     def embed(self, texts: Sequence[str], layer: int) -> np.ndarray:
         """``(len(texts), dim)`` unit vectors; raises XlsearchError for a layer the model lacks."""
@@ -83,7 +84,7 @@ class IndexService:
     # -- writes (callers hold ``write_lock``) ---------------------------------
     def upsert(self, docs: Sequence[Document]) -> dict[str, int]:
         """Add or replace ``docs`` in one commit; returns the counts and the new generation."""
-        with IndexWriter(self.directory, self.encoder, self.config) as writer:
+        with open_writer(self.directory, self.encoder, self.config) as writer:
             stats = writer.upsert(docs)
             manifest = writer.commit()
         log.info("upserted %d documents (%d added, %d replaced, %d unchanged), generation %d",
@@ -93,7 +94,7 @@ class IndexService:
 
     def delete(self, doc_id: str) -> dict[str, Any]:
         """Remove one document in one commit. Raises DocumentNotFoundError."""
-        with IndexWriter(self.directory, self.encoder, self.config) as writer:
+        with open_writer(self.directory, self.encoder, self.config) as writer:
             if not writer.delete([doc_id]):
                 raise DocumentNotFoundError(f"no document with id {shorten(doc_id)!r}")
             manifest = writer.commit()

@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict:
-    from indexer.build import build_index
     from indexer.config import IndexConfig
     from indexer.encoder import Encoder
+    from indexer.indexing import build_index
     from indexer.model import load_model
 
     model = args.model or (build_exact_shape(args.exact_shape) if args.exact_shape else build_tiny(work / "tiny"))

@@ -1,9 +1,10 @@
 """Indexer side of xlsearch: read corpora, chunk, embed, and write the index stores."""
-from .build import IndexWriter, UpsertStats, build_index, check_compatible, resolve_config
+from .build import IndexWriter, UpsertStats, check_compatible, resolve_config
 from .config import IndexConfig, Manifest
 from .docstore import DocStore, Document
 from .encoder import Encoder
 from .errors import XlsearchError
+from .indexing import build_index
 from .model import LoadedModel, load_model
 
 __all__ = ["DocStore", "Document", "Encoder", "IndexConfig", "IndexWriter", "LoadedModel", "Manifest",

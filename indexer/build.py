@@ -18,13 +18,13 @@ from .analysis import ANALYZER, analyze
 from .centering import center, compute_centroids
 from .chunking import chunk_text
 from .config import IndexConfig, Manifest, utc_now
-from .corpus import CorpusReport, read_documents
 from .dense import DenseIndex
 from .docstore import DOCS_FILE, ChunkRow, DocStore, Document, delete_documents, set_meta, write_chunks, write_documents
 from .encoder import Encoder
 from .errors import IndexMismatchError, IndexWriteError, XlsearchError
 from .language import detect_language
 from .lexical import BM25Index
+from .shard_layout import index_directories
 from .storage import (
     WriterLock,
     centroids_path,
@@ -84,6 +84,7 @@ def check_compatible(manifest: Manifest, encoder: Encoder | None = None,
 def resolve_config(directory: str | Path, **given) -> IndexConfig:
     """The existing index's settings (or the defaults) with the given non-None ones on top."""
     base = IndexConfig()
+    directory = index_directories(directory)[0]  # shard 0 of a sharded index
     if index_exists(directory):
         store, manifest = open_docstore(directory)
         store.close()
@@ -99,6 +100,8 @@ class IndexWriter:
         encoder: Embeds chunk texts; must be the index's model for an existing index.
             May be None for an existing index when only deleting.
         config: Settings for a new index; for an existing one, only checked against it.
+        chunk_ids: ``(first, step)`` of the chunk ids this writer hands out: a shard of
+            a sharded index uses ``(shard, shards)`` so chunk ids are unique across shards.
 
     Raises:
         IndexLockedError: Another process is writing to the index.
@@ -106,9 +109,10 @@ class IndexWriter:
     """
 
     def __init__(self, directory: str | Path, encoder: Encoder | None = None,
-                 config: IndexConfig | None = None):
+                 config: IndexConfig | None = None, chunk_ids: tuple[int, int] = (0, 1)):
         self.directory = Path(directory)
         self.encoder = encoder
+        self._first_chunk_id, self._chunk_id_step = chunk_ids
         if not self.directory.is_dir() and (encoder is None or config is None):
             open_docstore(self.directory)  # raises IndexNotFoundError
         try:
@@ -137,7 +141,7 @@ class IndexWriter:
                         if self.manifest.config.center_languages else None)
             if read_manifest_copy(self.directory) != self.manifest.to_dict():
                 write_manifest_copy(self.directory, self.manifest)  # a crash left it behind
-            self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or 0)
+            self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or self._first_chunk_id)
             return
         if config.layer > self.encoder.num_layers:
             raise IndexMismatchError(f"layer {config.layer} does not exist: {self.encoder.loaded.name} "
@@ -149,7 +153,7 @@ class IndexWriter:
         self.dense = DenseIndex(self.encoder.dim, config.dense_index)
         self.raw = DenseIndex(self.encoder.dim) if config.center_languages else None
         self.lexical = BM25Index(k1=config.bm25_k1, b=config.bm25_b, epsilon=config.bm25_epsilon)
-        self.next_chunk_id = 0
+        self.next_chunk_id = self._first_chunk_id
         with self.store.transaction() as conn:  # leftovers of a first commit that never finished
             delete_documents(conn, [r[0] for r in conn.execute("SELECT id FROM documents")])
 
@@ -213,60 +217,80 @@ class IndexWriter:
         group: list[tuple[Document, list[ChunkRow], list[str]]] = []
         size = 0
         for doc in docs:
-            if doc.lang is None:
-                doc = dataclasses.replace(doc, lang=detect_language(f"{doc.title or ''}\n{doc.text}"))
-            old = self._current(doc.id)
-            if old == doc:
-                stats.unchanged += 1
+            doc = self._admit(with_language(doc), stats)
+            if doc is None:
                 if progress:
                     progress(1, 0)
                 continue
-            if old is not None:
-                self._drop(doc.id)
-                stats.replaced += 1
-            else:
-                stats.added += 1
             rows, texts = self._chunk(doc)
             group.append((doc, rows, texts))
             size += len(rows)
             if size >= min(ENCODE_GROUP, commit_chunks or ENCODE_GROUP):
                 stats.chunks += self._embed(group, progress)
                 group, size = [], 0
-                if commit_chunks and self.pending_chunks() >= max(commit_chunks, len(self.dense) // 8):
-                    self.commit()
+                self._maybe_commit(commit_chunks)
         stats.chunks += self._embed(group, progress)
         return stats
+
+    def add_encoded(self, doc: Document, pieces: Sequence[Piece], vectors, stats: UpsertStats,
+                    commit_chunks: int | None = None) -> None:
+        """Add one document chunked and embedded elsewhere (by :func:`document_pieces` and the
+        index's encoder, e.g. on Ray workers); same effect as :meth:`upsert` of ``doc``."""
+        doc = self._admit(with_language(doc), stats)
+        if doc is None:
+            return
+        rows = [self._new_row(doc.id, piece) for piece in pieces]
+        self._store_group([(doc, rows, [p.input for p in pieces])], vectors)
+        stats.chunks += len(rows)
+        self._maybe_commit(commit_chunks)
+
+    def _admit(self, doc: Document, stats: UpsertStats) -> Document | None:
+        """Count ``doc`` and drop the version it replaces; None when it is unchanged."""
+        old = self._current(doc.id)
+        if old == doc:
+            stats.unchanged += 1
+            return None
+        if old is not None:
+            self._drop(doc.id)
+            stats.replaced += 1
+        else:
+            stats.added += 1
+        return doc
+
+    def _maybe_commit(self, commit_chunks: int | None) -> None:
+        if commit_chunks and self.pending_chunks() >= max(commit_chunks, len(self.dense) // 8):
+            self.commit()
 
     def pending_chunks(self) -> int:
         return sum(len(rows) for rows in self._pending_chunks.values())
 
     def _chunk(self, doc: Document) -> tuple[list[ChunkRow], list[str]]:
-        config, tokenizer = self.manifest.config, self.encoder.tokenizer
-        prefix = title_prefix(doc.title, tokenizer, config.chunk_tokens // 4)
-        prefix_tokens = len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
-        budget = config.chunk_tokens - tokenizer.num_special_tokens_to_add(pair=False) - prefix_tokens
-        rows, texts = [], []
-        for chunk in chunk_text(doc.text, tokenizer, budget, config.chunk_overlap):
-            rows.append(ChunkRow(self.next_chunk_id, doc.id, chunk.start, chunk.end, chunk.text))
-            texts.append(prefix + chunk.text)
-            self.next_chunk_id += 1
-        return rows, texts
+        pieces = document_pieces(doc, self.encoder.tokenizer, self.manifest.config)
+        return [self._new_row(doc.id, piece) for piece in pieces], [p.input for p in pieces]
+
+    def _new_row(self, doc_id: str, piece: Piece) -> ChunkRow:
+        row = ChunkRow(self.next_chunk_id, doc_id, piece.start, piece.end, piece.text)
+        self.next_chunk_id += self._chunk_id_step
+        return row
 
     def _embed(self, group: list[tuple[Document, list[ChunkRow], list[str]]],
                progress: Progress | None) -> int:
         texts = [t for _, _, ts in group for t in ts]
-        ids = [r.chunk_id for _, rows, _ in group for r in rows]
         vectors = self.encoder.encode(texts, self.manifest.config.layer,
                                       progress=(lambda n: progress(0, n)) if progress else None)
+        self._store_group(group, vectors)
+        if progress:
+            progress(len(group), 0)
+        return len(texts)
+
+    def _store_group(self, group: list[tuple[Document, list[ChunkRow], list[str]]], vectors) -> None:
+        ids = [r.chunk_id for _, rows, _ in group for r in rows]
         (self.raw if self.raw is not None else self.dense).add(ids, vectors)
-        self.lexical.add(ids, [analyze(t) for t in texts])
+        self.lexical.add(ids, [analyze(t) for _, _, ts in group for t in ts])
         for doc, rows, _ in group:
             self._pending_deletes.discard(doc.id)
             self._pending_docs[doc.id] = doc
             self._pending_chunks[doc.id] = rows
-            if progress:
-                progress(1, 0)
-        return len(ids)
 
     # -- commit ------------------------------------------------------------
     def has_changes(self) -> bool:
@@ -340,6 +364,33 @@ def _discard_generation(directory: Path, keep: int) -> None:
         log.warning("could not remove the files of a failed commit in %s: %s", directory, exc)
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One chunk of a document before it has an id: ``text`` is ``doc.text[start:end]``;
+    ``input`` is what is embedded and analyzed (the title line, then ``text``)."""
+
+    start: int
+    end: int
+    text: str
+    input: str
+
+
+def document_pieces(doc: Document, tokenizer, config: IndexConfig) -> list[Piece]:
+    """Split a document into chunks of at most ``config.chunk_tokens`` tokens, title included."""
+    prefix = title_prefix(doc.title, tokenizer, config.chunk_tokens // 4)
+    prefix_tokens = len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
+    budget = config.chunk_tokens - tokenizer.num_special_tokens_to_add(pair=False) - prefix_tokens
+    return [Piece(c.start, c.end, c.text, prefix + c.text)
+            for c in chunk_text(doc.text, tokenizer, budget, config.chunk_overlap)]
+
+
+def with_language(doc: Document) -> Document:
+    """``doc`` with ``lang`` detected from its title and text when it has none."""
+    if doc.lang is not None:
+        return doc
+    return dataclasses.replace(doc, lang=detect_language(f"{doc.title or ''}\n{doc.text}"))
+
+
 def title_prefix(title: str | None, tokenizer, max_tokens: int) -> str:
     """``"<title>\\n"`` cut to at most ``max_tokens`` tokens, or "" without a title."""
     if not title or not title.strip():
@@ -349,30 +400,3 @@ def title_prefix(title: str | None, tokenizer, max_tokens: int) -> str:
     if len(offsets) > max_tokens:
         title = title[:offsets[max_tokens - 1][1]]
     return title + "\n"
-
-
-def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: Encoder,
-                config: IndexConfig, skip_bad: bool = False,
-                progress_factory: Callable[[int], Progress] | None = None,
-                commit_chunks: int = COMMIT_CHUNKS) -> tuple[UpsertStats, CorpusReport]:
-    """Index every document of ``paths`` into ``directory``.
-
-    The inputs are read twice: a first pass validates every record (so a bad one
-    stops the run before anything changes) and counts documents for the progress
-    bar; the second chunks, embeds and stores them, committing every
-    ``commit_chunks`` new chunks or more. Each commit is atomic; a run that is
-    killed keeps its committed documents, and running it again skips them
-    (identical documents are not re-embedded).
-
-    Raises:
-        CorpusError: A bad record, unless ``skip_bad``.
-        IndexMismatchError: ``directory`` holds an index of another model or setting.
-    """
-    report = CorpusReport()
-    for _ in read_documents(paths, skip_bad, report):
-        pass
-    with IndexWriter(directory, encoder, config) as writer:
-        progress = progress_factory(report.documents) if progress_factory else None
-        stats = writer.upsert(read_documents(paths, skip_bad), progress, commit_chunks)
-        writer.commit()
-    return stats, report

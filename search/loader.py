@@ -5,11 +5,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from indexer.centering import Centroids
 from indexer.config import Manifest
 from indexer.dense import DenseIndex
 from indexer.docstore import DocStore
 from indexer.lexical import BM25Index
-from indexer.centering import Centroids
 from indexer.storage import load_centroids, load_generation, open_docstore
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from indexer.model import load_model
 from indexer.validation import text_problem
 
 from .fusion import linear, rrf
-from .loader import LoadedIndex, load_index
+from .loader import LoadedIndex
+from .shards import ShardedIndex, open_index
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def validate_query(query: str, k: int, mode: str, fusion: str, alpha: float,
 
 
 class Searcher:
-    """Answers queries over one index directory.
+    """Answers queries over one index directory (sharded or not).
 
     The model is loaded on the first dense or hybrid query (lexical search needs
     none) and must be the one the index was built with. Each query first picks up
@@ -112,7 +113,7 @@ class Searcher:
     def __init__(self, directory: str | Path, model: str | None = None, layer: int | None = None,
                  device: str = "auto", encoder: Encoder | None = None, precision: str = "fp32",
                  nprobe: int | None = None):
-        self.index: LoadedIndex = load_index(directory)
+        self.index: LoadedIndex | ShardedIndex = open_index(directory)
         config = self.index.manifest.config
         try:
             check_compatible(self.index.manifest)
@@ -182,7 +183,8 @@ class Searcher:
                 with self._lock, self.index.store.snapshot():
                     self.index.refresh()
                     if self.nprobe is not None:
-                        self.index.dense.nprobe = self.nprobe
+                        for part in getattr(self.index, "shards", [self.index]):
+                            part.dense.nprobe = self.nprobe
                     allowed = None
                     if lang is not None or filter:
                         allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)
@@ -224,7 +226,8 @@ class Searcher:
             if len(best) >= k or depth >= total:
                 break
             depth *= 4
-        ranked = sorted(best.values(), key=lambda item: -item[1])[:k]
+        # Equal scores (common with RRF) rank by document id, whatever the index's layout.
+        ranked = [best[d] for d in sorted(best, key=lambda d: (-best[d][1], d))[:k]]
         return self._hits(ranked, rows, vector, tokens)
 
     @staticmethod

@@ -41,6 +41,18 @@ def training_sentences() -> list[str]:
     return sentences
 
 
+def xquad_documents(per_language: int = 40) -> tuple[list[dict], list[str]]:
+    """Real documents (XQuAD paragraphs in six languages) and questions about them."""
+    docs, questions = [], []
+    for lang in ("en", "de", "es", "ru", "zh", "ar"):
+        data = json.loads((benchmarks_dir() / "xquad" / f"xquad.{lang}.json").read_text(encoding="utf-8"))
+        paragraphs = [p for article in data["data"] for p in article["paragraphs"]][:per_language]
+        for i, paragraph in enumerate(paragraphs):
+            docs.append({"id": f"{lang}-{i}", "text": paragraph["context"], "lang": lang})
+        questions += [paragraphs[i]["qas"][0]["question"] for i in range(0, per_language, 10)]
+    return docs, questions
+
+
 @pytest.fixture(scope="session")
 def sentences() -> list[str]:
     return training_sentences()
@@ -130,8 +142,8 @@ def encoder(tiny_model):
 @pytest.fixture(scope="session")
 def sample_index_master(tmp_path_factory, encoder) -> Path:
     """The shipped sample collection indexed once with the tiny model."""
-    from indexer.build import build_index
     from indexer.config import IndexConfig
+    from indexer.indexing import build_index
 
     directory = tmp_path_factory.mktemp("indexes") / "sample"
     config = IndexConfig(model_name=str(encoder.loaded.name), layer=2, chunk_tokens=64, chunk_overlap=8)

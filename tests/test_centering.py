@@ -5,13 +5,14 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE
-from indexer.build import IndexWriter, build_index
+
+from indexer.build import IndexWriter
 from indexer.centering import center, compute_centroids
 from indexer.check import check_index
 from indexer.config import IndexConfig
 from indexer.docstore import Document
+from indexer.indexing import build_index
 from search.loader import load_index
 from search.searcher import Searcher
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import SAMPLE
 
 from indexer.analysis import analyze
-from indexer.build import IndexWriter, build_index
+from indexer.build import IndexWriter
 from indexer.config import IndexConfig
 from indexer.docstore import Document
 from indexer.encoder import Encoder
@@ -20,6 +20,7 @@ from indexer.errors import (
     IndexWriteError,
     QueryError,
 )
+from indexer.indexing import build_index
 from indexer.model import load_model
 from indexer.storage import open_docstore
 from search.loader import load_index

@@ -1,0 +1,161 @@
+"""Sharded indexes: routing by id, global top k and global BM25 statistics, same results as unsharded."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import xquad_documents
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.cli import main
+from api.settings import Settings
+from indexer.config import IndexConfig
+from indexer.docstore import Document
+from indexer.errors import IndexMismatchError
+from indexer.indexing import build_index
+from indexer.shard_layout import read_shards, shard_dir, shard_of
+from indexer.shards import ShardedWriter, check_any, open_writer, sharded_info
+from search.searcher import Searcher
+from search.shards import ShardedIndex
+
+SHARDS = 3
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, list[str]]:
+    docs, questions = xquad_documents()
+    path = tmp_path_factory.mktemp("xquad") / "docs.jsonl"
+    path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    return path, questions
+
+
+@pytest.fixture(scope="module")
+def config(encoder) -> IndexConfig:
+    return IndexConfig(model_name=encoder.loaded.name, layer=2, chunk_tokens=64, chunk_overlap=8)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, corpus, encoder, config) -> tuple[Path, Path]:
+    """The same collection as one index and as a 3-shard index."""
+    root = tmp_path_factory.mktemp("pair")
+    build_index([corpus[0]], root / "one", encoder, config, commit_chunks=200)
+    build_index([corpus[0]], root / "sharded", encoder, config, commit_chunks=200, shards=SHARDS)
+    return root / "one", root / "sharded"
+
+
+def top(searcher: Searcher, query: str, **options) -> list[tuple[str, float]]:
+    return [(h.id, h.score) for h in searcher.search(query, k=10, **options).hits]
+
+
+def assert_same_results(one: Path, sharded: Path, encoder, questions: list[str]) -> None:
+    a, b = Searcher(one, encoder=encoder), Searcher(sharded, encoder=encoder)
+    try:
+        assert isinstance(b.index, ShardedIndex) and not isinstance(a.index, ShardedIndex)
+        for query in questions:
+            for options in ({"mode": "dense"}, {"mode": "lexical"}, {"mode": "hybrid"},
+                            {"mode": "hybrid", "fusion": "linear", "alpha": 0.3}, {"mode": "hybrid", "lang": "de"}):
+                ours, theirs = top(a, query, **options), top(b, query, **options)
+                assert [i for i, _ in ours] == [i for i, _ in theirs], (query, options, ours, theirs)
+                np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-6, atol=1e-7)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sharded_index_returns_the_unsharded_top_10(pair, corpus, encoder):
+    one, sharded = pair
+    assert_same_results(one, sharded, encoder, corpus[1])
+
+
+def test_documents_live_in_the_shard_of_their_id(pair):
+    one, sharded = pair
+    assert read_shards(sharded) == SHARDS and read_shards(one) is None
+    assert check_any(sharded) == []
+    info = sharded_info(sharded)
+    assert info["documents"] == sharded_info(one)["documents"] == 240
+    assert info["chunks"] == sharded_info(one)["chunks"]
+    searcher = Searcher(sharded)
+    try:
+        for s, shard in enumerate(searcher.index.shards):
+            ids = [r[0] for r in shard.store.db.execute("SELECT id FROM documents")]
+            chunk_ids = [r[0] for r in shard.store.db.execute("SELECT chunk_id FROM chunks")]
+            assert ids and all(shard_of(doc_id, SHARDS) == s for doc_id in ids)
+            assert chunk_ids and all(c % SHARDS == s for c in chunk_ids)
+            assert info["shards"][s]["documents"] == len(ids)
+    finally:
+        searcher.close()
+
+
+def test_check_finds_a_document_in_the_wrong_shard(pair, tmp_path, encoder, config):
+    _, sharded = pair
+    doc = Document("misplaced", "Ein Dokument im falschen Shard.", lang="de")
+    wrong = (shard_of(doc.id, SHARDS) + 1) % SHARDS
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(sharded, copy)
+    from indexer.build import IndexWriter
+    with IndexWriter(shard_dir(copy, wrong), encoder, config, chunk_ids=(wrong, SHARDS)) as writer:
+        writer.upsert([doc])
+        writer.commit()
+    assert any("'misplaced' belongs in shard" in p for p in check_any(copy))
+
+
+def test_updates_route_to_their_shard_and_match_unsharded(pair, corpus, encoder, config, tmp_path):
+    import shutil
+    one, sharded = (shutil.copytree(p, tmp_path / p.name) for p in pair)
+    new = [Document(f"new-{i}", f"Neues Dokument Nummer {i} über Vulkane und grünen Tee.", lang="de")
+           for i in range(12)]
+    for directory in (one, sharded):
+        with open_writer(directory, encoder, config) as writer:
+            assert writer.upsert(new).added == 12
+            assert writer.delete(["en-3", "de-5", "nope"]) == ["en-3", "de-5"]
+            writer.commit()
+    assert check_any(sharded) == []
+    assert_same_results(one, sharded, encoder, corpus[1][:4] + ["Vulkane grüner Tee"])
+    with open_writer(sharded, encoder, config) as writer:
+        assert isinstance(writer, ShardedWriter)
+        assert writer.upsert(new).unchanged == 12  # found in their shards: not re-embedded
+
+
+def test_shard_count_is_fixed_and_centering_is_refused(pair, encoder, config, tmp_path):
+    _, sharded = pair
+    with pytest.raises(IndexMismatchError, match="3 shard"):
+        open_writer(sharded, encoder, config, shards=2)
+    with pytest.raises(ValueError, match="center-languages"):
+        open_writer(tmp_path / "new", encoder, IndexConfig(**{**config.__dict__, "center_languages": True}), shards=2)
+
+
+def test_cli_builds_searches_and_checks_a_sharded_index(tmp_path, corpus, tiny_deberta_dir, monkeypatch, capsys):
+    monkeypatch.setenv("XLSEARCH_MODEL", str(tiny_deberta_dir))
+    index = str(tmp_path / "index")
+    assert main(["index", str(corpus[0]), "--index", index, "--layer", "2", "--chunk-tokens", "64", "--chunk-overlap", "8",
+                 "--shards", "2"]) == 0
+    assert main(["search", "--index", index, corpus[1][0], "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out.splitlines()[-1])["hits"]) == 10
+    assert main(["info", "--index", index]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == 240 and len(info["shards"]) == 2
+    assert main(["check", "--index", index]) == 0
+    assert main(["delete", "--index", index, "en-0", "zh-1"]) == 0
+    assert "deleted 2 of 2" in capsys.readouterr().out
+    assert main(["index", str(corpus[0]), "--index", index, "--shards", "4"]) == 1
+    assert "resharding is not supported" in capsys.readouterr().err
+
+
+def test_api_routes_documents_of_a_sharded_index(pair, tiny_deberta_dir, tmp_path):
+    import shutil
+    index = shutil.copytree(pair[1], tmp_path / "index")
+    with TestClient(create_app(Settings(index=index, model=str(tiny_deberta_dir), device="cpu"))) as client:
+        assert client.get("/documents/ru-7").json()["id"] == "ru-7"
+        body = [{"id": "api-1", "text": "Документ о вулканах.", "lang": "ru"}]
+        assert client.post("/documents", json=body).status_code == 200
+        assert client.get("/documents/api-1").status_code == 200
+        hits = client.post("/search", json={"query": "вулканах", "mode": "lexical", "k": 3}).json()["hits"]
+        assert hits[0]["id"] == "api-1"
+        assert client.delete("/documents/api-1").status_code == 200
+        assert client.get("/documents/api-1").status_code == 404
+        assert client.get("/info").json()["documents"] == 240
+    assert check_any(index) == []
