@@ -43,6 +43,11 @@ def add_parsers(subparsers) -> None:
     index.add_argument("--shards", type=positive_int,
                        help="build a new index as N shards, documents assigned by a hash of their id "
                        "(fixed for the life of the index; search and updates route by id)")
+    index.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="chunk and encode on a Ray cluster: no value starts a local one, 'auto' joins "
+                       "the running cluster, or ray://HOST:PORT (needs pip install 'xlsearch[ray]')")
+    index.add_argument("--workers", type=positive_int,
+                       help="with --ray: encoder actors (default: one per GPU, else one per CPU)")
     index.add_argument("--skip-bad", action="store_true", help="skip bad records and report how many, "
                        "instead of stopping at the first")
     index.add_argument("--commit-chunks", type=positive_int, default=COMMIT_CHUNKS,
@@ -117,11 +122,20 @@ def run_index(args: argparse.Namespace) -> int:
                             layer=args.layer, chunk_tokens=args.chunk_tokens,
                             chunk_overlap=args.chunk_overlap, center_languages=args.center_languages,
                             dense_index=args.dense_index)
-    encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
-                      precision=args.precision)
-    stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
-                                progress_factory=_progress_factory, commit_chunks=args.commit_chunks,
-                                shards=args.shards)
+    if args.ray is not None:
+        from indexer.ray_indexing import RayOptions, build_index_ray
+
+        options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.workers)
+        stats, report = build_index_ray(args.paths, args.index, config, options, device=args.device,
+                                        precision=args.precision, batch_size=args.batch_size,
+                                        skip_bad=args.skip_bad, progress_factory=_progress_factory,
+                                        commit_chunks=args.commit_chunks, shards=args.shards)
+    else:
+        encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
+                          precision=args.precision)
+        stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
+                                    progress_factory=_progress_factory, commit_chunks=args.commit_chunks,
+                                    shards=args.shards)
     print(f"indexed {report.documents} documents into {args.index}: {stats.added} added, "
           f"{stats.replaced} replaced, {stats.unchanged} unchanged, {stats.chunks} chunks embedded")
     if report.bad:
