@@ -17,6 +17,8 @@ import math
 import faiss
 import numpy as np
 
+from .errors import ConfigError
+
 EXACT = "flat-ip"
 APPROXIMATE = ("ivf-flat", "ivf-sq8")
 KINDS = (EXACT, *APPROXIMATE)
@@ -36,10 +38,10 @@ def check_kind(kind: str) -> str:
     """Return ``kind`` if it is a known dense index kind.
 
     Raises:
-        ValueError: Unknown kind; the message lists the valid ones.
+        ConfigError: Unknown kind (a ValueError); the message lists the valid ones.
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown dense index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise ConfigError(f"unknown dense index kind {kind!r}; choose one of {', '.join(KINDS)}")
     return kind
 
 
@@ -93,7 +95,7 @@ def build_ivf(kind: str, ids: np.ndarray, vectors: np.ndarray,
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)
     else:
-        raise ValueError(f"{kind!r} is not an approximate kind; choose one of {', '.join(APPROXIMATE)}")
+        raise ConfigError(f"{kind!r} is not an approximate kind; choose one of {', '.join(APPROXIMATE)}")
     index.own_fields = True
     quantizer.this.disown()  # the IVF index frees its quantizer
     index.cp.seed = seed

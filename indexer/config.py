@@ -15,7 +15,7 @@ from typing import Any
 
 from .analysis import ANALYZER
 from .ann import check_kind
-from .errors import IndexFormatError
+from .errors import ConfigError, IndexFormatError
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "microsoft/mdeberta-v3-base"
@@ -62,13 +62,13 @@ class IndexConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        check_kind(self.dense_index)  # ValueError naming the valid kinds
+        check_kind(self.dense_index)  # ConfigError naming the valid kinds
         if self.layer < 0:
-            raise ValueError(f"layer must be >= 0, got {self.layer}")
+            raise ConfigError(f"layer must be >= 0, got {self.layer}")
         if self.chunk_tokens < 16:
-            raise ValueError(f"chunk_tokens must be >= 16, got {self.chunk_tokens}")
+            raise ConfigError(f"chunk_tokens must be >= 16, got {self.chunk_tokens}")
         if not 0 <= self.chunk_overlap < self.chunk_tokens // 2:
-            raise ValueError(
+            raise ConfigError(
                 f"chunk_overlap must be in [0, chunk_tokens/2), got {self.chunk_overlap}"
             )
 

@@ -45,3 +45,7 @@ class DocumentNotFoundError(XlsearchError):
 
 class IndexWriteError(XlsearchError):
     """A change could not be written (disk full, read-only, I/O error); the index is unchanged."""
+
+
+class ConfigError(XlsearchError, ValueError):
+    """An index setting is invalid (e.g. chunk overlap too large, an unknown dense index kind)."""

@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import IndexFormatError
+from .errors import ConfigError, IndexFormatError
 from .storage import fsync_dir, fsync_tree, index_exists
 
 SHARDS_FILE = "shards.json"
@@ -65,7 +65,7 @@ def read_shards(directory: str | Path) -> int | None:
 def create_shards(directory: Path, shards: int) -> None:
     """Write ``shards.json`` into a new index directory (atomically)."""
     if not 1 <= shards <= MAX_SHARDS:
-        raise ValueError(f"--shards must be in 1..{MAX_SHARDS}, got {shards}")
+        raise ConfigError(f"--shards must be in 1..{MAX_SHARDS}, got {shards}")
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{SHARDS_FILE}.tmp"
     tmp.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "shards": shards,

@@ -21,7 +21,7 @@ from .check import check_index
 from .config import IndexConfig, Manifest
 from .docstore import DOCS_FILE, DocStore, Document
 from .encoder import Encoder
-from .errors import IndexMismatchError
+from .errors import ConfigError, IndexMismatchError
 from .shard_layout import create_shards, index_directories, read_shards, shard_dir, shard_of
 from .storage import index_exists, index_info
 
@@ -127,7 +127,7 @@ def open_writer(directory: str | Path, encoder: Encoder | None = None, config: I
                                  "resharding is not supported: build a new index")
     wanted = existing or shards or 1
     if wanted > 1 and config is not None and config.center_languages:
-        raise ValueError("--center-languages cannot be combined with --shards: "
+        raise ConfigError("--center-languages cannot be combined with --shards: "
                          "each shard would center with its own language means")
     if wanted == 1 and read_shards(directory) is None:
         return IndexWriter(directory, encoder, config)

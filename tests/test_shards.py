@@ -159,3 +159,13 @@ def test_api_routes_documents_of_a_sharded_index(pair, tiny_deberta_dir, tmp_pat
         assert client.get("/documents/api-1").status_code == 404
         assert client.get("/info").json()["documents"] == 240
     assert check_any(index) == []
+
+
+def test_cli_reports_bad_settings_without_a_traceback(tmp_path, corpus, tiny_deberta_dir, monkeypatch, capsys):
+    monkeypatch.setenv("XLSEARCH_MODEL", str(tiny_deberta_dir))
+    index = str(tmp_path / "index")
+    assert main(["index", str(corpus[0]), "--index", index, "--chunk-tokens", "64"]) == 1
+    assert "chunk_overlap must be in [0, chunk_tokens/2), got 32" in capsys.readouterr().err
+    assert main(["index", str(corpus[0]), "--index", index, "--shards", "2", "--center-languages"]) == 1
+    assert "cannot be combined with --shards" in capsys.readouterr().err
+    assert not (tmp_path / "index" / "shards.json").exists()
