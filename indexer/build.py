@@ -24,6 +24,7 @@ from .encoder import Encoder
 from .errors import IndexMismatchError, IndexWriteError, XlsearchError
 from .language import detect_language
 from .lexical import BM25Index
+from .lexical_io import save_bm25
 from .shard_layout import index_directories
 from .storage import (
     WriterLock,
@@ -305,7 +306,7 @@ class IndexWriter:
             if self.raw is not None:
                 self._recenter(new)
             self.dense.save(dense_path(self.directory, new))
-            self.lexical.save(lexical_path(self.directory, new))
+            save_bm25(self.lexical, lexical_path(self.directory, new))
             fsync_tree(lexical_path(self.directory, new))
             fsync_dir(self.directory)
             manifest = self._commit_store(new, digest_generation(self.directory, new))

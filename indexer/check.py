@@ -18,6 +18,7 @@ from pathlib import Path
 from .dense import DenseIndex
 from .errors import IndexNotFoundError, XlsearchError
 from .lexical import BM25Index
+from .lexical_io import load_bm25
 from .storage import MANIFEST_FILE, dense_path, lexical_path, open_docstore, verify_files
 
 
@@ -67,7 +68,7 @@ def _load(directory: Path, manifest, problems: list[str]) -> tuple[DenseIndex | 
     except XlsearchError as exc:
         problems.append(str(exc))
     try:
-        lexical = BM25Index.load(lexical_path(directory, manifest.generation))
+        lexical = load_bm25(lexical_path(directory, manifest.generation))
     except XlsearchError as exc:
         problems.append(str(exc))
     return dense, lexical

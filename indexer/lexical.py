@@ -12,7 +12,7 @@ touches only its terms' postings. ``add`` queues a block of new rows and ``remov
 marks rows dead; both are merged into the matrix (dead rows dropped) on the next
 read, so N, df and avgdl always count live chunks only.
 
-On disk: see ``indexer.lexical_io``.
+On disk: ``indexer.lexical_io`` (``save_bm25``, ``load_bm25``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, count, repeat
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -311,24 +310,6 @@ class BM25Index:
         index._row_of = dict(zip(index._row_ids.tolist(), range(n)))
         index._total_len = int(index._doc_len.sum())
         return index
-
-    def save(self, directory: str | Path) -> None:
-        """Write the index into ``directory`` (see ``indexer.lexical_io``)."""
-        from .lexical_io import save_bm25
-
-        save_bm25(self, directory)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> BM25Index:
-        """Read an index written by :meth:`save`.
-
-        Raises:
-            IndexFormatError: A file is missing, unreadable, of another format
-                version, or inconsistent with the others (the message names it).
-        """
-        from .lexical_io import load_bm25
-
-        return load_bm25(directory)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .dense import DenseIndex
 from .docstore import DOCS_FILE, DocStore
 from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, IndexWriteError
 from .lexical import BM25Index
+from .lexical_io import load_bm25
 
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
@@ -167,7 +168,7 @@ def load_generation(directory: Path, manifest: Manifest) -> tuple[DenseIndex, BM
                                + f". Run `xlsearch check --index {directory}`.")
     generation = manifest.generation
     dense = DenseIndex.load(dense_path(directory, generation), manifest.dim, manifest.config.dense_index)
-    lexical = BM25Index.load(lexical_path(directory, generation))
+    lexical = load_bm25(lexical_path(directory, generation))
     if not len(dense) == len(lexical) == manifest.chunks:
         raise IndexFormatError(
             f"{directory}: generation {generation} is inconsistent: {len(dense)} vectors, "

@@ -14,6 +14,7 @@ from rank_bm25 import BM25Okapi
 from indexer.analysis import ANALYZER, analyze
 from indexer.errors import DocumentNotFoundError, IndexFormatError
 from indexer.lexical import BM25Index, ChunkError, Collection
+from indexer.lexical_io import load_bm25, save_bm25
 
 QUERY_LANGS = ("en", "zh", "th", "hi", "ru", "de", "ar")
 
@@ -156,8 +157,8 @@ def test_readding_a_removed_id_and_removing_everything(corpus):
 
 def test_save_load_round_trip(tmp_path, corpus, queries):
     index, _ = mutated(corpus)
-    index.save(tmp_path / "bm25")
-    loaded = BM25Index.load(tmp_path / "bm25")
+    save_bm25(index, tmp_path / "bm25")
+    loaded = load_bm25(tmp_path / "bm25")
     assert loaded.chunk_ids.tolist() == index.chunk_ids.tolist()
     assert (loaded.k1, loaded.b, loaded.epsilon, len(loaded)) == (index.k1, index.b, index.epsilon, len(index))
     assert loaded.vocabulary_size == index.vocabulary_size
@@ -170,23 +171,23 @@ def test_save_load_round_trip(tmp_path, corpus, queries):
 
 
 def test_load_reports_the_broken_file(tmp_path, corpus):
-    fresh(corpus[:50]).save(tmp_path)
+    save_bm25(fresh(corpus[:50]), tmp_path)
     with pytest.raises(IndexFormatError, match="missing"):
-        BM25Index.load(tmp_path / "nowhere")
+        load_bm25(tmp_path / "nowhere")
     (tmp_path / "rows.npy").write_bytes(b"garbage")
     with pytest.raises(IndexFormatError, match="rows.npy"):
-        BM25Index.load(tmp_path)
+        load_bm25(tmp_path)
     np.save(tmp_path / "rows.npy", np.zeros(3, np.int32))
     with pytest.raises(IndexFormatError, match="postings"):
-        BM25Index.load(tmp_path)
+        load_bm25(tmp_path)
     meta = json.loads((tmp_path / "meta.json").read_text())
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
     with pytest.raises(IndexFormatError, match="format 99"):
-        BM25Index.load(tmp_path)
+        load_bm25(tmp_path)
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     (tmp_path / "terms.json").unlink()
     with pytest.raises(IndexFormatError, match="terms.json"):
-        BM25Index.load(tmp_path)
+        load_bm25(tmp_path)
 
 
 def test_allowed_filter(corpus, queries):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SAMPLE, sib_sentences
+from conftest import REPO, sib_sentences
 from indexer.build import IndexWriter
 from indexer.check import check_index
 from indexer.docstore import Document
@@ -159,7 +159,7 @@ def test_injected_disk_full_keeps_the_old_index(sample_index, encoder, monkeypat
 
     with IndexWriter(sample_index, encoder, config) as writer:
         writer.upsert([Document(id="more", text="One more document.")])
-        monkeypatch.setattr("indexer.lexical.BM25Index.save", full)
+        monkeypatch.setattr("indexer.build.save_bm25", full)
         with pytest.raises(IndexWriteError, match="No space left on device.*the index is unchanged"):
             writer.commit()
     assert stored_ids(sample_index) == before and check_index(sample_index) == []
