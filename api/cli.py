@@ -11,40 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from indexer.config import DEFAULT_MODEL
 from indexer.errors import XlsearchError
 
 log = logging.getLogger("xlsearch")
-
-MODEL_ENV = "XLSEARCH_MODEL"
-
-
-def requested_model(option: str | None) -> str | None:
-    """The model a command was asked for: ``--model``, else ``$XLSEARCH_MODEL``, else None."""
-    return option or os.environ.get(MODEL_ENV) or None
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model`` and ``--device``, shared by every subcommand that loads the encoder."""
-    parser.add_argument("--model", help="hub id or local model directory (default: $XLSEARCH_MODEL, "
-                        f"else the index's own model, else {DEFAULT_MODEL})")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="where the encoder runs (default: auto = cuda when available)")
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; each subcommand module adds its own subparsers and handlers."""

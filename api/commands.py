@@ -16,7 +16,7 @@ from indexer.model import load_model
 from indexer.shards import check_any, open_writer, sharded_info
 from search.searcher import FUSIONS, MODES, Searcher, SearchResult
 
-from .cli import add_model_options, positive_int, requested_model, unit_float
+from .options import add_model_options, positive_int, requested_model, unit_float
 
 
 def add_parsers(subparsers) -> None:

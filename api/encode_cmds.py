@@ -10,7 +10,7 @@ import sys
 from indexer.config import DEFAULT_MODEL
 from indexer.embed import OUTPUT_SUFFIXES, POOLINGS, Embeddings, embed_texts, parse_layers, read_texts, write_embeddings
 
-from .cli import MODEL_ENV, positive_int, requested_model
+from .options import MODEL_ENV, positive_int, requested_model
 
 
 def add_parsers(subparsers) -> None:

@@ -17,7 +17,7 @@ from search.benchmarks import BENCHMARKS, load_benchmark
 from search.evaluate import EvalSettings, Evaluation, evaluate
 from search.searcher import FUSIONS, MODES
 
-from .cli import add_model_options, positive_int, requested_model, unit_float
+from .options import add_model_options, positive_int, requested_model, unit_float
 
 
 def add_parsers(subparsers) -> None:

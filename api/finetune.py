@@ -7,7 +7,7 @@ from pathlib import Path
 
 from indexer.config import DEFAULT_LAYER
 
-from .cli import positive_int, unit_float
+from .options import positive_int, unit_float
 
 DEVICES = ["auto", "cpu", "cuda"]
 

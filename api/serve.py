@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from .cli import add_model_options, positive_int, requested_model
+from .options import add_model_options, positive_int, requested_model
 from .settings import API_KEY_ENV, MAX_BODY_BYTES, Settings
 
 

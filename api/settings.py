@@ -7,7 +7,7 @@ from pathlib import Path
 
 from indexer.errors import XlsearchError
 
-from .cli import requested_model
+from .options import requested_model
 
 API_KEY_ENV = "XLSEARCH_API_KEY"
 INDEX_ENV = "XLSEARCH_INDEX"
