@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .analysis import ANALYZER, analyze
 from .centering import center, compute_centroids
 from .chunking import chunk_text
@@ -261,6 +263,15 @@ class IndexWriter:
     def _maybe_commit(self, commit_chunks: int | None) -> None:
         if commit_chunks and self.pending_chunks() >= max(commit_chunks, len(self.dense) // 8):
             self.commit()
+
+    def stored_checksums(self) -> np.ndarray:
+        """Sorted uint64 checksums of the committed documents (each covers id and content)."""
+        rows = self.store.db.execute("SELECT checksum FROM documents")
+        return np.unique(np.array([int(c, 16) for (c,) in rows], dtype=np.uint64))
+
+    def is_unchanged(self, doc: Document) -> bool:
+        """Whether the index already holds exactly ``doc`` (language included)."""
+        return self._current(doc.id) == doc
 
     def pending_chunks(self) -> int:
         return sum(len(rows) for rows in self._pending_chunks.values())

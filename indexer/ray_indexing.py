@@ -70,22 +70,30 @@ def import_ray():
 
 
 class ChunkAndEncode:
-    """A Ray Data actor: holds the model; turns a batch of documents into chunks and vectors."""
+    """A Ray Data actor: holds the model; turns a batch of documents into chunks and vectors.
+
+    ``known`` holds the sorted checksums of the documents the index already has: those
+    come back marked ``unchanged``, neither chunked nor embedded (a rerun re-embeds nothing).
+    """
 
     def __init__(self, model: str, config: dict[str, Any], device: str, precision: str, batch_size: int,
-                 threads: int):
+                 threads: int, known: np.ndarray):
         import torch
 
         torch.set_num_threads(threads)
         self.config = IndexConfig(**config)
         self.encoder = Encoder(load_model(model, device), batch_size=batch_size, precision=precision)
+        self.known = known
 
     def __call__(self, batch) -> dict[str, list]:
         docs = [with_language(_document(row)) for row in batch.to_pylist()]  # a pyarrow Table: nulls stay None
-        pieces = [document_pieces(doc, self.encoder.tokenizer, self.config) for doc in docs]
+        checksums = np.array([int(doc.row()[-1], 16) for doc in docs], dtype=np.uint64)
+        unchanged = np.isin(checksums, self.known).tolist()
+        pieces = [[] if same else document_pieces(doc, self.encoder.tokenizer, self.config)
+                  for doc, same in zip(docs, unchanged)]
         vectors = self.encoder.encode([p.input for ps in pieces for p in ps], self.config.layer)
         out: dict[str, list] = {"id": [], "title": [], "text": [], "lang": [], "metadata": [],
-                                "pieces": [], "vectors": []}
+                                "unchanged": unchanged, "pieces": [], "vectors": []}
         start = 0
         for doc, ps in zip(docs, pieces):
             for key, value in _fields(doc).items():
@@ -127,18 +135,21 @@ def build_index_ray(paths: Sequence[str | Path], directory: str | Path, config: 
 
     loaded = load_model(config.model_name, "cpu")  # for the writer: tokenizer, fingerprint, dimension
     files = [{"path": str(Path(p).resolve())} for p in paths]
-    dataset = (ray.data.from_items(files, override_num_blocks=len(files))
-               .flat_map(read_file, fn_kwargs={"skip_bad": skip_bad}, num_cpus=0)  # I/O: never waits for the actors
-               .map_batches(ChunkAndEncode, batch_size=DOCS_PER_BATCH, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-                            num_cpus=0 if gpus else options.cpus_per_worker, num_gpus=1 if gpus else 0,
-                            fn_constructor_kwargs={"model": config.model_name, "config": dataclasses.asdict(config),
-                                                   "device": "cuda" if gpus else "cpu", "precision": precision,
-                                                   "batch_size": batch_size, "threads": options.cpus_per_worker}))
     stats = UpsertStats()
     with open_writer(directory, Encoder(loaded), config, shards) as writer:
+        actor = {"model": config.model_name, "config": dataclasses.asdict(config), "device": "cuda" if gpus else "cpu",
+                 "precision": precision, "batch_size": batch_size, "threads": options.cpus_per_worker,
+                 "known": writer.stored_checksums()}
+        dataset = (ray.data.from_items(files, override_num_blocks=len(files))
+                   .flat_map(read_file, fn_kwargs={"skip_bad": skip_bad}, num_cpus=0)  # I/O: never waits for actors
+                   .map_batches(ChunkAndEncode, batch_size=DOCS_PER_BATCH, batch_format="pyarrow",
+                                compute=ray.data.ActorPoolStrategy(size=workers), fn_constructor_kwargs=actor,
+                                num_cpus=0 if gpus else options.cpus_per_worker, num_gpus=1 if gpus else 0))
         progress = progress_factory(report.documents) if progress_factory else None
         for row in dataset.iter_rows():
             doc, pieces, vectors = _encoded(row, loaded.dim)
+            if row["unchanged"] and not writer.is_unchanged(doc):
+                raise XlsearchError(f"document {doc.id!r}: a worker found it unchanged, the index disagrees")
             writer.add_encoded(doc, pieces, vectors, stats, commit_chunks)
             if progress:
                 progress(1, len(pieces))

@@ -87,6 +87,12 @@ class ShardedWriter:
                     commit_chunks: int | None = None) -> None:
         self._writer(doc.id).add_encoded(doc, pieces, vectors, stats, commit_chunks)
 
+    def stored_checksums(self) -> np.ndarray:
+        return np.unique(np.concatenate([writer.stored_checksums() for writer in self.writers]))
+
+    def is_unchanged(self, doc: Document) -> bool:
+        return self._writer(doc.id).is_unchanged(doc)
+
     def delete(self, doc_ids: Iterable[str]) -> list[str]:
         return [doc_id for doc_id in dict.fromkeys(doc_ids) if self._writer(doc_id).delete([doc_id])]
 

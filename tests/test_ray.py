@@ -91,9 +91,19 @@ def test_ray_index_equals_the_single_process_index(ray_cluster, corpus, encoder,
     assert (stats.added, report.documents) == (300, 300)
     assert check_any(tmp_path / "ray") == []
     assert_same_index(tmp_path / "local", tmp_path / "ray", corpus[1], encoder)
-    again, _ = build_index_ray([corpus[0]], tmp_path / "ray", config, RayOptions(workers=2), device="cpu",
-                               shards=shards)
-    assert (again.added, again.unchanged, again.chunks) == (0, 300, 0)
+    # A rerun with one document changed embeds only that one: the workers skip the rest.
+    lines = corpus[0].read_text(encoding="utf-8").splitlines()
+    changed = json.loads(lines[5])
+    changed["text"] += " Ein neuer Satz am Ende."
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join(lines[:5] + [json.dumps(changed, ensure_ascii=False)] + lines[6:]) + "\n",
+                      encoding="utf-8")
+    embedded = []
+    again, _ = build_index_ray([edited], tmp_path / "ray", config, RayOptions(workers=2), device="cpu",
+                               shards=shards, progress_factory=lambda total: lambda docs, chunks: embedded.append(chunks))
+    assert (again.added, again.replaced, again.unchanged) == (0, 1, 299)
+    assert sum(embedded) == again.chunks >= 1
+    assert check_any(tmp_path / "ray") == []
 
 
 def test_without_ray_flag_nothing_of_ray_is_imported(tmp_path, tiny_deberta_dir):
