@@ -11,6 +11,7 @@ import sys
 from indexer.ann import KINDS
 from indexer.build import COMMIT_CHUNKS, resolve_config
 from indexer.encoder import PRECISIONS, Encoder
+from indexer.errors import XlsearchError
 from indexer.indexing import build_index
 from indexer.model import load_model
 from indexer.shards import check_any, open_writer, sharded_info
@@ -122,6 +123,8 @@ def run_index(args: argparse.Namespace) -> int:
                             layer=args.layer, chunk_tokens=args.chunk_tokens,
                             chunk_overlap=args.chunk_overlap, center_languages=args.center_languages,
                             dense_index=args.dense_index)
+    if args.workers is not None and args.ray is None:
+        raise XlsearchError("--workers needs --ray")
     if args.ray is not None:
         from indexer.ray_indexing import RayOptions, build_index_ray
 

@@ -124,7 +124,11 @@ def build_index_ray(paths: Sequence[str | Path], directory: str | Path, config: 
     ray = import_ray()
     report = validate_inputs(paths, skip_bad)
     if not ray.is_initialized():
-        ray.init(address=options.address, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=options.address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = options.address or "a new local cluster"
+            raise XlsearchError(f"cannot start or reach Ray at {where} ({str(exc).splitlines()[0]})") from None
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
     workers = options.workers or gpus or max(1, int(resources.get("CPU", 1)) // options.cpus_per_worker)

@@ -169,3 +169,5 @@ def test_cli_reports_bad_settings_without_a_traceback(tmp_path, corpus, tiny_deb
     assert main(["index", str(corpus[0]), "--index", index, "--shards", "2", "--center-languages"]) == 1
     assert "cannot be combined with --shards" in capsys.readouterr().err
     assert not (tmp_path / "index" / "shards.json").exists()
+    assert main(["index", str(corpus[0]), "--index", index, "--workers", "2"]) == 1
+    assert "--workers needs --ray" in capsys.readouterr().err
