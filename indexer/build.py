@@ -350,8 +350,7 @@ class IndexWriter:
         ids, vectors = self.raw.all_vectors()
         chunk_langs = [langs.get(int(i)) for i in ids]
         centroids = compute_centroids(vectors, chunk_langs)
-        self.dense = DenseIndex(self.raw.dim, self.manifest.config.dense_index)
-        self.dense.add(ids, center(vectors, chunk_langs, centroids))
+        self.dense.replace_all(ids, center(vectors, chunk_langs, centroids))  # keeps a trained IVF's lists
         self.raw.save(raw_path(self.directory, generation))
         centroids.save(centroids_path(self.directory, generation))
         fsync_tree(centroids_path(self.directory, generation))

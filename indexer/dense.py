@@ -161,6 +161,12 @@ class DenseIndex:
         vectors = self.index.reconstruct_batch(np.asarray(chunk_ids, dtype=np.int64))
         return vectors @ np.asarray(query, dtype=np.float32).ravel()
 
+    def replace_all(self, chunk_ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Replace every stored vector; a trained index keeps its lists (no retraining),
+        and the old vectors are freed before the new ones are stored."""
+        self.index.reset()
+        self.add(chunk_ids, vectors)
+
     def train_if_needed(self) -> bool:
         """Train an approximate index that has reached ``train_min`` vectors, or retrain
         one that has grown about 16-fold since (more lists); returns whether it did.

@@ -165,3 +165,19 @@ def test_cli_records_the_kind_and_refuses_another(tmp_path, tiny_deberta_dir, mo
     assert json.loads(capsys.readouterr().out)["hits"]
     assert main(["index", str(SAMPLE), "--index", index, "--dense-index", "flat-ip"]) == 1
     assert "dense_index='ivf-sq8'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_replace_all_keeps_the_training(kind):
+    dense, ids, vectors = filled(kind)
+    if kind != "flat-ip":
+        dense.train()
+    lists = dense.nlist
+    shifted = vectors - 0.1 * vectors.mean(axis=0)  # what recentering does: a small common shift
+    shifted /= np.linalg.norm(shifted, axis=1, keepdims=True)
+    dense.replace_all(ids, shifted)
+    assert len(dense) == len(ids) and dense.nlist == lists
+    np.testing.assert_allclose(dense.score_chunks(shifted[0], ids[:5]), shifted[:5] @ shifted[0], atol=2e-2)
+    queries = clustered(30, seed=6)
+    assert recall(dense, ids, shifted, queries) >= (1.0 if kind == "flat-ip" else 0.95)
+    assert dense.remove(ids[:10]) == 10 and len(dense) == len(ids) - 10
