@@ -26,6 +26,11 @@ class LoadedIndex:
     lexical: BM25Index
     centroids: Centroids | None = None
 
+    @property
+    def parts(self) -> list[LoadedIndex]:
+        """The complete indexes this one is made of: itself (a sharded index: its shards)."""
+        return [self]
+
     def close(self) -> None:
         self.store.close()
 

@@ -183,7 +183,7 @@ class Searcher:
                 with self._lock, self.index.store.snapshot():
                     self.index.refresh()
                     if self.nprobe is not None:
-                        for part in getattr(self.index, "shards", [self.index]):
+                        for part in self.index.parts:
                             part.dense.nprobe = self.nprobe
                     allowed = None
                     if lang is not None or filter:

@@ -71,6 +71,10 @@ class ShardedIndex:
         self._share_statistics()
 
     @property
+    def parts(self) -> list[LoadedIndex]:
+        return self.shards
+
+    @property
     def manifest(self) -> Manifest:
         """Shard 0's manifest: settings and model, the same in every shard."""
         return self.shards[0].manifest
@@ -141,10 +145,10 @@ class _Merged:
 
     def search(self, query, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Global top ``k`` (ids, scores), best first; ``allowed`` split by shard before searching."""
-        n = len(self.shards)
+        routed = None if allowed is None else _route(allowed, len(self.shards))
         found = []
         for s, shard in enumerate(self.shards):
-            mine = None if allowed is None else allowed[np.asarray(allowed, np.int64) % n == s]
+            mine = None if routed is None else routed[s][1]
             if mine is not None and len(mine) == 0:
                 continue
             found.append(self.part(shard).search(query, k, mine))

@@ -48,8 +48,7 @@ def stored(directory: Path) -> tuple[list, list, dict[int, np.ndarray]]:
     docs, chunks, vectors = [], [], {}
     searcher = Searcher(directory)
     try:
-        parts = getattr(searcher.index, "shards", [searcher.index])
-        for part in parts:
+        for part in searcher.index.parts:
             ids, found = part.dense.all_vectors()
             vectors.update(zip(ids.tolist(), found))
     finally:
