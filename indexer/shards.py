@@ -23,7 +23,7 @@ from .docstore import DOCS_FILE, DocStore, Document
 from .encoder import Encoder
 from .errors import ConfigError, IndexMismatchError
 from .shard_layout import create_shards, index_directories, read_shards, shard_dir, shard_of
-from .storage import index_exists, index_info
+from .storage import index_exists, index_info, open_docstore
 
 
 class ShardedWriter:
@@ -122,24 +122,24 @@ def open_writer(directory: str | Path, encoder: Encoder | None = None, config: I
 
     Raises:
         IndexMismatchError: ``shards`` differs from the existing index's.
-        ValueError: A sharded index with ``center_languages`` (its means would differ per shard).
+        ConfigError: A sharded index with ``center_languages`` (its means would differ per shard).
+        IndexNotFoundError: No index, and no encoder and config to create one.
     """
     directory = Path(directory)
-    existing = read_shards(directory)
-    if existing is None and index_exists(directory):
-        existing = 1
+    listed = read_shards(directory)
+    existing = listed if listed is not None else (1 if index_exists(directory) else None)
     if existing is not None and shards is not None and shards != existing:
         raise IndexMismatchError(f"{directory} holds an index in {existing} shard(s), not {shards}; "
                                  "resharding is not supported: build a new index")
     wanted = existing or shards or 1
     if wanted > 1 and config is not None and config.center_languages:
         raise ConfigError("--center-languages cannot be combined with --shards: "
-                         "each shard would center with its own language means")
-    if wanted == 1 and read_shards(directory) is None:
+                          "each shard would center with its own language means")
+    if listed is None and wanted == 1:
         return IndexWriter(directory, encoder, config)
-    if read_shards(directory) is None:
+    if listed is None:
         if encoder is None or config is None:
-            index_info(directory)  # raises IndexNotFoundError
+            open_docstore(directory)  # raises IndexNotFoundError: nothing to create the shards with
         create_shards(directory, wanted)
     return ShardedWriter(directory, wanted, encoder, config)
 
