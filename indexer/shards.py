@@ -10,7 +10,6 @@ change that spans shards becomes visible one shard at a time.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -64,24 +63,19 @@ class ShardedWriter:
 
     def upsert(self, docs: Iterable[Document], progress: Progress | None = None,
                commit_chunks: int | None = None, batch: int = 256) -> UpsertStats:
-        """Route documents to their shards, ``batch`` documents at a time."""
-        total, pending = UpsertStats(), []
+        """Route documents to their shards; a shard's writer gets them ``batch`` at a time, so it
+        encodes groups as large as an unsharded writer would."""
+        total = UpsertStats()
+        routed: list[list[Document]] = [[] for _ in self.writers]
         for doc in docs:
-            pending.append(doc)
-            if len(pending) >= batch:
-                _add(total, self._upsert(pending, progress, commit_chunks))
-                pending = []
-        _add(total, self._upsert(pending, progress, commit_chunks))
+            shard = shard_of(doc.id, len(self.writers))
+            routed[shard].append(doc)
+            if len(routed[shard]) >= batch:
+                _add(total, self.writers[shard].upsert(routed[shard], progress, commit_chunks))
+                routed[shard] = []
+        for writer, pending in zip(self.writers, routed):
+            _add(total, writer.upsert(pending, progress, commit_chunks))
         return total
-
-    def _upsert(self, docs: Sequence[Document], progress, commit_chunks) -> UpsertStats:
-        routed: dict[int, list[Document]] = defaultdict(list)
-        for doc in docs:
-            routed[shard_of(doc.id, len(self.writers))].append(doc)
-        stats = UpsertStats()
-        for shard, shard_docs in sorted(routed.items()):
-            _add(stats, self.writers[shard].upsert(shard_docs, progress, commit_chunks))
-        return stats
 
     def add_encoded(self, doc: Document, pieces: Sequence[Piece], vectors: np.ndarray, stats: UpsertStats,
                     commit_chunks: int | None = None) -> None:
