@@ -112,3 +112,16 @@ def test_without_ray_flag_nothing_of_ray_is_imported(tmp_path, tiny_deberta_dir)
             "'--shards', '2'])\n"
             "assert code == 0, code\nassert not any(m == 'ray' or m.startswith('ray.') for m in sys.modules)\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=300)
+
+
+def test_cli_index_with_ray_builds_a_checked_index(ray_cluster, tmp_path, tiny_deberta_dir, capsys):
+    from api.cli import main
+
+    index = str(tmp_path / "index")
+    assert main(["index", str(REPO / "data" / "sample.jsonl"), "--index", index, "--model", str(tiny_deberta_dir),
+                 "--layer", "1", "--chunk-tokens", "64", "--chunk-overlap", "8", "--ray", "--workers", "2",
+                 "--shards", "2"]) == 0
+    assert "indexed 52 documents" in capsys.readouterr().out
+    assert main(["check", "--index", index]) == 0
+    assert main(["search", "--index", index, "green tea", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["hits"]
