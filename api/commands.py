@@ -15,9 +15,9 @@ from indexer.errors import XlsearchError
 from indexer.indexing import build_index
 from indexer.model import load_model
 from indexer.shards import check_any, open_writer, sharded_info
-from search.searcher import FUSIONS, MODES, Searcher, SearchResult
+from search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
 
-from .options import add_model_options, positive_int, requested_model, unit_float
+from .options import add_embedding_options, add_model_options, layer_option, positive_int, requested_model, unit_float
 
 
 def add_parsers(subparsers) -> None:
@@ -28,7 +28,10 @@ def add_parsers(subparsers) -> None:
     index.add_argument("paths", nargs="+", metavar="PATH", help="corpus files or folders")
     index.add_argument("--index", required=True, metavar="DIR", help="index directory (created if new)")
     add_model_options(index)
-    index.add_argument("--layer", type=int, help="hidden layer to pool, 0 = embeddings (default 8)")
+    index.add_argument("--layer", type=layer_option, help="hidden layer to pool, 0 = embeddings (default auto: "
+                       "the last layer of a sentence-embedding model, two thirds of the depth of a raw encoder, "
+                       "8 of mdeberta-v3-base's 12)")
+    add_embedding_options(index)
     index.add_argument("--chunk-tokens", type=positive_int, help="max tokens per chunk (default 256)")
     index.add_argument("--chunk-overlap", type=int, help="tokens shared by consecutive chunks (default 32)")
     index.add_argument("--batch-size", type=positive_int, default=32,
@@ -62,8 +65,10 @@ def add_parsers(subparsers) -> None:
     search.add_argument("--index", required=True, metavar="DIR", help="index directory")
     search.add_argument("-k", type=int, default=10, help="number of documents (default 10)")
     search.add_argument("--mode", default="hybrid", choices=list(MODES), help="retrieval mode (default hybrid)")
-    search.add_argument("--fusion", default="rrf", choices=list(FUSIONS),
-                        help="hybrid fusion: reciprocal rank (k=60) or linear on min-max scores (default rrf)")
+    search.add_argument("--fusion", default=DEFAULT_FUSION, choices=list(FUSIONS),
+                        help="hybrid fusion (default evidence: each side votes with a probability over the "
+                        "candidates, the lexical vote scaled down when the dense side is sure; rrf: reciprocal "
+                        "rank, k=60; linear: min-max scores; zscore, dbsf: score normalisations)")
     search.add_argument("--alpha", type=unit_float, default=0.5,
                         help="weight of the dense side in hybrid fusion, 0..1 (default 0.5)")
     search.add_argument("--lang", help="only documents in this language (as stored in their lang field)")
@@ -120,7 +125,8 @@ def _progress_factory(total: int):
 
 def run_index(args: argparse.Namespace) -> int:
     config = resolve_config(args.index, model_name=requested_model(args.model),
-                            layer=args.layer, chunk_tokens=args.chunk_tokens,
+                            layer=args.layer, pooling=args.pooling, query_prompt=args.query_prompt,
+                            document_prompt=args.document_prompt, chunk_tokens=args.chunk_tokens,
                             chunk_overlap=args.chunk_overlap, center_languages=args.center_languages,
                             dense_index=args.dense_index)
     if args.workers is not None and args.ray is None:

@@ -23,9 +23,14 @@ def add_parsers(subparsers) -> None:
         ".parquet: columns 'id' and 'layer_<L>' (needs pyarrow).")
     embed.add_argument("input", metavar="INPUT", help="text file (one text per line) or corpus file/folder")
     embed.add_argument("--model", help=f"hub id or local model directory (default: ${MODEL_ENV}, else {DEFAULT_MODEL})")
-    embed.add_argument("--layers", default="8", help="comma-separated hidden layers, 0 = embeddings (default 8)")
-    embed.add_argument("--pooling", default="mean", choices=list(POOLINGS),
-                       help="mean over real tokens, or the first ([CLS]) token; L2-normalised (default mean)")
+    embed.add_argument("--layers", default="auto", help="comma-separated hidden layers, 0 = embeddings (default "
+                       "auto: the layer xlsearch index would pool, e.g. 8 of mdeberta-v3-base, 12 of e5-small)")
+    embed.add_argument("--pooling", default="auto", choices=["auto", *POOLINGS],
+                       help="mean over real tokens, the first ([CLS]) token, or mean-tokens (special tokens "
+                       "included); L2-normalised (default auto: as xlsearch index would pool)")
+    embed.add_argument("--input-type", default="document", choices=["document", "query"],
+                       help="which of the model's prompts goes before each text (E5: 'passage: ' or 'query: '; "
+                       "none for models without prompts; default document)")
     embed.add_argument("--out", help=f"output file, one of {', '.join(OUTPUT_SUFFIXES)} "
                        "(default vectors.npy for one layer, vectors.npz for several)")
     embed.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass (default 32)")
@@ -55,13 +60,19 @@ def run_embed(args) -> int:
     from indexer.encoder import Encoder
     from indexer.model import load_model
 
-    layers = parse_layers(args.layers)
-    out = args.out or ("vectors.npy" if len(layers) == 1 else "vectors.npz")
+    from indexer.sentence_config import model_defaults
+
+    layers = None if args.layers == "auto" else parse_layers(args.layers)
     ids, texts = read_texts(args.input)
     encoder = Encoder(load_model(_model_name(args), args.device), batch_size=args.batch_size)
-    vectors = embed_texts(encoder, texts, layers, args.pooling)
+    defaults = model_defaults(encoder.loaded)
+    layers = layers or [defaults.layer]
+    pooling = defaults.pooling if args.pooling == "auto" else args.pooling
+    prompt = defaults.query_prompt if args.input_type == "query" else defaults.document_prompt
+    out = args.out or ("vectors.npy" if len(layers) == 1 else "vectors.npz")
+    vectors = embed_texts(encoder, texts, layers, pooling, prompt)
     written = write_embeddings(Embeddings(ids, vectors), out)
-    print(f"embedded {len(texts)} texts, layers {','.join(map(str, layers))} ({args.pooling} pooling, "
+    print(f"embedded {len(texts)} texts, layers {','.join(map(str, layers))} ({pooling} pooling, prompt {prompt!r}, "
           f"dim {encoder.dim}) -> {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 

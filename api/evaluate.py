@@ -11,13 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from indexer.config import DEFAULT_LAYER, DEFAULT_MODEL
+from indexer.config import DEFAULT_MODEL
 from indexer.errors import XlsearchError
 from search.benchmarks import BENCHMARKS, load_benchmark
 from search.evaluate import EvalSettings, Evaluation, evaluate
-from search.searcher import FUSIONS, MODES
+from search.searcher import DEFAULT_FUSION, FUSIONS, MODES
 
-from .options import add_model_options, positive_int, requested_model, unit_float
+from .options import add_embedding_options, add_model_options, positive_int, requested_model, unit_float
 
 
 def add_parsers(subparsers) -> None:
@@ -31,13 +31,15 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--data", required=True, metavar="PATH",
                         help="the benchmark's folder (e.g. ../shared/benchmarks/xquad, or a BEIR dataset folder)")
     add_model_options(parser)
-    parser.add_argument("--layers", type=_layers, default=[DEFAULT_LAYER], metavar="L1,L2,...",
-                        help=f"layers to sweep for dense and hybrid, e.g. 4,6,8,10,12; one forward pass pools "
-                        f"them all (default {DEFAULT_LAYER})")
+    parser.add_argument("--layers", type=_layers, default=[], metavar="L1,L2,...",
+                        help="layers to sweep for dense and hybrid, e.g. 4,6,8,10,12; one forward pass pools "
+                        "them all (default auto: the model's own layer, as xlsearch index picks it)")
+    add_embedding_options(parser)
     parser.add_argument("--modes", type=_modes, metavar="M1,M2",
                         help="comma list of dense, lexical, hybrid (default: all three with a model, "
                         "else lexical)")
-    parser.add_argument("--fusion", default="rrf", choices=list(FUSIONS), help="hybrid fusion (default rrf)")
+    parser.add_argument("--fusion", default=DEFAULT_FUSION, choices=list(FUSIONS),
+                        help=f"hybrid fusion (default {DEFAULT_FUSION}; see xlsearch search --help)")
     parser.add_argument("--alpha", type=unit_float, default=0.5,
                         help="weight of the dense side in hybrid fusion, 0..1 (default 0.5)")
     parser.add_argument("--langs", nargs="+", metavar="LANG",
@@ -70,6 +72,8 @@ def add_parsers(subparsers) -> None:
 
 
 def _layers(text: str) -> list[int]:
+    if text == "auto":
+        return []
     try:
         layers = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -124,6 +128,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         encoder = Encoder(load_model(model_name or DEFAULT_MODEL, args.device), batch_size=args.batch_size)
     settings = EvalSettings(modes=tuple(modes), layers=tuple(args.layers), fusion=args.fusion, alpha=args.alpha,
+                            pooling=args.pooling, query_prompt=args.query_prompt,
+                            document_prompt=args.document_prompt,
                             chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
                             center_languages=args.center_languages, index_dir=args.index,
                             keep_runs=args.run_file is not None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from indexer.config import DEFAULT_MODEL
+from indexer.config import DEFAULT_MODEL, POOLINGS
 
 MODEL_ENV = "XLSEARCH_MODEL"
 
@@ -34,3 +34,29 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         f"else the index's own model, else {DEFAULT_MODEL})")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the encoder runs (default: auto = cuda when available)")
+
+
+def layer_option(text: str) -> int | None:
+    """``auto`` -> None (the model's own layer), else a layer number >= 0."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a layer number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"layers are >= 0, got {value}")
+    return value
+
+
+def add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    """``--pooling``, ``--query-prompt`` and ``--document-prompt``: how texts become vectors (recorded in the index)."""
+    parser.add_argument("--pooling", choices=list(POOLINGS),
+                        help="how token vectors become one vector (default: the model's sentence-transformers "
+                        "pooling, else mean-tokens-no-special)")
+    parser.add_argument("--query-prompt", metavar="TEXT",
+                        help="put before every query when embedding it (default: the model's own, e.g. "
+                        "'query: ' for E5; '' for none)")
+    parser.add_argument("--document-prompt", metavar="TEXT",
+                        help="put before every chunk when embedding it (default: the model's own, e.g. "
+                        "'passage: ' for E5; '' for none); BM25 never sees prompts")

@@ -71,7 +71,7 @@ async def search_get(
         q: Annotated[Query, QueryParam(description="query text")],
         k: Annotated[int, QueryParam(ge=1, le=MAX_K)] = 10,
         mode: Mode = "hybrid",
-        fusion: Fusion = "rrf",
+        fusion: Fusion = "evidence",
         alpha: Annotated[float, QueryParam(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.5,
         lang: Annotated[str | None, QueryParam(min_length=1, max_length=MAX_LANG_CHARS)] = None) -> Any:
     return await run_in_threadpool(service.search, q, k, mode, fusion, alpha, lang, None)
@@ -115,5 +115,5 @@ async def embed(body: EmbedRequest, service: ServiceDep) -> Any:
     if layer > service.encoder.num_layers:
         raise ApiError(422, "invalid_request",
                        f"layer: must be between 0 and {service.encoder.num_layers} for this model, got {layer}")
-    vectors = await run_in_threadpool(service.embed, body.texts, layer)
+    vectors = await run_in_threadpool(service.embed, body.texts, layer, body.input_type)
     return JSONResponse({"layer": layer, "dim": int(vectors.shape[1]), "vectors": vectors.tolist()})

@@ -26,7 +26,7 @@ MAX_EMBED_CHARS = 20_000
 INT64 = 2 ** 63
 
 Mode = Literal["hybrid", "dense", "lexical"]
-Fusion = Literal["rrf", "linear"]
+Fusion = Literal["evidence", "rrf", "linear", "zscore", "dbsf"]
 
 
 def _unicode(value: str) -> str:
@@ -100,7 +100,9 @@ class SearchRequest(StrictModel):
     query: Query = Field(description=f"query text in any language, 1..{MAX_QUERY_CHARS} characters")
     k: int = Field(10, ge=1, le=MAX_K, description="number of documents to return")
     mode: Mode = Field("hybrid", description="hybrid fuses dense and lexical; or one of them alone")
-    fusion: Fusion = Field("rrf", description="hybrid fusion: reciprocal rank (k=60) or linear on min-max scores")
+    fusion: Fusion = Field("evidence", description="hybrid fusion: evidence (default; each side votes with a "
+                           "probability over the candidates, the lexical vote scaled down when the dense side is "
+                           "sure), rrf (reciprocal rank, k=60), linear (min-max scores), zscore, dbsf")
     alpha: float = Field(0.5, ge=0.0, le=1.0, allow_inf_nan=False, description="weight of the dense side, 0..1")
     lang: Lang | None = Field(None, description="only documents whose lang is this")
     query_lang: Lang | None = Field(None, description="the query's language, for indexes built with "
@@ -131,6 +133,9 @@ class EmbedRequest(StrictModel):
     texts: list[Annotated[str, Field(min_length=1, max_length=MAX_EMBED_CHARS), AfterValidator(_not_blank)]] = Field(
         min_length=1, max_length=MAX_EMBED_TEXTS, description="texts to embed (longer ones are cut at 512 tokens)")
     layer: int | None = Field(None, ge=0, le=1000, description="hidden layer to pool (default: the index's layer)")
+    input_type: Literal["document", "query"] = Field(
+        "document", description="which of the index's prompts goes before each text (E5: 'passage: ' or 'query: '); "
+        "vectors are pooled as the index pools them")
 
 
 # -- responses --------------------------------------------------------------

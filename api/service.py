@@ -8,6 +8,7 @@ every committed generation on its next query; each write opens an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from indexer.docstore import Document
-from indexer.encoder import Encoder
+from indexer.encoder import Encoder, encode_documents, encode_queries
 from indexer.errors import DocumentNotFoundError
 from indexer.model import load_model
 from indexer.shard_layout import document_directory, index_directories
@@ -77,9 +78,12 @@ class IndexService:
         """The committed manifest plus the counts in the document store, as ``xlsearch info`` prints."""
         return sharded_info(self.directory)
 
-    def embed(self, texts: Sequence[str], layer: int) -> np.ndarray:
-        """``(len(texts), dim)`` unit vectors; raises XlsearchError for a layer the model lacks."""
-        return self.encoder.encode(list(texts), layer)
+    def embed(self, texts: Sequence[str], layer: int, input_type: str = "document") -> np.ndarray:
+        """``(len(texts), dim)`` unit vectors, pooled and prompted as the index does for documents
+        (or queries); raises XlsearchError for a layer the model lacks."""
+        config = dataclasses.replace(self.config, layer=layer)
+        encode = encode_queries if input_type == "query" else encode_documents
+        return encode(self.encoder, list(texts), config)
 
     # -- writes (callers hold ``write_lock``) ---------------------------------
     def upsert(self, docs: Sequence[Document]) -> dict[str, int]:

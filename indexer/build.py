@@ -22,11 +22,12 @@ from .chunking import chunk_text
 from .config import IndexConfig, Manifest, utc_now
 from .dense import DenseIndex
 from .docstore import DOCS_FILE, ChunkRow, DocStore, Document, delete_documents, set_meta, write_chunks, write_documents
-from .encoder import Encoder
+from .encoder import Encoder, encode_documents
 from .errors import IndexMismatchError, IndexWriteError, XlsearchError
 from .language import detect_language
 from .lexical import BM25Index
 from .lexical_io import save_bm25
+from .sentence_config import settle_config
 from .shard_layout import index_directories
 from .storage import (
     WriterLock,
@@ -79,7 +80,7 @@ def check_compatible(manifest: Manifest, encoder: Encoder | None = None,
             "use the index's model, or build a new index")
     for field in dataclasses.fields(IndexConfig):
         ours, asked = getattr(manifest.config, field.name), getattr(config, field.name, None)
-        if config is not None and field.name != "model_name" and ours != asked:
+        if config is not None and field.name != "model_name" and asked is not None and ours != asked:
             raise IndexMismatchError(f"the index was built with {field.name}={ours!r}, not {asked!r}; "
                                      "drop the option or build a new index")
 
@@ -146,6 +147,7 @@ class IndexWriter:
                 write_manifest_copy(self.directory, self.manifest)  # a crash left it behind
             self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or self._first_chunk_id)
             return
+        config = settle_config(config, self.encoder.loaded)
         if config.layer > self.encoder.num_layers:
             raise IndexMismatchError(f"layer {config.layer} does not exist: {self.encoder.loaded.name} "
                                      f"has layers 0..{self.encoder.num_layers}")
@@ -288,8 +290,8 @@ class IndexWriter:
     def _embed(self, group: list[tuple[Document, list[ChunkRow], list[str]]],
                progress: Progress | None) -> int:
         texts = [t for _, _, ts in group for t in ts]
-        vectors = self.encoder.encode(texts, self.manifest.config.layer,
-                                      progress=(lambda n: progress(0, n)) if progress else None)
+        vectors = encode_documents(self.encoder, texts, self.manifest.config,
+                                   progress=(lambda n: progress(0, n)) if progress else None)
         self._store_group(group, vectors)
         if progress:
             progress(len(group), 0)
@@ -387,9 +389,11 @@ class Piece:
 
 
 def document_pieces(doc: Document, tokenizer, config: IndexConfig) -> list[Piece]:
-    """Split a document into chunks of at most ``config.chunk_tokens`` tokens, title included."""
+    """Split a document into chunks of at most ``config.chunk_tokens`` tokens, title and document
+    prompt included."""
     prefix = title_prefix(doc.title, tokenizer, config.chunk_tokens // 4)
-    prefix_tokens = len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
+    prefix_tokens = len(tokenizer(config.document_prompt + prefix, add_special_tokens=False)["input_ids"]) \
+        if prefix or config.document_prompt else 0
     budget = config.chunk_tokens - tokenizer.num_special_tokens_to_add(pair=False) - prefix_tokens
     return [Piece(c.start, c.end, c.text, prefix + c.text)
             for c in chunk_text(doc.text, tokenizer, budget, config.chunk_overlap)]

@@ -19,9 +19,24 @@ from .errors import ConfigError, IndexFormatError
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "microsoft/mdeberta-v3-base"
-DEFAULT_LAYER = 8
-POOLING = "mean-tokens-no-special"
+DEFAULT_LAYER = 8  # the layer `auto` picks for DEFAULT_MODEL: two thirds of its 12 (indexer.sentence_config)
 NORMALIZATION = "l2"
+# How token vectors become one vector (``indexer.pooling`` does it); each name is recorded in manifests.
+MEAN_NO_SPECIAL = "mean-tokens-no-special"  # mean over real tokens, [CLS]/[SEP]-like tokens left out
+MEAN = "mean-tokens"  # mean over every token the model saw, special tokens included (sentence-transformers')
+CLS = "cls"  # the first token's vector
+POOLINGS = (MEAN_NO_SPECIAL, MEAN, CLS)
+
+
+def check_pooling(pooling: str) -> str:
+    """``pooling`` itself when it is a known mode.
+
+    Raises:
+        ConfigError: Naming the valid modes.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    return pooling
 
 
 @dataclass(frozen=True)
@@ -29,13 +44,16 @@ class IndexConfig:
     """Settings that decide what an index contains; fixed for the life of the index.
 
     Attributes:
-        model_name: Hub id or local directory of the encoder.
-        layer: Hidden layer to pool (0 = embedding output, N = last of N layers).
+        model_name: Hub id or local directory of the encoder, or ``multilingual-e5-small``.
+        layer: Hidden layer to pool (0 = embedding output, N = last of N layers); None
+            (``auto``): the model's own (see ``indexer.sentence_config``).
         chunk_tokens: Maximum tokens per chunk, special tokens and title included.
         chunk_overlap: Tokens repeated between consecutive chunks of one document.
         analyzer: Name of the lexical analyzer (see ``indexer.analysis``).
         bm25_k1, bm25_b, bm25_epsilon: Okapi BM25 parameters (rank-bm25's defaults).
-        pooling: How token vectors become one vector (recorded, not configurable).
+        pooling: How token vectors become one vector (``indexer.pooling.POOLINGS``); None: the model's own.
+        query_prompt, document_prompt: Text put before each query / each chunk before it is
+            embedded (``"query: "``, ``"passage: "`` for E5); never seen by BM25. None: the model's own.
         normalization: Vector normalisation (recorded, not configurable).
         dense_index: FAISS index kind (see ``indexer.ann``): ``flat-ip`` exact search
             (default); ``ivf-flat`` or ``ivf-sq8`` approximate inverted-file search
@@ -48,14 +66,16 @@ class IndexConfig:
     """
 
     model_name: str = DEFAULT_MODEL
-    layer: int = DEFAULT_LAYER
+    layer: int | None = None
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     analyzer: str = ANALYZER
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     bm25_epsilon: float = 0.25
-    pooling: str = POOLING
+    pooling: str | None = None
+    query_prompt: str | None = None
+    document_prompt: str | None = None
     normalization: str = NORMALIZATION
     dense_index: str = "flat-ip"
     center_languages: bool = False
@@ -63,7 +83,9 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         check_kind(self.dense_index)  # ConfigError naming the valid kinds
-        if self.layer < 0:
+        if self.pooling is not None:
+            check_pooling(self.pooling)
+        if self.layer is not None and self.layer < 0:
             raise ConfigError(f"layer must be >= 0, got {self.layer}")
         if self.chunk_tokens < 16:
             raise ConfigError(f"chunk_tokens must be >= 16, got {self.chunk_tokens}")
@@ -125,7 +147,8 @@ class Manifest:
                 f"{FORMAT_VERSION}. Rebuild it with `xlsearch index`."
             )
         try:
-            config = IndexConfig(**data["config"])
+            # Indexes written before prompts existed embedded their texts as they are.
+            config = IndexConfig(**{"query_prompt": "", "document_prompt": "", **data["config"]})
             fields = {f.name for f in dataclasses.fields(cls)} - {"config"}
             return cls(config=config, **{k: data[k] for k in fields if k in data})
         except (KeyError, TypeError, ValueError) as exc:

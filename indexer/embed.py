@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from .config import CLS, MEAN_NO_SPECIAL
+from .config import POOLINGS as CONFIG_POOLINGS
 from .corpus import JSONL_SUFFIXES, TABLE_SUFFIXES, read_documents
 from .encoder import Encoder
 from .errors import CorpusError, XlsearchError
-from .pooling import l2_normalize, to_numpy
 
-POOLINGS = ("mean", "cls")
+POOLING_ALIASES = {"mean": MEAN_NO_SPECIAL, "cls": CLS}  # the short names `xlsearch embed` always took
+POOLINGS = (*POOLING_ALIASES, *(p for p in CONFIG_POOLINGS if p not in POOLING_ALIASES.values()))
 OUTPUT_SUFFIXES = (".npy", ".npz", ".parquet")
 
 
@@ -92,12 +93,13 @@ def _read_lines(path: Path) -> tuple[list[str], list[str]]:
 
 
 def embed_texts(encoder: Encoder, texts: Sequence[str], layers: Sequence[int],
-                pooling: str = "mean") -> dict[int, np.ndarray]:
+                pooling: str = "mean", prompt: str = "") -> dict[int, np.ndarray]:
     """L2-normalised vectors of ``texts`` at each layer, all from one forward pass per batch.
 
     Args:
-        pooling: ``mean`` (over real non-special tokens, as the index does) or ``cls``
-            (the first token's hidden state).
+        pooling: one of :data:`indexer.config.POOLINGS`; ``mean`` is ``mean-tokens-no-special``
+            (over real tokens) and ``cls`` the first token's hidden state.
+        prompt: Put before each text (``"passage: "`` for E5 documents).
 
     Returns:
         ``{layer: (len(texts), dim) float32}``, row i for ``texts[i]``; inner product is cosine.
@@ -105,31 +107,10 @@ def embed_texts(encoder: Encoder, texts: Sequence[str], layers: Sequence[int],
     Raises:
         XlsearchError: Unknown pooling or a layer the model does not have.
     """
-    if pooling == "mean":
-        return encoder.encode_layers(texts, layers)
-    if pooling != "cls":
+    pooling = POOLING_ALIASES.get(pooling, pooling)
+    if pooling not in CONFIG_POOLINGS:
         raise XlsearchError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    return cls_vectors(encoder, texts, layers)
-
-
-def cls_vectors(encoder: Encoder, texts: Sequence[str], layers: Sequence[int]) -> dict[int, np.ndarray]:
-    """First-token (``[CLS]``) hidden state at each layer, L2-normalised; see :func:`embed_texts`."""
-    for layer in layers:
-        if not 0 <= layer <= encoder.num_layers:
-            raise XlsearchError(f"layer {layer} does not exist: {encoder.loaded.name} has layers "
-                                f"0..{encoder.num_layers}")
-    out = {layer: np.zeros((len(texts), encoder.dim), dtype=np.float32) for layer in layers}
-    device = encoder.loaded.device
-    for start in range(0, len(texts), encoder.batch_size):
-        batch = encoder.tokenizer(list(texts[start:start + encoder.batch_size]), add_special_tokens=True,
-                                  truncation=True, max_length=encoder.max_tokens, padding=True,
-                                  return_tensors="pt")
-        with torch.inference_mode():
-            hidden = encoder.hidden_states(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                           layers)
-        for layer, h in hidden.items():
-            out[layer][start:start + len(h)] = to_numpy(l2_normalize(h[:, 0].float()))
-    return out
+    return encoder.encode_layers(texts, layers, pooling=pooling, prompt=prompt)
 
 
 def write_embeddings(embeddings: Embeddings, out: str | Path) -> list[Path]:

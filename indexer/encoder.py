@@ -1,4 +1,4 @@
-"""Text -> vector: tokenise, run the encoder up to the pooled layer, mean-pool, normalise.
+"""Text -> vector: tokenise (after an optional prompt), run the encoder up to the pooled layer, pool, normalise.
 
 Texts are sorted by token length and cut into batches padded only to their own
 longest item (dynamic padding); vectors come back in input order. Layers above the
@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import IndexConfig
 from .errors import XlsearchError
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .model import LoadedModel, transformer_blocks
-from .pooling import l2_normalize, mean_pool, to_numpy
+from .pooling import MEAN_NO_SPECIAL, check_pooling, l2_normalize, mean_pool, pool_mask, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -80,29 +81,39 @@ class Encoder:
     def num_layers(self) -> int:
         return self.loaded.num_layers
 
-    def encode(self, texts: Sequence[str], layer: int,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
+               *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> np.ndarray:
         """Pooled, L2-normalised vectors of ``texts`` at ``layer``.
+
+        Args:
+            texts: Texts to embed.
+            layer: Hidden layer to pool (0 = embedding output).
+            progress: Called with the number of texts done after each batch.
+            pooling: One of :data:`indexer.pooling.POOLINGS`.
+            prompt: Prepended to every text before tokenising (``"query: "`` for E5 queries);
+                the index records which prompt its documents and queries get.
 
         Returns:
             ``(len(texts), dim)`` float32, row i for ``texts[i]``; inner product is cosine.
         """
-        return self.encode_layers(texts, [layer], progress)[layer]
+        return self.encode_layers(texts, [layer], progress, pooling=pooling, prompt=prompt)[layer]
 
     def encode_layers(self, texts: Sequence[str], layers: Sequence[int],
-                      progress: Callable[[int], None] | None = None) -> dict[int, np.ndarray]:
+                      progress: Callable[[int], None] | None = None,
+                      *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> dict[int, np.ndarray]:
         """Like :meth:`encode` for several layers from one forward pass per batch."""
         self._check_layers(layers)
+        check_pooling(pooling)
         out = {layer: np.zeros((len(texts), self.dim), dtype=np.float32) for layer in layers}
         if not texts:
             return out
-        encoded = self.tokenizer(list(texts), add_special_tokens=True, truncation=True,
-                                 max_length=self.max_tokens, return_special_tokens_mask=True)
+        encoded = self.tokenizer([prompt + t for t in texts] if prompt else list(texts), add_special_tokens=True,
+                                 truncation=True, max_length=self.max_tokens, return_special_tokens_mask=True)
         ids, special = encoded["input_ids"], encoded["special_tokens_mask"]
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
-            pooled = self._encode_batch([ids[i] for i in rows], [special[i] for i in rows], layers)
+            pooled = self._encode_batch([ids[i] for i in rows], [special[i] for i in rows], layers, pooling)
             for layer, vectors in pooled.items():
                 out[layer][rows] = vectors
             if progress is not None:
@@ -118,19 +129,17 @@ class Encoder:
 
     @torch.inference_mode()
     def _encode_batch(self, ids: list[list[int]], special: list[list[int]],
-                      layers: Sequence[int]) -> dict[int, np.ndarray]:
+                      layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
         width = max(len(x) for x in ids)
         pad = self.tokenizer.pad_token_id or 0
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
         attention = torch.zeros((len(ids), width), dtype=torch.long)
-        pool_mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, (tokens, flags) in enumerate(zip(ids, special)):
+        for row, tokens in enumerate(ids):
             input_ids[row, :len(tokens)] = torch.tensor(tokens)
             attention[row, :len(tokens)] = 1
-            pool_mask[row, :len(tokens)] = 1 - torch.tensor(flags)
         device = self.loaded.device
         hidden = self.hidden_states(input_ids.to(device), attention.to(device), layers)
-        mask = pool_mask.to(device)
+        mask = pool_mask([len(x) for x in ids], special, width, pooling).to(device)
         return {layer: to_numpy(l2_normalize(mean_pool(h.float(), mask))) for layer, h in hidden.items()}
 
     @property
@@ -227,3 +236,15 @@ def model_max_tokens(loaded: LoadedModel) -> int:
         # Absolute positions (BERT, XLM-R: 2 of them reserved for padding offsets).
         limits.append(int(positions) - (2 if loaded.model.config.model_type in ("xlm-roberta", "roberta") else 0))
     return min(limits)
+
+
+def encode_documents(encoder: Encoder, texts: Sequence[str], config: IndexConfig,
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Vectors of chunk inputs as ``config``'s index embeds them: its layer, pooling and document prompt."""
+    return encoder.encode(texts, config.layer, progress, pooling=config.pooling, prompt=config.document_prompt)
+
+
+def encode_queries(encoder: Encoder, texts: Sequence[str], config: IndexConfig,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Vectors of queries as ``config``'s index embeds them: its layer, pooling and query prompt."""
+    return encoder.encode(texts, config.layer, progress, pooling=config.pooling, prompt=config.query_prompt)

@@ -226,6 +226,29 @@ class BM25Index:
             scores[rows] += contrib
         return scores
 
+    def query_weights(self, query_tokens: list[str]) -> np.ndarray:
+        """float64 ``(len(query_tokens),)``: the idf each query term carries in this collection; a term
+        no live chunk holds gets the idf of a term in no chunk, ``log((N + 0.5) / 0.5)``, the rarest there is.
+
+        Their sum is about the BM25 score of an average-length chunk holding every query term once,
+        the yardstick of how much of the query a chunk covers (``search.fusion``).
+        """
+        idf, _ = self._prepare()
+        collection = self._collection
+        n = collection.chunks if collection is not None else len(self._row_ids)
+        rarest = math.log(n + 0.5) - math.log(0.5)
+        indptr = self._matrix.indptr
+        weights = np.full(len(query_tokens), rarest)
+        for position, token in enumerate(query_tokens):
+            if collection is not None:
+                if token in collection.idf:
+                    weights[position] = collection.idf[token]
+                continue
+            term = self._vocab.get(token)
+            if term is not None and indptr[term] < indptr[term + 1]:  # some live chunk holds it
+                weights[position] = idf[term]
+        return weights
+
     def score_chunks(self, query_tokens: list[str], chunk_ids: Sequence[int]) -> np.ndarray:
         """Exact BM25 of the given chunks, float64 ``(len(chunk_ids),)``, 0 where no term matches.
 
@@ -246,7 +269,7 @@ class BM25Index:
         return scores
 
     def search(self, query_tokens: list[str], k: int,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               allowed: np.ndarray | None = None, with_ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` chunks containing at least one query term.
 
         Args:
@@ -254,6 +277,9 @@ class BM25Index:
             k: How many chunks at most (``k <= 0`` gives empty arrays).
             allowed: Optional int64 chunk ids to search among; the filter is applied
                 before the top ``k`` are cut. Unknown ids are ignored.
+            with_ties: Also return every chunk that ties with the ``k``-th score, so the set
+                returned does not depend on how ties are broken (by chunk id, which differs
+                between a sharded and an unsharded index of the same documents).
 
         Returns:
             ``(chunk_ids int64, scores float64)``, at most ``k`` each, best first
@@ -270,7 +296,7 @@ class BM25Index:
         rows = np.flatnonzero(matched)
         if k <= 0 or len(rows) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
-        best = _top_k(rows, scores[rows], k)
+        best = _top_k(rows, scores[rows], k, with_ties)
         return self._row_ids[best], scores[best]
 
     def _row_mask(self, allowed: np.ndarray) -> np.ndarray:
@@ -358,12 +384,14 @@ def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
     return idf
 
 
-def _top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the ``k`` best ``scores`` (both ``(m,)``, rows increasing), best first; ties to the lower row."""
+def _top_k(rows: np.ndarray, scores: np.ndarray, k: int, with_ties: bool = False) -> np.ndarray:
+    """Rows of the ``k`` best ``scores`` (both ``(m,)``, rows increasing), best first; ties to the lower row
+    (``with_ties``: every row tied with the ``k``-th is kept)."""
     if len(rows) > k:
         threshold = scores[np.argpartition(-scores, k - 1)[k - 1]]
         above = scores > threshold
-        at = np.flatnonzero(scores == threshold)[: k - int(above.sum())]
+        at = np.flatnonzero(scores == threshold)
+        at = at if with_ties else at[: k - int(above.sum())]
         keep = np.union1d(np.flatnonzero(above), at)
         rows, scores = rows[keep], scores[keep]
     return rows[np.lexsort((rows, -scores))]

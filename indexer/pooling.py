@@ -8,6 +8,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import CLS, MEAN, MEAN_NO_SPECIAL, POOLINGS, check_pooling  # noqa: F401 (re-exported)
+
+
+def pool_mask(lengths: list[int], special: list[list[int]], width: int, pooling: str) -> Tensor:
+    """``(batch, width)`` mask of the tokens ``pooling`` averages: row i has ``lengths[i]`` tokens,
+    ``special[i]`` flags its special tokens (1 = special)."""
+    mask = torch.zeros((len(lengths), width), dtype=torch.long)
+    for row, (length, flags) in enumerate(zip(lengths, special)):
+        if pooling == CLS:
+            mask[row, 0] = 1
+        elif pooling == MEAN:
+            mask[row, :length] = 1
+        else:
+            mask[row, :length] = 1 - torch.tensor(flags[:length])
+    return mask
+
 
 def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
     """Mean of the token vectors selected by ``mask``.

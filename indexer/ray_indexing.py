@@ -31,10 +31,11 @@ from .build import COMMIT_CHUNKS, Piece, Progress, UpsertStats, document_pieces,
 from .config import IndexConfig
 from .corpus import CorpusReport, read_documents
 from .docstore import Document
-from .encoder import Encoder
+from .encoder import Encoder, encode_documents
 from .errors import XlsearchError
 from .indexing import validate_inputs
 from .model import load_model
+from .sentence_config import settle_config
 from .shards import open_writer
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class ChunkAndEncode:
         unchanged = np.isin(checksums, self.known).tolist()
         pieces = [[] if same else document_pieces(doc, self.encoder.tokenizer, self.config)
                   for doc, same in zip(docs, unchanged)]
-        vectors = self.encoder.encode([p.input for ps in pieces for p in ps], self.config.layer)
+        vectors = encode_documents(self.encoder, [p.input for ps in pieces for p in ps], self.config)
         out: dict[str, list] = {"id": [], "title": [], "text": [], "lang": [], "metadata": [],
                                 "unchanged": unchanged, "pieces": [], "vectors": []}
         start = 0
@@ -138,6 +139,7 @@ def build_index_ray(paths: Sequence[str | Path], directory: str | Path, config: 
     context.target_max_block_size = BLOCK_BYTES  # the reader's output splits into blocks for every actor
 
     loaded = load_model(config.model_name, "cpu")  # for the writer: tokenizer, fingerprint, dimension
+    config = settle_config(config, loaded)  # the actors chunk and embed with the numbers the index records
     files = [{"path": str(Path(p).resolve())} for p in paths]
     stats = UpsertStats()
     with open_writer(directory, Encoder(loaded), config, shards) as writer:

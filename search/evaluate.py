@@ -14,6 +14,7 @@ nothing here prints.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -29,16 +30,17 @@ import numpy as np
 
 from indexer.analysis import ANALYZER, analyze
 from indexer.build import IndexWriter
-from indexer.config import IndexConfig
+from indexer.config import MEAN_NO_SPECIAL, IndexConfig
 from indexer.docstore import Document
-from indexer.encoder import Encoder
+from indexer.encoder import Encoder, encode_queries
 from indexer.errors import IndexMismatchError, QueryError, XlsearchError
 from indexer.lexical import BM25Index
+from indexer.sentence_config import settle_config
 from indexer.storage import index_exists
 
 from .benchmarks import Benchmark, Task
 from .metrics import mean_metrics
-from .searcher import FUSIONS, MODES, Searcher
+from .searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,10 @@ class EvalSettings:
 
     Attributes:
         modes: Retrieval modes, from :data:`search.MODES`.
-        layers: Layers to sweep for the dense and hybrid modes.
+        layers: Layers to sweep for the dense and hybrid modes; empty: the model's own
+            (``indexer.sentence_config``).
+        pooling, query_prompt, document_prompt: As in :class:`~indexer.config.IndexConfig`;
+            None: the model's own.
         fusion, alpha: Hybrid fusion and the dense side's weight.
         chunk_tokens, chunk_overlap: Chunking of the evaluation indexes.
         center_languages: Build the evaluation indexes with language centering
@@ -64,8 +69,11 @@ class EvalSettings:
     """
 
     modes: tuple[str, ...] = ("lexical",)
-    layers: tuple[int, ...] = (IndexConfig.layer,)
-    fusion: str = "rrf"
+    layers: tuple[int, ...] = ()
+    pooling: str | None = None
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    fusion: str = DEFAULT_FUSION
     alpha: float = 0.5
     chunk_tokens: int = IndexConfig.chunk_tokens
     chunk_overlap: int = IndexConfig.chunk_overlap
@@ -79,7 +87,7 @@ class EvalSettings:
             raise XlsearchError(f"unknown mode {', '.join(bad) or '(none)'}; choose from {', '.join(MODES)}")
         if self.fusion not in FUSIONS:
             raise XlsearchError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if not self.layers or any(layer < 0 for layer in self.layers):
+        if any(layer < 0 for layer in self.layers):
             raise XlsearchError(f"layers must be >= 0, got {list(self.layers)}")
 
     @property
@@ -182,24 +190,25 @@ class LayerCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
-    def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
+               *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> np.ndarray:
         """Like :meth:`Encoder.encode`; texts seen before (at any sweep layer) are not encoded again."""
         if layer not in self._row:
-            return self.encoder.encode(texts, layer, progress)
-        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+            return self.encoder.encode(texts, layer, progress, pooling=pooling, prompt=prompt)
+        missing = [t for t in dict.fromkeys(texts) if (pooling, prompt, t) not in self._vectors]
         if missing:
-            pooled = self.encoder.encode_layers(missing, self.layers, progress)
+            pooled = self.encoder.encode_layers(missing, self.layers, progress, pooling=pooling, prompt=prompt)
             stacked = np.stack([pooled[layer_] for layer_ in self.layers], axis=1)
-            self._vectors.update(zip(missing, stacked))
+            self._vectors.update(((pooling, prompt, t), v) for t, v in zip(missing, stacked))
             self.forward_texts += len(missing)
         row = self._row[layer]
         if not texts:
             return np.zeros((0, self.encoder.dim), np.float32)
-        return np.stack([self._vectors[t][row] for t in texts])
+        return np.stack([self._vectors[(pooling, prompt, t)][row] for t in texts])
 
     def retain(self, texts: set[str]) -> None:
         """Forget every text but these (a finished collection's chunks are not needed again)."""
-        self._vectors = {t: v for t, v in self._vectors.items() if t in texts}
+        self._vectors = {key: v for key, v in self._vectors.items() if key[2] in texts}
 
 
 class LexicalRetriever:
@@ -323,16 +332,19 @@ def _search_fn(searcher: Searcher, mode: str, settings: EvalSettings, depth: int
 def _evaluate_sweep(evaluation: Evaluation, encoder: Encoder, report: Progress) -> None:
     """Index each collection once per layer (texts encoded once) and search it in every mode."""
     benchmark, settings = evaluation.benchmark, evaluation.settings
+    settled = settle_config(_config(encoder, settings, None), encoder.loaded)
     for layer in settings.layers:
         if layer > encoder.num_layers:
             raise XlsearchError(f"layer {layer} does not exist: {encoder.loaded.name} has layers "
                                 f"0..{encoder.num_layers}")
-    layers = settings.layers if settings.needs_model else settings.layers[:1]
+    layers = settings.layers or (settled.layer,)
+    layers = layers if settings.needs_model else layers[:1]
     cache = LayerCache(encoder, layers)
     queries = list(dict.fromkeys(q for t in benchmark.tasks for q in t.queries.values()))
     query_texts = set(queries)
     if settings.needs_model:
-        cache.encode(queries, layers[0], progress=lambda n: report("encoding", n, len(queries)))
+        encode_queries(cache, queries, dataclasses.replace(settled, layer=layers[0]),
+                       progress=lambda n: report("encoding", n, len(queries)))
     by_collection = _tasks_of(benchmark)
     total_docs = sum(len(benchmark.collections[c]) for c in by_collection) * len(layers)
     per_layer = [m for m in settings.modes if m != "lexical"]
@@ -366,8 +378,7 @@ def _build(directory: Path, docs: list[Document], encoder: LayerCache, layer: in
     An index already there (``--index`` reused) is updated, so unchanged documents cost
     nothing; one built with other settings, or holding other documents, is rebuilt.
     """
-    config = IndexConfig(model_name=encoder.loaded.name, layer=layer, chunk_tokens=settings.chunk_tokens,
-                         chunk_overlap=settings.chunk_overlap, center_languages=settings.center_languages)
+    config = _config(encoder, settings, layer)
     for attempt in range(2):
         try:
             with IndexWriter(directory, encoder, config) as writer:
@@ -380,6 +391,14 @@ def _build(directory: Path, docs: list[Document], encoder: LayerCache, layer: in
             log.warning("%s was built with other settings (%s); rebuilding it", directory, exc)
         shutil.rmtree(directory, ignore_errors=True)
     raise XlsearchError(f"{directory}: could not build the evaluation index")
+
+
+def _config(encoder: Encoder | LayerCache, settings: EvalSettings, layer: int | None) -> IndexConfig:
+    """The settings of an evaluation index (None: the model's own, settled by the writer)."""
+    return IndexConfig(model_name=encoder.loaded.name, layer=layer, chunk_tokens=settings.chunk_tokens,
+                       chunk_overlap=settings.chunk_overlap, center_languages=settings.center_languages,
+                       pooling=settings.pooling, query_prompt=settings.query_prompt,
+                       document_prompt=settings.document_prompt)
 
 
 def _evaluate_existing(evaluation: Evaluation, encoder: Encoder | None, report: Progress) -> None:

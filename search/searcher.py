@@ -14,21 +14,22 @@ from indexer.analysis import analyze
 from indexer.build import check_compatible
 from indexer.centering import center
 from indexer.docstore import ChunkRow
-from indexer.encoder import Encoder
+from indexer.encoder import Encoder, encode_queries
 from indexer.errors import IndexFormatError, IndexMismatchError, QueryError
 from indexer.language import detect_language
 from indexer.model import load_model
 from indexer.validation import text_problem
 
-from .fusion import linear, rrf
+from .fusion import FUSIONS as FUSION_METHODS
+from .fusion import Candidates, fuse
 from .loader import LoadedIndex
 from .shards import ShardedIndex, open_index
 
 log = logging.getLogger(__name__)
 
 MODES = ("hybrid", "dense", "lexical")
-FUSIONS = ("rrf", "linear")
-RRF_K = 60
+FUSIONS = tuple(FUSION_METHODS)
+DEFAULT_FUSION = "evidence"
 MAX_K = 1000
 SNAPSHOT_RETRIES = 3
 
@@ -150,7 +151,7 @@ class Searcher:
         with self._lock, self.index.store.snapshot():
             self.index.refresh()
 
-    def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str = "rrf",
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str = DEFAULT_FUSION,
                alpha: float = 0.5, lang: str | None = None,
                filter: dict[str, str | int | float | bool] | None = None,
                query_lang: str | None = None) -> SearchResult:
@@ -176,7 +177,7 @@ class Searcher:
             IndexFormatError: The index is damaged.
         """
         validate_query(query, k, mode, fusion, alpha, filter)
-        vector = self.encoder.encode([query], self.index.manifest.config.layer)[0] if mode != "lexical" else None
+        vector = encode_queries(self.encoder, [query], self.index.manifest.config)[0] if mode != "lexical" else None
         tokens = analyze(query)
         for attempt in range(SNAPSHOT_RETRIES):
             try:
@@ -211,16 +212,15 @@ class Searcher:
         total = len(index.dense) if allowed is None else len(allowed)
         depth = max(4 * k, 50)
         while True:
-            runs, weights = [], []
+            dense = lexical = {}
             if mode != "lexical":
                 ids, scores = index.dense.search(vector, depth, allowed)
-                runs.append(dict(zip(ids.tolist(), scores.tolist())))
-                weights.append(alpha)
+                dense = dict(zip(ids.tolist(), scores.tolist()))
             if mode != "dense":
-                ids, scores = index.lexical.search(tokens, depth, allowed)
-                runs.append(dict(zip(ids.tolist(), scores.tolist())))
-                weights.append(1.0 - alpha)
-            fused = self._fuse(runs, weights, mode, fusion)
+                ids, scores = index.lexical.search(tokens, depth, allowed, with_ties=mode == "hybrid")
+                lexical = dict(zip(ids.tolist(), scores.tolist()))
+            fused = {"dense": dense, "lexical": lexical}.get(mode) or self._fuse(dense, lexical, vector, tokens,
+                                                                                 fusion, alpha)
             rows = self.index.store.chunks(list(fused))
             best = self._best_chunk_per_document(fused, rows)
             if len(best) >= k or depth >= total:
@@ -230,13 +230,14 @@ class Searcher:
         ranked = [best[d] for d in sorted(best, key=lambda d: (-best[d][1], d))[:k]]
         return self._hits(ranked, rows, vector, tokens)
 
-    @staticmethod
-    def _fuse(runs, weights, mode, fusion) -> dict[int, float]:
-        if mode != "hybrid":
-            return runs[0]
-        if fusion == "rrf":
-            return rrf(runs, RRF_K, [2 * w for w in weights])
-        return linear(runs, weights)
+    def _fuse(self, dense: dict[int, float], lexical: dict[int, float], vector, tokens, fusion: str,
+              alpha: float) -> dict[int, float]:
+        """Hybrid scores of the union of both candidate lists; each candidate is scored by both sides."""
+        index = self.index
+        candidates = Candidates(dense, lexical, query_weight=float(index.lexical.query_weights(tokens).sum()))
+        candidates.complete(lambda ids: index.dense.score_chunks(vector, ids),
+                            lambda ids: index.lexical.score_chunks(tokens, ids))
+        return fuse(fusion, candidates, alpha)
 
     @staticmethod
     def _best_chunk_per_document(chunk_scores: dict[int, float],

@@ -143,21 +143,30 @@ class _Merged:
     def __len__(self) -> int:
         return sum(len(self.part(shard)) for shard in self.shards)
 
-    def search(self, query, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Global top ``k`` (ids, scores), best first; ``allowed`` split by shard before searching."""
+    def search(self, query, k: int, allowed: np.ndarray | None = None, **options) -> tuple[np.ndarray, np.ndarray]:
+        """Global top ``k`` (ids, scores), best first; ``allowed`` split by shard before searching.
+        ``options`` go to each shard's search (``with_ties=True`` keeps every chunk tied with the k-th)."""
         routed = None if allowed is None else _route(allowed, len(self.shards))
         found = []
         for s, shard in enumerate(self.shards):
             mine = None if routed is None else routed[s][1]
             if mine is not None and len(mine) == 0:
                 continue
-            found.append(self.part(shard).search(query, k, mine))
+            found.append(self.part(shard).search(query, k, mine, **options))
         if not found:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         ids = np.concatenate([f[0] for f in found]).astype(np.int64)
         scores = np.concatenate([f[1] for f in found])
-        best = np.lexsort((ids, -scores))[:k]  # ties: lower chunk id first
+        order = np.lexsort((ids, -scores))  # ties: lower chunk id first
+        cut = k
+        if options.get("with_ties") and len(order) > k:
+            cut = int(np.searchsorted(-scores[order], -scores[order[k - 1]], side="right"))
+        best = order[:cut]
         return ids[best], scores[best]
+
+    def query_weights(self, query_tokens: list[str]) -> np.ndarray:
+        """Lexical only: the shards share the whole collection's statistics, so any shard answers."""
+        return self.part(self.shards[0]).query_weights(query_tokens)
 
     def score_chunks(self, query, chunk_ids: Sequence[int]) -> np.ndarray:
         out = None

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from api.cli import main
-from indexer.embed import Embeddings, cls_vectors, ids_path, parse_layers, read_texts, write_embeddings
+from indexer.config import CLS, MEAN
+from indexer.embed import Embeddings, ids_path, parse_layers, read_texts, write_embeddings
 from indexer.encoder import Encoder
 from indexer.model import load_model
 
@@ -67,24 +68,28 @@ def test_cli_npy_writes_ids_beside(text_file, tmp_path, tiny_deberta_dir, encode
 
 
 @pytest.mark.parametrize("fixture", ["tiny_deberta_dir", "tiny_bert_dir"])
-def test_cls_pooling_equals_output_hidden_states(fixture, request):
+def test_cls_and_mean_pooling_equal_output_hidden_states(fixture, request):
     loaded = load_model(str(request.getfixturevalue(fixture)), "cpu")
-    vectors = cls_vectors(Encoder(loaded, batch_size=4), TEXTS, [0, 2])
+    encoder = Encoder(loaded, batch_size=4)
+    first = encoder.encode_layers(TEXTS, [0, 2], pooling=CLS)
+    mean = encoder.encode_layers(TEXTS, [0, 2], pooling=MEAN)  # every token, special ones included
     for row, text in enumerate(TEXTS):
         batch = loaded.tokenizer(text, return_tensors="pt")
         with torch.no_grad():
             hidden = loaded.model(**batch, output_hidden_states=True).hidden_states
         for layer in (0, 2):
             expected = torch.nn.functional.normalize(hidden[layer][0, 0], dim=-1).numpy()
-            np.testing.assert_allclose(vectors[layer][row], expected, atol=1e-5)
-    assert np.allclose(np.linalg.norm(vectors[2], axis=1), 1.0, atol=1e-5)
+            np.testing.assert_allclose(first[layer][row], expected, atol=1e-5)
+            expected = torch.nn.functional.normalize(hidden[layer][0].mean(0), dim=-1).numpy()
+            np.testing.assert_allclose(mean[layer][row], expected, atol=1e-5)
+    assert np.allclose(np.linalg.norm(first[2], axis=1), 1.0, atol=1e-5)
 
 
 def test_cli_cls_pooling(text_file, tmp_path, tiny_deberta_dir, encoder):
     out = tmp_path / "cls.npz"
     assert main(["embed", str(text_file), "--model", str(tiny_deberta_dir), "--layers", "3", "--pooling", "cls",
                  "--out", str(out), "--device", "cpu"]) == 0
-    np.testing.assert_allclose(np.load(out)["layer_3"], cls_vectors(encoder, TEXTS, [3])[3], atol=1e-5)
+    np.testing.assert_allclose(np.load(out)["layer_3"], encoder.encode(TEXTS, 3, pooling=CLS), atol=1e-5)
 
 
 def test_parquet_round_trip_or_clear_error(tmp_path):

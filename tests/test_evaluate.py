@@ -139,9 +139,9 @@ class CountingEncoder(Encoder):
         super().__init__(loaded, batch_size=8)
         self.texts = 0
 
-    def encode_layers(self, texts, layers, progress=None):
+    def encode_layers(self, texts, layers, progress=None, **options):
         self.texts += len(texts)
-        return super().encode_layers(texts, layers, progress)
+        return super().encode_layers(texts, layers, progress, **options)
 
 
 def test_layer_cache_encodes_each_text_once(tiny_model, encoder):

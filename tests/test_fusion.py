@@ -1,9 +1,11 @@
 """Fusion maths against hand-computed values."""
 from __future__ import annotations
 
+import typing
+
 import pytest
 
-from search.fusion import linear, min_max, ranks, rrf
+from search.fusion import FUSIONS, Candidates, coverage, fuse, linear, min_max, ranks, rrf
 
 
 def test_rrf_by_hand():
@@ -38,3 +40,66 @@ def test_min_max_and_linear_by_hand():
     assert min_max({}) == {}
     fused = linear([{"a": 0.9, "b": 0.5}, {"b": 10.0, "c": 2.0}], [0.25, 0.75])
     assert fused == pytest.approx({"a": 0.25, "b": 0.75, "c": 0.0})
+
+
+# -- fusions of a dense and a lexical candidate list ----------------------------------------
+def _candidates(dense: dict, lexical: dict, query_weight: float = 10.0) -> Candidates:
+    return Candidates(dense, lexical, query_weight=query_weight).complete(
+        lambda ids: [0.0 for _ in ids], lambda ids: [0.0 for _ in ids])
+
+
+def test_complete_scores_every_candidate_on_both_sides():
+    seen = {}
+
+    def dense_score(ids):
+        seen["dense"] = list(ids)
+        return [0.5 for _ in ids]
+
+    def lexical_score(ids):
+        seen["lexical"] = list(ids)
+        return [2.0 for _ in ids]
+
+    c = Candidates({1: 0.9, 2: 0.8}, {2: 7.0, 3: 4.0}).complete(dense_score, lexical_score)
+    assert seen == {"dense": [3], "lexical": [1]}
+    assert c.dense_all == {1: 0.9, 2: 0.8, 3: 0.5} and c.lexical_all == {2: 7.0, 3: 4.0, 1: 2.0}
+
+
+def test_coverage_is_bm25_over_the_query_idf_mass():
+    c = _candidates({1: 0.5}, {1: 4.0, 2: 1.0}, query_weight=8.0)
+    assert coverage(c) == {1: 0.5, 2: 0.125}
+
+
+def test_evidence_lets_the_words_decide_when_the_encoder_cannot_tell():
+    dense = {i: 0.80 + 0.001 * (i % 3) for i in range(40)}  # no candidate stands out
+    fused = fuse("evidence", _candidates(dense, {7: 6.0, 8: 1.0}))
+    assert max(fused, key=fused.get) == 7
+
+
+def test_evidence_keeps_a_confident_encoder_s_order():
+    dense = {i: 0.50 for i in range(40)} | {0: 0.95}  # one candidate 6 standard deviations out
+    lexical = {5: 6.0, 6: 5.5}  # the words point elsewhere
+    fused = fuse("evidence", _candidates(dense, lexical))
+    assert max(fused, key=fused.get) == 0
+    assert fused[5] > fused[1]  # the lexical evidence still orders the rest
+
+
+def test_evidence_ignores_a_side_that_found_nothing():
+    dense = {i: 0.9 - 0.01 * i for i in range(20)}
+    fused = fuse("evidence", _candidates(dense, {}))
+    assert sorted(fused, key=fused.get, reverse=True) == sorted(dense, key=dense.get, reverse=True)
+    assert fuse("evidence", Candidates({}, {})) == {}
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS))
+def test_every_fusion_scores_the_union_deterministically(name):
+    dense, lexical = {1: 0.9, 2: 0.7, 3: 0.6}, {3: 9.0, 4: 2.0}
+    one, two = fuse(name, _candidates(dense, lexical)), fuse(name, _candidates(dense, lexical))
+    assert one == two and set(one) == {1, 2, 3, 4}
+
+
+def test_the_api_offers_exactly_the_searcher_s_fusions():
+    from api.schemas import Fusion
+    from search.searcher import DEFAULT_FUSION
+    from search.searcher import FUSIONS as SEARCH_FUSIONS
+
+    assert set(typing.get_args(Fusion)) == set(SEARCH_FUSIONS) == set(FUSIONS) and DEFAULT_FUSION in FUSIONS

