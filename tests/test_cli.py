@@ -114,4 +114,5 @@ def test_model_download_failure_is_one_clear_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.startswith("error: could not load model 'microsoft/mdeberta-v3-base'")
     assert "--model DIR or XLSEARCH_MODEL=DIR" in done.stderr and done.stderr.count("\n") == 1
+    assert "--model multilingual-e5-small" in done.stderr
     assert not (tmp_path / "i").exists()

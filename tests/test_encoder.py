@@ -86,6 +86,24 @@ def test_missing_model_directory_is_one_clear_error(tmp_path):
         load_model(str(tmp_path / "nope"), "cpu")
 
 
+def test_an_unreachable_hub_fails_at_once_naming_the_offline_model(monkeypatch):
+    import socket
+
+    probes = []
+
+    def refuse(address, timeout=None):
+        probes.append((address, timeout))
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(ModelLoadError) as caught:
+        load_model("xlsearch-tests/no-such-model", "cpu")
+    message = str(caught.value)
+    assert "cannot be reached: Network is unreachable" in message and "--model multilingual-e5-small" in message
+    assert probes == [(("huggingface.co", 443), 1.5)]  # one short probe, not the hub client's retries
+
+
 def test_directory_without_a_model_says_how_to_use_a_local_copy(tmp_path):
     with pytest.raises(ModelLoadError, match="XLSEARCH_MODEL=DIR"):
         load_model(str(tmp_path), "cpu")
