@@ -12,7 +12,7 @@ from indexer.ann import KINDS
 from indexer.build import COMMIT_CHUNKS, resolve_config
 from indexer.encoder import PRECISIONS, Encoder
 from indexer.errors import XlsearchError
-from indexer.indexing import build_index
+from indexer.indexing import build_index, validate_inputs
 from indexer.model import load_model
 from indexer.shards import check_any, open_writer, sharded_info
 from search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
@@ -140,11 +140,12 @@ def run_index(args: argparse.Namespace) -> int:
                                         skip_bad=args.skip_bad, progress_factory=_progress_factory,
                                         commit_chunks=args.commit_chunks, shards=args.shards)
     else:
+        validated = validate_inputs(args.paths, args.skip_bad)  # bad input is reported before the model loads
         encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
                           precision=args.precision)
         stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
                                     progress_factory=_progress_factory, commit_chunks=args.commit_chunks,
-                                    shards=args.shards)
+                                    shards=args.shards, validated=validated)
     print(f"indexed {report.documents} documents into {args.index}: {stats.added} added, "
           f"{stats.replaced} replaced, {stats.unchanged} unchanged, {stats.chunks} chunks embedded")
     if report.bad:

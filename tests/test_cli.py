@@ -116,3 +116,13 @@ def test_model_download_failure_is_one_clear_line(tmp_path):
     assert "--model DIR or XLSEARCH_MODEL=DIR" in done.stderr and done.stderr.count("\n") == 1
     assert "--model multilingual-e5-small" in done.stderr
     assert not (tmp_path / "i").exists()
+
+
+def test_bad_input_is_reported_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    """The model here cannot load at all: the corpus error comes first, so loading was never tried."""
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": 5}\n', encoding="utf-8")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["index", str(corpus), "--index", str(tmp_path / "i"), "--model", "xlsearch-tests/no-such-model"]) == 1
+    err = capsys.readouterr().err
+    assert f"{corpus}:2" in err and "could not load model" not in err
