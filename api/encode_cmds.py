@@ -8,6 +8,7 @@ import json
 import sys
 
 from indexer.config import DEFAULT_MODEL
+from indexer.errors import XlsearchError
 from indexer.embed import OUTPUT_SUFFIXES, POOLINGS, Embeddings, embed_texts, parse_layers, read_texts, write_embeddings
 
 from .options import MODEL_ENV, positive_int, requested_model
@@ -68,6 +69,9 @@ def run_embed(args) -> int:
     defaults = model_defaults(encoder.loaded)
     layers = layers or [defaults.layer]
     pooling = defaults.pooling if args.pooling == "auto" else args.pooling
+    if pooling is None:
+        raise XlsearchError(f"{encoder.loaded.name} pools in a way xlsearch cannot; give --pooling "
+                            f"{' or '.join(POOLINGS)}")
     prompt = defaults.query_prompt if args.input_type == "query" else defaults.document_prompt
     out = args.out or ("vectors.npy" if len(layers) == 1 else "vectors.npz")
     vectors = embed_texts(encoder, texts, layers, pooling, prompt)

@@ -93,7 +93,7 @@ class StandInEncoder:
     def num_layers(self) -> int:
         return self.loaded.num_layers
 
-    def encode(self, texts, layer: int, progress=None) -> np.ndarray:
+    def encode(self, texts, layer: int, progress=None, *, pooling=None, prompt="") -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not len(texts):
             return out

@@ -147,10 +147,7 @@ class IndexWriter:
                 write_manifest_copy(self.directory, self.manifest)  # a crash left it behind
             self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or self._first_chunk_id)
             return
-        config = settle_config(config, self.encoder.loaded)
-        if config.layer > self.encoder.num_layers:
-            raise IndexMismatchError(f"layer {config.layer} does not exist: {self.encoder.loaded.name} "
-                                     f"has layers 0..{self.encoder.num_layers}")
+        config = settle_config(config, self.encoder.loaded)  # ConfigError for a layer the model lacks
         # A new index (or one whose first commit never happened): start empty.
         self.store = DocStore(self.directory / DOCS_FILE, create=True)
         self.manifest = Manifest(config=config, model_fingerprint=self.encoder.loaded.fingerprint,

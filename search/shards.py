@@ -159,8 +159,8 @@ class _Merged:
         scores = np.concatenate([f[1] for f in found])
         order = np.lexsort((ids, -scores))  # ties: lower chunk id first
         cut = k
-        if options.get("with_ties") and len(order) > k:
-            cut = int(np.searchsorted(-scores[order], -scores[order[k - 1]], side="right"))
+        if options.get("with_ties") and len(order) > k:  # as BM25Index.search: ties kept, 2 k at most
+            cut = min(2 * k, int(np.searchsorted(-scores[order], -scores[order[k - 1]], side="right")))
         best = order[:cut]
         return ids[best], scores[best]
 

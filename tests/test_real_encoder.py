@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from indexer.build import IndexWriter
-from indexer.config import MEAN, MEAN_NO_SPECIAL, IndexConfig
+from indexer.config import CLS, MEAN, MEAN_NO_SPECIAL, IndexConfig
 from indexer.docstore import Document
 from indexer.encoder import Encoder
 from indexer.model import load_model
-from indexer.sentence_config import model_defaults, raw_encoder_layer
+from indexer.errors import ConfigError
+from indexer.sentence_config import model_defaults, raw_encoder_layer, settle_config
 from search.benchmarks import load_benchmark
 from search.evaluate import EvalSettings, evaluate
 from search.searcher import DEFAULT_FUSION, Searcher
@@ -41,6 +42,33 @@ def test_raw_encoders_pool_two_thirds_of_their_depth(tiny_model):
     assert defaults.layer == raw_encoder_layer(tiny_model.num_layers) == 2  # 3 layers
     assert defaults.pooling == MEAN_NO_SPECIAL and defaults.query_prompt == defaults.document_prompt == ""
     assert [raw_encoder_layer(n) for n in (6, 12, 24)] == [4, 8, 16]
+
+
+def _model_copy(source, tmp_path, files: dict[str, dict]):
+    import shutil
+
+    directory = tmp_path / "model"
+    shutil.copytree(source, directory)
+    for name, content in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(json.dumps(content), encoding="utf-8")
+    return load_model(str(directory), "cpu")
+
+
+def test_a_pooling_xlsearch_cannot_do_needs_an_explicit_one(tiny_bert_dir, tmp_path):
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    loaded = _model_copy(tiny_bert_dir, tmp_path, {"modules.json": modules,
+                                                   "1_Pooling/config.json": {"pooling_mode_max_tokens": True}})
+    with pytest.raises(ConfigError, match="--pooling"):
+        settle_config(IndexConfig(model_name="m"), loaded)
+    settled = settle_config(IndexConfig(model_name="m", pooling=CLS), loaded)
+    assert settled.pooling == CLS and settled.layer == loaded.num_layers
+
+
+def test_a_finetuned_checkpoint_pools_the_layer_it_was_trained_at(tiny_deberta_dir, tmp_path):
+    loaded = _model_copy(tiny_deberta_dir, tmp_path, {"xlsearch_pooling.json": {"layer": 1, "pooling": "mean"}})
+    assert model_defaults(loaded).layer == 1 and model_defaults(loaded).pooling == MEAN_NO_SPECIAL
 
 
 def test_prompts_reach_documents_and_queries(e5, tmp_path):
