@@ -18,8 +18,11 @@ from dataclasses import dataclass
 # Sentence ends: Latin/Cyrillic/Greek ., !, ?, ellipsis; CJK 。！？; Devanagari danda;
 # Arabic/Urdu question mark and full stop; Ethiopic, Myanmar, Armenian, Tibetan stops;
 # followed by closing quotes/brackets. A new line also ends a sentence.
+# Linear time: a run of end marks is matched only from its first mark (the lookbehind) and
+# possessively (a run followed by no space fails once, not once per shorter prefix); without
+# both, n dots with no space after them cost O(n^2) (16,000 dots: 30 s).
 _SENTENCE_END = re.compile(
-    r"(?:[.!?…‼⁇⁈⁉]+[\"'”’»)\]]*\s+|[。！？｡]+[」』”’)）]*\s*|[।॥؟۔።၊။։།]+\s*|\n\s*)"
+    r"(?:(?<![.!?…‼⁇⁈⁉])[.!?…‼⁇⁈⁉]++[\"'”’»)\]]*+\s+|[。！？｡]+[」』”’)）]*\s*|[।॥؟۔።၊။։།]+\s*|\n\s*)"
 )
 SENTENCE, WORD, CHAR, NONE = 3, 2, 1, 0
 

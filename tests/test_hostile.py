@@ -96,3 +96,41 @@ def test_linear_stays_within_its_weights(runs, alpha):
     fused = linear(runs, weights)
     assert set(fused) == set().union(*runs)
     assert all(math.isfinite(v) and -1e-9 <= v <= sum(weights) + 1e-9 for v in fused.values())
+
+
+WORST_RUNS = [".", "!", "?", "…", "?!", "。", "।", "\n", "\"", "😀", "e\u0301", "\u0301", "/", "ا\u064b", "\u200b"]
+
+
+def test_no_regex_of_the_product_backtracks_on_long_runs():
+    """Each pattern on 200,000-character runs of the characters it treats specially, in a child
+    process: linear matching takes well under a second; the quadratic sentence split this
+    replaced needed about an hour for 200,000 dots, so a 120 s limit cannot be met by it."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from indexer.analysis import analyze
+from indexer.chunking import _SENTENCE_END
+from api.errors import _ABSOLUTE_PATH
+from indexer.corpus import _INVALID_BYTE
+from indexer.validation import _CONTROL, _SURROGATE
+for unit in %r:
+    text = unit * (200_000 // len(unit))
+    for tail in ("", "x", " "):
+        for pattern in (_SENTENCE_END, _ABSOLUTE_PATH, _INVALID_BYTE, _CONTROL, _SURROGATE):
+            sum(1 for _ in pattern.finditer(text + tail))
+        analyze(text[:50_000] + tail)
+print("ok")
+""" % (WORST_RUNS,)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("unit", [".", "?!", "…", "。"])
+def test_a_run_of_sentence_ends_without_space_is_one_boundary_at_most(unit):
+    from indexer.chunking import _SENTENCE_END
+
+    assert list(_SENTENCE_END.finditer(unit * 5000 + "x")) == [] or unit == "。"
+    matches = [m.span() for m in _SENTENCE_END.finditer("a" + unit * 5000 + " b")]
+    assert matches == [(1, 2 + len(unit) * 5000)]
