@@ -20,6 +20,7 @@ from .errors import IndexNotFoundError, XlsearchError
 from .lexical import BM25Index
 from .lexical_io import load_bm25
 from .storage import MANIFEST_FILE, dense_path, lexical_path, open_docstore, verify_files
+from .validation import strict_json
 
 
 def check_index(directory: str | Path) -> list[str]:
@@ -36,7 +37,8 @@ def check_index(directory: str | Path) -> list[str]:
     except XlsearchError as exc:
         return [str(exc)]
     try:
-        problems = _store_problems(store) + _safe(store.damaged_rows) + verify_files(directory, manifest)
+        problems = (_store_problems(store) + _safe(store.damaged_rows) + _metadata_problems(store)
+                    + verify_files(directory, manifest))
         dense, lexical = _load(directory, manifest, problems)
         problems += _consistency_problems(store, manifest, dense, lexical)
         problems += _copy_problems(directory, manifest)
@@ -50,6 +52,22 @@ def _safe(scan) -> list[str]:
         return scan()
     except XlsearchError as exc:
         return [str(exc)]
+
+
+def _metadata_problems(store) -> list[str]:
+    """Documents whose stored metadata is not strict JSON (NaN or Infinity, written by older
+    versions), which filtered searches cannot read."""
+    problems = []
+    try:
+        for doc_id, metadata in store.db.execute("SELECT id, metadata FROM documents"):
+            try:
+                strict_json(metadata or "{}")
+            except (ValueError, RecursionError) as exc:
+                problems.append(f"document {doc_id!r}: stored metadata is not valid JSON "
+                                f"({str(exc).splitlines()[0]}); re-index it")
+    except sqlite3.DatabaseError as exc:
+        return [f"{store.path}: {exc}"]
+    return problems
 
 
 def _store_problems(store) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from .docstore import Document
 from .errors import CorpusError
-from .validation import id_problem, text_problem
+from .validation import id_problem, strict_json, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,15 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Document | CorpusError]]:
             if not line.strip():
                 continue
             try:
-                fields = json.loads(line)
+                fields = strict_json(line)
             except json.JSONDecodeError as exc:
                 yield where, CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            except ValueError as exc:  # NaN or Infinity, or an integer of more than 4,300 digits
+                yield where, CorpusError(f"{where}: invalid JSON ({str(exc).splitlines()[0]})")
+                continue
+            except RecursionError:
+                yield where, CorpusError(f"{where}: invalid JSON (nested too deeply)")
                 continue
             if not isinstance(fields, dict):
                 yield where, CorpusError(f"{where}: expected a JSON object, got {type(fields).__name__}")
@@ -100,8 +106,16 @@ def _table(path: Path, delimiter: str) -> Iterator[tuple[str, Document | CorpusE
         yield f"{path}:1", CorpusError(f"{path}:1: header needs 'id' and 'text' columns, got {header}")
         return
     line = 1
-    for row in reader:
+    while True:
         where = f"{path}:{line + 1}"
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+            line = reader.line_num
+            yield where, CorpusError(f"{where}: {exc}")
+            continue
         line = reader.line_num
         if None in row:
             yield where, CorpusError(f"{where}: more fields than the header has")
@@ -126,6 +140,8 @@ def _text_file(path: Path, root: Path) -> tuple[str, Document | CorpusError]:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return where, CorpusError(f"{path}: invalid UTF-8 at byte {exc.start}")
+    except OSError as exc:  # unreadable (permissions, a broken link, a vanished file)
+        return where, CorpusError(f"{path}: cannot read it ({exc.strerror or exc})")
     title = None
     if path.suffix.lower() == ".md":
         title = next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), None)

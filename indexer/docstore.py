@@ -41,7 +41,7 @@ class Document:
     def row(self) -> tuple:
         """``(id, title, text, lang, metadata JSON, checksum)`` as stored."""
         values = (self.id, self.title, self.text, self.lang,
-                  json.dumps(self.metadata, sort_keys=True))  # ASCII JSON: safe for any str
+                  json.dumps(self.metadata, sort_keys=True, allow_nan=False))  # ASCII JSON: safe for any str
         return (*values, row_checksum(values))
 
 

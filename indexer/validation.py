@@ -6,6 +6,8 @@ so both are refused with a message that names the field.
 """
 from __future__ import annotations
 
+import json
+
 import re
 
 MAX_ID_CHARS = 1024
@@ -31,3 +33,19 @@ def id_problem(doc_id: str) -> str | None:
     if match:
         return f"id contains the control character U+{ord(match.group()):04X}"
     return text_problem(doc_id, "id")
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses what JSON itself does not allow: ``NaN``, ``Infinity``,
+    ``-Infinity`` (Python's parser accepts them; stored, they break every reader).
+
+    Raises:
+        json.JSONDecodeError: Not JSON.
+        ValueError: A non-finite number, or an integer of more than 4,300 digits.
+        RecursionError: Nesting deeper than the interpreter's stack allows.
+    """
+    return json.loads(text, parse_constant=_non_finite)
+
+
+def _non_finite(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")

@@ -134,3 +134,72 @@ def test_a_run_of_sentence_ends_without_space_is_one_boundary_at_most(unit):
     assert list(_SENTENCE_END.finditer(unit * 5000 + "x")) == [] or unit == "。"
     matches = [m.span() for m in _SENTENCE_END.finditer("a" + unit * 5000 + " b")]
     assert matches == [(1, 2 + len(unit) * 5000)]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"id": "a", "text": "t", "score": NaN}', "NaN is not a number JSON allows"),
+    ('{"id": "a", "text": "t", "score": -Infinity}', "-Infinity is not a number JSON allows"),
+    ('{"id": "a", "text": "t", "n": ' + "9" * 5000 + "}", "invalid JSON"),
+    ('{"id": "a", "text": "t", "deep": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+])
+def test_json_that_only_python_accepts_is_a_line_error(tmp_path, line, message):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "ok", "text": "fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=f"{path}:2: .*{message}"):
+        list(read_documents([path]))
+    report = CorpusReport()
+    assert [d.id for d in read_documents([path], skip_bad=True, report=report)] == ["ok"]
+    assert len(report.bad) == 1
+
+
+def test_check_reports_stored_metadata_that_is_not_json(sample_index):
+    import sqlite3
+
+    from indexer.check import check_index
+
+    assert check_index(sample_index) == []
+    db = sqlite3.connect(sample_index / "docs.sqlite")
+    doc_id = db.execute("SELECT id FROM documents LIMIT 1").fetchone()[0]
+    db.execute("UPDATE documents SET metadata = ? WHERE id = ?", ('{"score": NaN}', doc_id))
+    db.commit()
+    db.close()
+    assert any(f"document {doc_id!r}: stored metadata is not valid JSON" in p for p in check_index(sample_index))
+
+
+def test_a_document_with_non_finite_metadata_is_never_serialised():
+    from indexer.docstore import Document
+
+    with pytest.raises(ValueError):
+        Document("a", "text", metadata={"x": math.nan}).row()
+
+
+def test_a_csv_field_over_the_csv_module_limit_is_a_line_error(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("id,text\nok,fine\nbig," + "x" * 200_000 + "\nafter,also fine\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=f"{path}:3: field larger than field limit"):
+        list(read_documents([path]))
+    report = CorpusReport()
+    assert [d.id for d in read_documents([path], skip_bad=True, report=report)] == ["ok", "after"]
+    assert len(report.bad) == 1
+
+
+def test_an_unreadable_file_in_a_folder_is_a_file_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("readable", encoding="utf-8")
+    (folder / "d.txt").write_text("secret", encoding="utf-8")
+    read_bytes = Path.read_bytes
+
+    def refuse(self):  # root reads a mode-0 file, so the refusal is simulated
+        if self.name == "d.txt":
+            raise PermissionError(13, "Permission denied")
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    report = CorpusReport()
+    assert [d.text for d in read_documents([folder], skip_bad=True, report=report)] == ["readable"]
+    assert len(report.bad) == 1
+    with pytest.raises(CorpusError, match="d.txt: cannot read it \\(Permission denied\\)"):
+        list(read_documents([folder]))
