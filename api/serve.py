@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from .options import add_model_options, positive_int, requested_model
-from .settings import API_KEY_ENV, MAX_BODY_BYTES, Settings
+from .settings import API_KEY_ENV, MAX_BODY_BYTES, Settings, api_key_from_env
 
 
 def add_parsers(subparsers) -> None:
@@ -34,7 +33,7 @@ def add_parsers(subparsers) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(index=Path(args.index), model=requested_model(args.model),
-                    device=args.device, api_key=os.environ.get(API_KEY_ENV) or None,
+                    device=args.device, api_key=api_key_from_env(),
                     protect_reads=args.protect_reads, batch_size=args.batch_size, threads=args.threads,
                     max_body_bytes=max(1, int(args.max_body_mb * 2 ** 20)))
 

@@ -51,5 +51,23 @@ class Settings:
         if not index:
             raise XlsearchError(f"set {INDEX_ENV} to the index directory, or start with `xlsearch serve --index DIR`")
         return cls(index=Path(index), model=requested_model(None),
-                   device=os.environ.get("XLSEARCH_DEVICE", "auto"), api_key=os.environ.get(API_KEY_ENV) or None,
+                   device=os.environ.get("XLSEARCH_DEVICE", "auto"), api_key=api_key_from_env(),
                    protect_reads=os.environ.get("XLSEARCH_PROTECT_READS", "").lower() in ("1", "true", "yes"))
+
+
+def api_key_from_env() -> str | None:
+    """``$XLSEARCH_API_KEY``, or None when it is not set.
+
+    Raises:
+        XlsearchError: It is set but empty (which would silently leave the server open), or holds
+            characters an ``Authorization`` header cannot carry (anything but printable ASCII).
+    """
+    key = os.environ.get(API_KEY_ENV)
+    if key is None:
+        return None
+    if not key.strip():
+        raise XlsearchError(f"{API_KEY_ENV} is set but empty: set a key, or unset it to serve without one")
+    if not all(" " < c < "\x7f" for c in key):
+        raise XlsearchError(f"{API_KEY_ENV} must be printable ASCII without spaces: an Authorization header "
+                            "cannot carry other characters, so no client could send it")
+    return key

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, SAMPLE
 
 from api.cli import main
+from indexer.errors import XlsearchError
 
 SAMPLE_TEXT = {d["id"]: d["text"] for d in map(json.loads, SAMPLE.read_text(encoding="utf-8").splitlines())}
 KEY = "server-test-key"
@@ -165,3 +166,18 @@ def test_serve_options_reach_the_settings(tmp_path, monkeypatch):
     assert settings.protect_reads and settings.batch_size == 8 and settings.max_body_bytes == 2 ** 19
     assert settings.threads == 1
     assert (args.host, args.port) == ("127.0.0.1", 8000)
+
+
+@pytest.mark.parametrize("key, message", [("", "set but empty"), ("   ", "set but empty"),
+                                          ("clé-secrète", "printable ASCII"), ("two words", "printable ASCII")])
+def test_an_api_key_no_client_could_send_refuses_to_start(tmp_path, monkeypatch, capsys, key, message):
+    """An empty XLSEARCH_API_KEY used to turn authentication off without a word."""
+    from api.settings import Settings
+
+    monkeypatch.setenv("XLSEARCH_API_KEY", key)
+    assert main(["serve", "--index", str(tmp_path), "--port", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: XLSEARCH_API_KEY") and message in err and err.count("\n") == 1
+    monkeypatch.setenv("XLSEARCH_INDEX", str(tmp_path))
+    with pytest.raises(XlsearchError, match=message):
+        Settings.from_env()
