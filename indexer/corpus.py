@@ -74,7 +74,7 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Document | CorpusError]]:
         for number, raw in enumerate(handle, 1):
             where = f"{path}:{number}"
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark starts some files
             except UnicodeDecodeError as exc:
                 yield where, CorpusError(f"{where}: invalid UTF-8 at byte {exc.start}")
                 continue

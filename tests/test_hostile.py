@@ -203,3 +203,9 @@ def test_an_unreadable_file_in_a_folder_is_a_file_error(tmp_path, monkeypatch):
     assert len(report.bad) == 1
     with pytest.raises(CorpusError, match="d.txt: cannot read it \\(Permission denied\\)"):
         list(read_documents([folder]))
+
+
+def test_a_byte_order_mark_on_the_first_jsonl_line_is_accepted(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + '{"id": "a", "text": "first"}\n{"id": "b", "text": "second"}\n'.encode())
+    assert [d.id for d in read_documents([path])] == ["a", "b"]
