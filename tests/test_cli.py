@@ -126,3 +126,14 @@ def test_bad_input_is_reported_before_the_model_loads(tmp_path, monkeypatch, cap
     assert main(["index", str(corpus), "--index", str(tmp_path / "i"), "--model", "xlsearch-tests/no-such-model"]) == 1
     err = capsys.readouterr().err
     assert f"{corpus}:2" in err and "could not load model" not in err
+
+
+def test_version_and_verbose_after_the_subcommand(capsys, sample_index):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("xlsearch ")
+    from api.cli import build_parser
+
+    assert build_parser().parse_args(["info", "-v", "--index", "x"]).verbose is True
+    assert build_parser().parse_args(["-v", "info", "--index", "x"]).verbose is True
+    assert build_parser().parse_args(["info", "--index", "x"]).verbose is False
