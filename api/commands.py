@@ -17,7 +17,8 @@ from indexer.model import load_model
 from indexer.shards import check_any, open_writer, sharded_info
 from search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
 
-from .options import add_embedding_options, add_model_options, layer_option, positive_int, requested_model, unit_float
+from .options import (add_embedding_options, add_model_options, filter_option, layer_option, positive_int,
+                      requested_model, unit_float)
 
 
 def add_parsers(subparsers) -> None:
@@ -72,6 +73,9 @@ def add_parsers(subparsers) -> None:
     search.add_argument("--alpha", type=unit_float, default=0.5,
                         help="weight of the dense side in hybrid fusion, 0..1 (default 0.5)")
     search.add_argument("--lang", help="only documents in this language (as stored in their lang field)")
+    search.add_argument("--filter", action="append", type=filter_option, metavar="KEY=VALUE",
+                        help="only documents whose metadata field KEY equals VALUE (a JSON number, true/false, "
+                        "or else a string); repeat for several fields, all must match, as the API's filter")
     search.add_argument("--layer", type=int, help="must equal the index's layer (checked)")
     search.add_argument("--query-lang", help="language of the query, for indexes built with "
                         "--center-languages (default: detected)")
@@ -161,8 +165,9 @@ def run_search(args: argparse.Namespace) -> int:
     searcher = Searcher(args.index, model=requested_model(args.model),
                         layer=args.layer, device=args.device, precision=args.precision, nprobe=args.nprobe)
     try:
-        result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion,
-                                 alpha=args.alpha, lang=args.lang, query_lang=args.query_lang)
+        result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion, alpha=args.alpha,
+                                 lang=args.lang, filter=dict(args.filter) if args.filter else None,
+                                 query_lang=args.query_lang)
     finally:
         searcher.close()
     if args.json:

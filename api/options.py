@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 
 from indexer.config import DEFAULT_MODEL, POOLINGS
@@ -60,3 +62,18 @@ def add_embedding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--document-prompt", metavar="TEXT",
                         help="put before every chunk when embedding it (default: the model's own, e.g. "
                         "'passage: ' for E5; '' for none); BM25 never sees prompts")
+
+
+def filter_option(text: str) -> tuple[str, str | int | float | bool]:
+    """``KEY=VALUE`` -> ``(key, value)``: VALUE as a JSON number or boolean when it reads as one
+    (``year=2019``, ``draft=false``), else the string itself (``source=wiki``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    if not isinstance(value, (int, float, bool)) or (isinstance(value, float) and not math.isfinite(value)):
+        value = raw
+    return key, value

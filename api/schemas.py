@@ -153,6 +153,7 @@ class HitOut(BaseModel):
     start: int = Field(description="character offset of the passage in the document text")
     end: int
     scores: dict[str, float | None] = Field(description="the best chunk's dense (cosine) and lexical (BM25) scores")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="the document's metadata")
 
 
 class SearchResponse(BaseModel):

@@ -46,6 +46,8 @@ class Hit:
             its character offsets in the document text.
         scores: That chunk's ``dense`` (cosine) and ``lexical`` (BM25) scores; ``dense``
             is None in lexical mode, where the model is not loaded.
+        metadata: The document's metadata (every field of its record beyond id, text,
+            title and lang).
     """
 
     id: str
@@ -57,6 +59,7 @@ class Hit:
     start: int
     end: int
     scores: dict[str, float | None] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -265,5 +268,6 @@ class Searcher:
             doc = docs[row.doc_id]
             hits.append(Hit(id=doc.id, score=float(score), title=doc.title, lang=doc.lang,
                             passage=row.text, chunk_id=chunk_id, start=row.start, end=row.end,
-                            scores={"dense": None if den is None else float(den), "lexical": float(lex)}))
+                            scores={"dense": None if den is None else float(den), "lexical": float(lex)},
+                            metadata=doc.metadata))
         return hits

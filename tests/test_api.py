@@ -111,6 +111,7 @@ def test_filter_applies_before_the_top_k_is_cut(shared_client):
     response = shared_client.post("/search", json={"query": "volcano eruption lava", "k": len(howto),
                                                    "filter": {"source": "howto"}})
     assert response.status_code == 200 and set(ids(response)) == howto
+    assert all(hit["metadata"] == {"source": "howto"} for hit in response.json()["hits"])  # hits carry it
 
 
 @pytest.mark.parametrize("body, field", [

@@ -137,3 +137,21 @@ def test_version_and_verbose_after_the_subcommand(capsys, sample_index):
     assert build_parser().parse_args(["info", "-v", "--index", "x"]).verbose is True
     assert build_parser().parse_args(["-v", "info", "--index", "x"]).verbose is True
     assert build_parser().parse_args(["info", "--index", "x"]).verbose is False
+
+
+def test_search_filters_by_metadata_and_hits_carry_it(sample_index, capsys):
+    import json as json_module
+
+    assert main(["search", "--index", str(sample_index), "tea volcano moon", "-k", "50", "--json",
+                 "--mode", "lexical", "--filter", "source=howto"]) == 0
+    hits = json_module.loads(capsys.readouterr().out)["hits"]
+    assert hits and all(hit["metadata"] == {"source": "howto"} for hit in hits)
+    assert main(["search", "--index", str(sample_index), "tea", "--mode", "lexical", "--json",
+                 "--filter", "source=howto", "--filter", "source=wiki-style"]) == 0  # the last one wins per key
+    assert all(h["metadata"]["source"] == "wiki-style" for h in json_module.loads(capsys.readouterr().out)["hits"])
+    from api.options import filter_option
+
+    assert [filter_option(t) for t in ("year=2019", "draft=false", "score=0.5", "source=wiki", "x=NaN", "k==")] == \
+        [("year", 2019), ("draft", False), ("score", 0.5), ("source", "wiki"), ("x", "NaN"), ("k", "=")]
+    with pytest.raises(SystemExit):
+        main(["search", "--index", str(sample_index), "tea", "--filter", "no-equals-sign"])
