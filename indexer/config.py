@@ -51,7 +51,7 @@ class IndexConfig:
         chunk_overlap: Tokens repeated between consecutive chunks of one document.
         analyzer: Name of the lexical analyzer (see ``indexer.analysis``).
         bm25_k1, bm25_b, bm25_epsilon: Okapi BM25 parameters (rank-bm25's defaults).
-        pooling: How token vectors become one vector (``indexer.pooling.POOLINGS``); None: the model's own.
+        pooling: How token vectors become one vector (:data:`POOLINGS`); None: the model's own.
         query_prompt, document_prompt: Text put before each query / each chunk before it is
             embedded (``"query: "``, ``"passage: "`` for E5); never seen by BM25. None: the model's own.
         normalization: Vector normalisation (recorded, not configurable).

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import IndexConfig
+from .config import MEAN_NO_SPECIAL, IndexConfig, check_pooling
 from .errors import XlsearchError
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .model import LoadedModel, transformer_blocks
-from .pooling import MEAN_NO_SPECIAL, check_pooling, l2_normalize, mean_pool, pool_mask, to_numpy
+from .pooling import l2_normalize, mean_pool, pool_mask, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Encoder:
             texts: Texts to embed.
             layer: Hidden layer to pool (0 = embedding output).
             progress: Called with the number of texts done after each batch.
-            pooling: One of :data:`indexer.pooling.POOLINGS`.
+            pooling: One of :data:`indexer.config.POOLINGS`.
             prompt: Prepended to every text before tokenising (``"query: "`` for E5 queries);
                 the index records which prompt its documents and queries get.
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import CLS, MEAN, MEAN_NO_SPECIAL, POOLINGS, check_pooling  # noqa: F401 (re-exported)
+from .config import CLS, MEAN
 
 
 def pool_mask(lengths: list[int], special: list[list[int]], width: int, pooling: str) -> Tensor:

@@ -176,7 +176,7 @@ def fuse_evidence(c: Candidates, alpha: float) -> Run:
     return {key: 2 * alpha * dense[key] + 2 * (1 - alpha) * doubt * lexical[key] for key in dense}
 
 
-SCORE_BOTH_SIDES = frozenset({"zscore", "evidence"})  # fusions that read dense_all / lexical_all
+SCORE_BOTH_SIDES = frozenset({"zscore", "evidence"})  # fusions that read dense_all / lexical_all / query_weight
 FUSIONS = {"rrf": fuse_rrf, "linear": fuse_linear, "zscore": fuse_zscore, "dbsf": fuse_dbsf,
            "evidence": fuse_evidence}
 

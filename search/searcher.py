@@ -241,8 +241,9 @@ class Searcher:
         """Hybrid scores of the union of both candidate lists (each candidate scored by both sides,
         for the fusions that read both scores)."""
         index = self.index
-        candidates = Candidates(dense, lexical, query_weight=float(index.lexical.query_weights(tokens).sum()))
+        candidates = Candidates(dense, lexical)
         if fusion in SCORE_BOTH_SIDES:
+            candidates.query_weight = float(index.lexical.query_weights(tokens).sum())
             candidates.complete(lambda ids: index.dense.score_chunks(vector, ids),
                                 lambda ids: index.lexical.score_chunks(tokens, ids))
         return fuse(fusion, candidates, alpha)
