@@ -108,7 +108,7 @@ def free_port() -> int:
 def start_server(index: Path, model: Path, threads: int | None, log: Path,
                  timeout: float = 300) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-m", "api.cli", "serve", "--index", str(index), "--port", str(port),
+    command = [sys.executable, "-m", "xlsearch.api.cli.main", "serve", "--index", str(index), "--port", str(port),
                "--model", str(model), "--device", "cpu"] + (["--threads", str(threads)] if threads else [])
     with open(log, "wb") as stderr:
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
@@ -178,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict:
-    from indexer.config import IndexConfig
-    from indexer.encoder import Encoder
-    from indexer.indexing import build_index
-    from indexer.model import load_model
+    from xlsearch.indexer.config import IndexConfig
+    from xlsearch.indexer.encoding.encoder import Encoder
+    from xlsearch.indexer.build.pipeline import build_index
+    from xlsearch.indexer.encoding.model import load_model
 
     model = args.model or (build_exact_shape(args.exact_shape) if args.exact_shape else build_tiny(work / "tiny"))
     loaded = load_model(str(model), "cpu")

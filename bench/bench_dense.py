@@ -52,8 +52,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
 
-from indexer.ann import APPROXIMATE, bytes_per_vector, default_nprobe, nlist_for
-from indexer.dense import DenseIndex
+from xlsearch.indexer.store.ann import APPROXIMATE, bytes_per_vector, default_nprobe, nlist_for
+from xlsearch.indexer.store.dense import DenseIndex
 
 BENCHMARKS = REPO.parent / "shared" / "benchmarks"
 SWEEP = (4, 8, 16, 32, 48, 64, 96)
@@ -90,8 +90,8 @@ def read_texts(docs: int, queries: int) -> tuple[list[str], list[str], list[str]
 
 def encode(model_dir: str, layer: int, docs: int, queries: int) -> dict:
     """Encoded collection and queries, from the /tmp cache when present."""
-    from indexer.encoder import Encoder
-    from indexer.model import load_model
+    from xlsearch.indexer.encoding.encoder import Encoder
+    from xlsearch.indexer.encoding.model import load_model
 
     loaded = load_model(model_dir, device="cpu")
     cache = Path(tempfile.gettempdir()) / f"xlsearch-bench-dense-{loaded.fingerprint[:16]}-L{layer}-{docs}-{queries}.npz"

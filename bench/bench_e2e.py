@@ -110,10 +110,10 @@ class StandInEncoder:
 
 
 def build(index: Path, model: Path, chunks: int, layer: int) -> dict:
-    from indexer.build import IndexWriter
-    from indexer.config import IndexConfig
-    from indexer.docstore import Document
-    from indexer.model import load_model
+    from xlsearch.indexer.build.writer import IndexWriter
+    from xlsearch.indexer.config import IndexConfig
+    from xlsearch.indexer.store.docstore import Document
+    from xlsearch.indexer.encoding.model import load_model
 
     loaded = load_model(str(model), "cpu")
     encoder = StandInEncoder(loaded)

@@ -46,8 +46,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
 
-from indexer.encoder import Encoder, native_support
-from indexer.model import LoadedModel
+from xlsearch.indexer.encoding.encoder import Encoder, native_support
+from xlsearch.indexer.encoding.model import LoadedModel
 
 XQUAD = REPO.parent / "shared" / "benchmarks" / "xquad"
 SHAPE = {"vocab_size": 251000, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.fusion import FUSIONS, Candidates, fuse  # noqa: E402
+from xlsearch.search.fusion import FUSIONS, Candidates, fuse  # noqa: E402
 
 
 def candidates(rng: np.random.Generator, depth: int) -> Candidates:

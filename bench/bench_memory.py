@@ -203,10 +203,10 @@ def child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     marks: dict = {"rss_start_mib": round(status_kib("VmRSS") / 1024, 1)}
 
-    import indexer.build as build
-    from indexer.config import IndexConfig
-    from indexer.indexing import build_index
-    from indexer.model import load_model
+    import xlsearch.indexer.build.writer as build
+    from xlsearch.indexer.config import IndexConfig
+    from xlsearch.indexer.build.pipeline import build_index
+    from xlsearch.indexer.encoding.model import load_model
 
     marks["rss_after_imports_mib"] = round(status_kib("VmRSS") / 1024, 1)
     sampler.phase = "load_model"

@@ -33,11 +33,11 @@ sys.path.insert(0, str(BENCH))
 
 from bench_api import xquad_texts  # noqa: E402
 
-from indexer.config import IndexConfig  # noqa: E402
-from indexer.encoder import Encoder  # noqa: E402
-from indexer.indexing import build_index  # noqa: E402
-from indexer.model import load_model  # noqa: E402
-from indexer.ray_indexing import RayOptions, build_index_ray  # noqa: E402
+from xlsearch.indexer.config import IndexConfig  # noqa: E402
+from xlsearch.indexer.encoding.encoder import Encoder  # noqa: E402
+from xlsearch.indexer.build.pipeline import build_index  # noqa: E402
+from xlsearch.indexer.encoding.model import load_model  # noqa: E402
+from xlsearch.indexer.build.ray import RayOptions, build_index_ray  # noqa: E402
 
 
 def timed(run) -> dict:

@@ -26,17 +26,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer.analysis import analyze  # noqa: E402
-from indexer.build import document_pieces, with_language  # noqa: E402
-from indexer.config import IndexConfig  # noqa: E402
-from indexer.encoder import Encoder  # noqa: E402
-from indexer.lexical import BM25Index  # noqa: E402
-from indexer.model import load_model  # noqa: E402
-from indexer.sentence_config import settle_config  # noqa: E402
-from search.benchmarks import load_benchmark  # noqa: E402
-from search.fusion import FUSIONS, Candidates, fuse  # noqa: E402
-from search.metrics import mean_metrics  # noqa: E402
-from search.searcher import DEFAULT_FUSION  # noqa: E402
+from xlsearch.indexer.text.analysis import analyze  # noqa: E402
+from xlsearch.indexer.build.writer import document_pieces, with_language  # noqa: E402
+from xlsearch.indexer.config import IndexConfig  # noqa: E402
+from xlsearch.indexer.encoding.encoder import Encoder  # noqa: E402
+from xlsearch.indexer.store.lexical import BM25Index  # noqa: E402
+from xlsearch.indexer.encoding.model import load_model  # noqa: E402
+from xlsearch.indexer.encoding.sentence_config import settle_config  # noqa: E402
+from xlsearch.search.eval.benchmarks import load_benchmark  # noqa: E402
+from xlsearch.search.fusion import FUSIONS, Candidates, fuse  # noqa: E402
+from xlsearch.search.eval.metrics import mean_metrics  # noqa: E402
+from xlsearch.search.searcher import DEFAULT_FUSION  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "benchmarks"
 OPTIONS = {"xquad": {"pairs": "all"}, "tatoeba": {"langs": ["xtreme"]}, "xquad-r": {}}

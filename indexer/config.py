@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .analysis import ANALYZER
-from .ann import check_kind
+from .text.analysis import ANALYZER
+from .store.ann import check_kind
 from .errors import ConfigError, IndexFormatError
 
 FORMAT_VERSION = 1

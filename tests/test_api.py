@@ -16,13 +16,13 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.app import create_app
-from api.deps import get_settings
-from api.errors import public_message
-from api.settings import Settings
-from indexer.build import IndexWriter
-from indexer.errors import IndexMismatchError
-from search.searcher import Searcher
+from xlsearch.api.http.app import create_app
+from xlsearch.api.http.deps import get_settings
+from xlsearch.api.http.errors import public_message
+from xlsearch.api.http.settings import Settings
+from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.errors import IndexMismatchError
+from xlsearch.search.searcher import Searcher
 
 SAMPLE_DOCS = {d["id"]: d for d in map(json.loads, SAMPLE.read_text(encoding="utf-8").splitlines())}
 KEY = "s3cret-key"
@@ -321,10 +321,10 @@ def test_health_answers_while_a_search_is_encoding(client):
 
 
 def test_one_log_line_per_request(client, caplog):
-    with caplog.at_level(logging.INFO, logger="api.middleware"):
+    with caplog.at_level(logging.INFO, logger="xlsearch.api.http.middleware"):
         client.post("/search", json={"query": "tea", "k": 1})
         client.get("/documents/missing")
-    lines = [r.getMessage() for r in caplog.records if r.name == "api.middleware"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "xlsearch.api.http.middleware"]
     assert len(lines) == 2
     assert lines[0].startswith("POST /search 200 ") and lines[0].endswith("ms")
     assert lines[1].startswith("GET /documents/missing 404 ")

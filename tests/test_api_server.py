@@ -15,8 +15,8 @@ import httpx
 import pytest
 from conftest import REPO, SAMPLE
 
-from api.cli import main
-from indexer.errors import XlsearchError
+from xlsearch.api.cli.main import main
+from xlsearch.indexer.errors import XlsearchError
 
 SAMPLE_TEXT = {d["id"]: d["text"] for d in map(json.loads, SAMPLE.read_text(encoding="utf-8").splitlines())}
 KEY = "server-test-key"
@@ -42,7 +42,7 @@ def server(sample_index_master, tiny_deberta_dir, tmp_path_factory):
     env = {**os.environ, "XLSEARCH_MODEL": str(tiny_deberta_dir), "XLSEARCH_API_KEY": KEY,
            "TOKENIZERS_PARALLELISM": "false"}
     with open(log, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--index", str(sample_index),
+        process = subprocess.Popen([sys.executable, "-m", "xlsearch.api.cli.main", "serve", "--index", str(sample_index),
                                     "--port", str(port), "--device", "cpu", "--threads", "1"], cwd=REPO, env=env,
                                    stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
@@ -153,8 +153,8 @@ def test_serve_reports_a_missing_index_in_one_line(tmp_path, capsys):
 
 
 def test_serve_options_reach_the_settings(tmp_path, monkeypatch):
-    from api.cli import build_parser
-    from api.serve import settings_from_args
+    from xlsearch.api.cli.main import build_parser
+    from xlsearch.api.cli.serve import settings_from_args
 
     monkeypatch.setenv("XLSEARCH_API_KEY", "k")
     monkeypatch.setenv("XLSEARCH_MODEL", "/models/m")
@@ -172,7 +172,7 @@ def test_serve_options_reach_the_settings(tmp_path, monkeypatch):
                                           ("clé-secrète", "printable ASCII"), ("two words", "printable ASCII")])
 def test_an_api_key_no_client_could_send_refuses_to_start(tmp_path, monkeypatch, capsys, key, message):
     """An empty XLSEARCH_API_KEY used to turn authentication off without a word."""
-    from api.settings import Settings
+    from xlsearch.api.http.settings import Settings
 
     monkeypatch.setenv("XLSEARCH_API_KEY", key)
     assert main(["serve", "--index", str(tmp_path), "--port", "1"]) == 1

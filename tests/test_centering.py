@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from conftest import SAMPLE
 
-from indexer.build import IndexWriter
-from indexer.centering import center, compute_centroids
-from indexer.check import check_index
-from indexer.config import IndexConfig
-from indexer.docstore import Document
-from indexer.indexing import build_index
-from search.loader import load_index
-from search.searcher import Searcher
+from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.store.centering import center, compute_centroids
+from xlsearch.indexer.store.check import check_index
+from xlsearch.indexer.config import IndexConfig
+from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.build.pipeline import build_index
+from xlsearch.search.index.loader import load_index
+from xlsearch.search.searcher import Searcher
 
 
 def test_centroids_and_centering_by_hand():
@@ -52,7 +52,7 @@ def expected_centered(index, encoder):
     """Re-embed every chunk, center with means computed here, compare with the index's."""
     rows = index.store.db.execute("SELECT c.chunk_id, c.text, d.title, d.lang FROM chunks c "
                                   "JOIN documents d ON d.id = c.doc_id ORDER BY c.chunk_id").fetchall()
-    from indexer.build import title_prefix
+    from xlsearch.indexer.build.writer import title_prefix
 
     texts = [title_prefix(r[2], encoder.tokenizer, 16) + r[1] for r in rows]
     raw = encoder.encode(texts, 2)
@@ -107,7 +107,7 @@ def test_queries_are_centered_by_their_language(centered_index, encoder):
 
 
 def test_cli_flag_is_recorded_and_kept(tmp_path, tiny_deberta_dir, monkeypatch, capsys):
-    from api.cli import main
+    from xlsearch.api.cli.main import main
 
     monkeypatch.setenv("XLSEARCH_MODEL", str(tiny_deberta_dir))
     index = str(tmp_path / "idx")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import SAMPLE, sib_sentences
-from indexer.chunking import chunk_text
+from xlsearch.indexer.text.chunking import chunk_text
 
 
 def token_count(tokenizer, text):

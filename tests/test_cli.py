@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from api.cli import build_parser, main
+from xlsearch.api.cli.main import build_parser, main
 from conftest import REPO, SAMPLE
 
 SUBCOMMANDS = ["index", "search", "delete", "info", "check", "serve", "evaluate", "embed", "fill-mask",
@@ -109,7 +109,7 @@ def test_bad_record_stops_the_run_and_leaves_the_index(sample_index, tmp_path, m
 def test_model_download_failure_is_one_clear_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "XLSEARCH_MODEL": "microsoft/mdeberta-v3-base",
            "HF_HOME": str(tmp_path / "hf")}
-    done = subprocess.run([sys.executable, "-m", "api.cli", "index", str(SAMPLE), "--index", str(tmp_path / "i")],
+    done = subprocess.run([sys.executable, "-m", "xlsearch.api.cli.main", "index", str(SAMPLE), "--index", str(tmp_path / "i")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.startswith("error: could not load model 'microsoft/mdeberta-v3-base'")
@@ -132,7 +132,7 @@ def test_version_and_verbose_after_the_subcommand(capsys, sample_index):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("xlsearch ")
-    from api.cli import build_parser
+    from xlsearch.api.cli.main import build_parser
 
     assert build_parser().parse_args(["info", "-v", "--index", "x"]).verbose is True
     assert build_parser().parse_args(["-v", "info", "--index", "x"]).verbose is True
@@ -149,7 +149,7 @@ def test_search_filters_by_metadata_and_hits_carry_it(sample_index, capsys):
     assert main(["search", "--index", str(sample_index), "tea", "--mode", "lexical", "--json",
                  "--filter", "source=howto", "--filter", "source=wiki-style"]) == 0  # the last one wins per key
     assert all(h["metadata"]["source"] == "wiki-style" for h in json_module.loads(capsys.readouterr().out)["hits"])
-    from api.options import filter_option
+    from xlsearch.api.cli.options import filter_option
 
     assert [filter_option(t) for t in ("year=2019", "draft=false", "score=0.5", "source=wiki", "x=NaN", "k==")] == \
         [("year", 2019), ("draft", False), ("score", 0.5), ("source", "wiki"), ("x", "NaN"), ("k", "=")]

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from conftest import SAMPLE
-from indexer.corpus import CorpusReport, read_documents
-from indexer.errors import CorpusError
+from xlsearch.indexer.text.corpus import CorpusReport, read_documents
+from xlsearch.indexer.errors import CorpusError
 
 
 def read(paths, **kwargs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from indexer.dense import DenseIndex
+from xlsearch.indexer.store.dense import DenseIndex
 
 
 def test_numpy_single_query_path_equals_faiss_exact_search():

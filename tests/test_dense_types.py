@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.ann import APPROXIMATE, KINDS, nlist_for
-from indexer.config import IndexConfig, Manifest
-from indexer.dense import DenseIndex
-from indexer.errors import IndexFormatError
+from xlsearch.indexer.store.ann import APPROXIMATE, KINDS, nlist_for
+from xlsearch.indexer.config import IndexConfig, Manifest
+from xlsearch.indexer.store.dense import DenseIndex
+from xlsearch.indexer.errors import IndexFormatError
 
 DIM = 32
 
@@ -152,7 +152,7 @@ def test_cli_records_the_kind_and_refuses_another(tmp_path, tiny_deberta_dir, mo
 
     from conftest import SAMPLE
 
-    from api.cli import main
+    from xlsearch.api.cli.main import main
 
     monkeypatch.setenv("XLSEARCH_MODEL", str(tiny_deberta_dir))
     index = str(tmp_path / "index")

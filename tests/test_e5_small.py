@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from conftest import benchmarks_dir
-from indexer import e5_small
-from indexer.e5_small import E5_SMALL, SOURCE_FILE, cache_name, ensure_e5_small, find_packed_file
-from indexer.errors import ModelLoadError
-from indexer.model import load_model
+from xlsearch.indexer.encoding import e5_small
+from xlsearch.indexer.encoding.e5_small import E5_SMALL, SOURCE_FILE, cache_name, ensure_e5_small, find_packed_file
+from xlsearch.indexer.errors import ModelLoadError
+from xlsearch.indexer.encoding.model import load_model
 
 # Tatoeba language -> script; 13 sentences each, 208 in all
 TATOEBA = {"deu": "Latin", "rus": "Cyrillic", "ara": "Arabic", "cmn": "Han", "hin": "Devanagari",

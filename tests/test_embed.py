@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from api.cli import main
-from indexer.config import CLS, MEAN
-from indexer.embed import Embeddings, ids_path, parse_layers, read_texts, write_embeddings
-from indexer.encoder import Encoder
-from indexer.model import load_model
+from xlsearch.api.cli.main import main
+from xlsearch.indexer.config import CLS, MEAN
+from xlsearch.indexer.tasks.embed import Embeddings, ids_path, parse_layers, read_texts, write_embeddings
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.encoding.model import load_model
 
 TEXTS = ["The river flooded the old town after three days of rain.",
          "Der Zug nach Berlin hatte zwei Stunden Verspätung.",

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.encoder import Encoder
-from indexer.errors import ModelLoadError, XlsearchError
-from indexer.model import load_model, transformer_blocks
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.errors import ModelLoadError, XlsearchError
+from xlsearch.indexer.encoding.model import load_model, transformer_blocks
 
 TEXTS = ["Hello world", "你好，世界。今天天气很好。", "สวัสดีครับ ยินดีที่ได้รู้จัก",
          "Привет, как дела? " * 6, "x", "مرحبا بالعالم", "नमस्ते दुनिया", "Das Wetter ist heute schön."]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from api.cli import main
-from indexer.encoder import Encoder
-from indexer.errors import XlsearchError
-from search.benchmarks import TATOEBA_XTREME, BenchmarkError, load_benchmark
-from search.evaluate import EvalSettings, Evaluation, LayerCache, Score, evaluate
+from xlsearch.api.cli.main import main
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.errors import XlsearchError
+from xlsearch.search.eval.benchmarks import TATOEBA_XTREME, BenchmarkError, load_benchmark
+from xlsearch.search.eval.harness import EvalSettings, Evaluation, LayerCache, Score, evaluate
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from conftest import SAMPLE
 from torch.overrides import TorchFunctionMode
 
-from api.cli import main
-from indexer.encoder import Encoder
-from indexer.errors import XlsearchError
-from indexer.fast_deberta import FastDebertaV2, supports
-from indexer.model import LoadedModel, load_model
+from xlsearch.api.cli.main import main
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.errors import XlsearchError
+from xlsearch.indexer.encoding.fast_deberta import FastDebertaV2, supports
+from xlsearch.indexer.encoding.model import LoadedModel, load_model
 
 ATOL = 1e-5
 

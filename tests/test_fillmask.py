@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from api.cli import main
+from xlsearch.api.cli.main import main
 
 SENTENCE = "every small village needs clean water and good roads"
 TOKENIZER_FILES = ("spm.model", "tokenizer_config.json")

@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import SAMPLE, benchmarks_dir
 
-from api.cli import build_parser, main
-from indexer.classify import Classifier, majority_baseline, read_labelled
-from indexer.errors import CorpusError, XlsearchError
-from indexer.finetune import POOLING_FILE, TrainConfig, info_nce, read_pairs, split_pairs, train_retrieval
-from indexer.model import load_model
+from xlsearch.api.cli.main import build_parser, main
+from xlsearch.indexer.tasks.classify import Classifier, majority_baseline, read_labelled
+from xlsearch.indexer.errors import CorpusError, XlsearchError
+from xlsearch.indexer.tasks.finetune import POOLING_FILE, TrainConfig, info_nce, read_pairs, split_pairs, train_retrieval
+from xlsearch.indexer.encoding.model import load_model
 
 SIB_LABELS = ["entertainment", "geography", "health", "politics", "science/technology", "sports", "travel"]
 

@@ -5,7 +5,7 @@ import typing
 
 import pytest
 
-from search.fusion import FUSIONS, Candidates, coverage, fuse, linear, min_max, ranks, rrf
+from xlsearch.search.fusion import FUSIONS, Candidates, coverage, fuse, linear, min_max, ranks, rrf
 
 
 def test_rrf_by_hand():
@@ -98,8 +98,8 @@ def test_every_fusion_scores_the_union_deterministically(name):
 
 
 def test_the_api_offers_exactly_the_searcher_s_fusions():
-    from api.schemas import Fusion
-    from search.searcher import DEFAULT_FUSION
-    from search.searcher import FUSIONS as SEARCH_FUSIONS
+    from xlsearch.api.http.schemas import Fusion
+    from xlsearch.search.searcher import DEFAULT_FUSION
+    from xlsearch.search.searcher import FUSIONS as SEARCH_FUSIONS
 
     assert set(typing.get_args(Fusion)) == set(SEARCH_FUSIONS) == set(FUSIONS) and DEFAULT_FUSION in FUSIONS

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexer.chunking import chunk_text
-from indexer.corpus import CorpusReport, read_documents
-from indexer.errors import CorpusError
-from search.fusion import linear, rrf
+from xlsearch.indexer.text.chunking import chunk_text
+from xlsearch.indexer.text.corpus import CorpusReport, read_documents
+from xlsearch.indexer.errors import CorpusError
+from xlsearch.search.fusion import linear, rrf
 
 # Any code point, surrogates included (JSON escapes can carry them), plus the nasty classics.
 TEXT = st.text(alphabet=st.characters(codec=None), max_size=200) | st.sampled_from(
@@ -110,11 +110,11 @@ def test_no_regex_of_the_product_backtracks_on_long_runs():
 
     script = """
 import sys
-from indexer.analysis import analyze
-from indexer.chunking import _SENTENCE_END
-from api.errors import _ABSOLUTE_PATH
-from indexer.corpus import _INVALID_BYTE
-from indexer.validation import _CONTROL, _SURROGATE
+from xlsearch.indexer.text.analysis import analyze
+from xlsearch.indexer.text.chunking import _SENTENCE_END
+from xlsearch.api.http.errors import _ABSOLUTE_PATH
+from xlsearch.indexer.text.corpus import _INVALID_BYTE
+from xlsearch.indexer.text.validation import _CONTROL, _SURROGATE
 for unit in %r:
     text = unit * (200_000 // len(unit))
     for tail in ("", "x", " "):
@@ -129,7 +129,7 @@ print("ok")
 
 @pytest.mark.parametrize("unit", [".", "?!", "…", "。"])
 def test_a_run_of_sentence_ends_without_space_is_one_boundary_at_most(unit):
-    from indexer.chunking import _SENTENCE_END
+    from xlsearch.indexer.text.chunking import _SENTENCE_END
 
     assert list(_SENTENCE_END.finditer(unit * 5000 + "x")) == [] or unit == "。"
     matches = [m.span() for m in _SENTENCE_END.finditer("a" + unit * 5000 + " b")]
@@ -155,7 +155,7 @@ def test_json_that_only_python_accepts_is_a_line_error(tmp_path, line, message):
 def test_check_reports_stored_metadata_that_is_not_json(sample_index):
     import sqlite3
 
-    from indexer.check import check_index
+    from xlsearch.indexer.store.check import check_index
 
     assert check_index(sample_index) == []
     db = sqlite3.connect(sample_index / "docs.sqlite")
@@ -167,7 +167,7 @@ def test_check_reports_stored_metadata_that_is_not_json(sample_index):
 
 
 def test_a_document_with_non_finite_metadata_is_never_serialised():
-    from indexer.docstore import Document
+    from xlsearch.indexer.store.docstore import Document
 
     with pytest.raises(ValueError):
         Document("a", "text", metadata={"x": math.nan}).row()

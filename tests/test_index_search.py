@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from conftest import SAMPLE
 
-from indexer.analysis import analyze
-from indexer.build import IndexWriter
-from indexer.config import IndexConfig
-from indexer.docstore import Document
-from indexer.encoder import Encoder, encode_queries
-from indexer.errors import (
+from xlsearch.indexer.text.analysis import analyze
+from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.config import IndexConfig
+from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.encoding.encoder import Encoder, encode_queries
+from xlsearch.indexer.errors import (
     CorpusError,
     IndexLockedError,
     IndexMismatchError,
@@ -20,12 +20,12 @@ from indexer.errors import (
     IndexWriteError,
     QueryError,
 )
-from indexer.indexing import build_index
-from indexer.model import load_model
-from indexer.storage import open_docstore
-from search.fusion import Candidates, fuse
-from search.loader import load_index
-from search.searcher import Searcher
+from xlsearch.indexer.build.pipeline import build_index
+from xlsearch.indexer.encoding.model import load_model
+from xlsearch.indexer.store.storage import open_docstore
+from xlsearch.search.fusion import Candidates, fuse
+from xlsearch.search.index.loader import load_index
+from xlsearch.search.searcher import Searcher
 
 SAMPLE_DOCS = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
 
@@ -275,7 +275,7 @@ def test_failed_commit_keeps_the_old_generation(sample_index, encoder, monkeypat
     config = load_index(sample_index).manifest.config
     writer = IndexWriter(sample_index, encoder, config)
     writer.upsert([Document(id="doomed", text="This write will fail.")])
-    monkeypatch.setattr("indexer.build.write_chunks", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr("xlsearch.indexer.build.writer.write_chunks", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(IndexWriteError, match="could not commit \\(disk full\\); the index is unchanged"):
         writer.commit()
     writer.close()

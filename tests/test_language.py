@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import sib_sentences
-from indexer.build import IndexWriter
-from indexer.docstore import Document
-from indexer.language import detect_language
-from search.loader import load_index
+from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.text.language import detect_language
+from xlsearch.search.index.loader import load_index
 
 SCRIPTS = {"eng_Latn": "en", "rus_Cyrl": "ru", "arb_Arab": "ar", "hin_Deva": "hi", "zho_Hans": "zh",
            "jpn_Jpan": "ja", "tha_Thai": "th", "kor_Hang": "ko", "ell_Grek": "el", "heb_Hebr": "he",

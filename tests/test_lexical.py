@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 
-from indexer.analysis import ANALYZER, analyze
-from indexer.errors import DocumentNotFoundError, IndexFormatError
-from indexer.lexical import BM25Index, ChunkError, Collection
-from indexer.lexical_io import load_bm25, save_bm25
+from xlsearch.indexer.text.analysis import ANALYZER, analyze
+from xlsearch.indexer.errors import DocumentNotFoundError, IndexFormatError
+from xlsearch.indexer.store.lexical import BM25Index, ChunkError, Collection
+from xlsearch.indexer.store.lexical_io import load_bm25, save_bm25
 
 QUERY_LANGS = ("en", "zh", "th", "hi", "ru", "de", "ar")
 

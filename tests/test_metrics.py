@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from indexer.errors import XlsearchError
-from search.metrics import MetricError, judged_queries, mean_metrics, per_query, write_trec_run
+from xlsearch.indexer.errors import XlsearchError
+from xlsearch.search.eval.metrics import MetricError, judged_queries, mean_metrics, per_query, write_trec_run
 
 QRELS = {
     "q1": {"d1": 1, "d3": 1, "d7": 0},

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from conftest import REPO, xquad_documents
 
-from indexer.config import IndexConfig
-from indexer.docstore import DOCS_FILE, DocStore
-from indexer.indexing import build_index
-from indexer.ray_indexing import RayOptions, build_index_ray
-from indexer.shard_layout import index_directories
-from indexer.shards import check_any
-from search.searcher import Searcher
+from xlsearch.indexer.config import IndexConfig
+from xlsearch.indexer.store.docstore import DOCS_FILE, DocStore
+from xlsearch.indexer.build.pipeline import build_index
+from xlsearch.indexer.build.ray import RayOptions, build_index_ray
+from xlsearch.indexer.store.shard_layout import index_directories
+from xlsearch.indexer.build.sharded import check_any
+from xlsearch.search.searcher import Searcher
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +106,7 @@ def test_ray_index_equals_the_single_process_index(ray_cluster, corpus, encoder,
 
 
 def test_without_ray_flag_nothing_of_ray_is_imported(tmp_path, tiny_deberta_dir):
-    code = ("import sys\nfrom api.cli import main\n"
+    code = ("import sys\nfrom xlsearch.api.cli.main import main\n"
             f"code = main(['index', {str(REPO / 'data' / 'sample.jsonl')!r}, '--index', {str(tmp_path / 'i')!r}, "
             f"'--model', {str(tiny_deberta_dir)!r}, '--layer', '1', '--chunk-tokens', '64', '--chunk-overlap', '8', "
             "'--shards', '2'])\n"
@@ -115,7 +115,7 @@ def test_without_ray_flag_nothing_of_ray_is_imported(tmp_path, tiny_deberta_dir)
 
 
 def test_cli_index_with_ray_builds_a_checked_index(ray_cluster, tmp_path, tiny_deberta_dir, capsys):
-    from api.cli import main
+    from xlsearch.api.cli.main import main
 
     index = str(tmp_path / "index")
     assert main(["index", str(REPO / "data" / "sample.jsonl"), "--index", index, "--model", str(tiny_deberta_dir),

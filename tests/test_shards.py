@@ -9,17 +9,17 @@ import pytest
 from conftest import xquad_documents
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.cli import main
-from api.settings import Settings
-from indexer.config import IndexConfig
-from indexer.docstore import Document
-from indexer.errors import IndexMismatchError
-from indexer.indexing import build_index
-from indexer.shard_layout import read_shards, shard_dir, shard_of
-from indexer.shards import ShardedWriter, check_any, open_writer, sharded_info
-from search.searcher import Searcher
-from search.shards import ShardedIndex
+from xlsearch.api.http.app import create_app
+from xlsearch.api.cli.main import main
+from xlsearch.api.http.settings import Settings
+from xlsearch.indexer.config import IndexConfig
+from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.errors import IndexMismatchError
+from xlsearch.indexer.build.pipeline import build_index
+from xlsearch.indexer.store.shard_layout import read_shards, shard_dir, shard_of
+from xlsearch.indexer.build.sharded import ShardedWriter, check_any, open_writer, sharded_info
+from xlsearch.search.searcher import Searcher
+from xlsearch.search.index.sharded import ShardedIndex
 
 SHARDS = 3
 
@@ -96,7 +96,7 @@ def test_check_finds_a_document_in_the_wrong_shard(pair, tmp_path, encoder, conf
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(sharded, copy)
-    from indexer.build import IndexWriter
+    from xlsearch.indexer.build.writer import IndexWriter
     with IndexWriter(shard_dir(copy, wrong), encoder, config, chunk_ids=(wrong, SHARDS)) as writer:
         writer.upsert([doc])
         writer.commit()

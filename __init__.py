@@ -1,0 +1,1 @@
+"""xlsearch: cross-lingual semantic search."""

@@ -1,0 +1,218 @@
+"""Subcommands index, search, delete and info: their arguments and what they do.
+
+Each ``run_*`` takes parsed arguments and returns the exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ...indexer.store.ann import KINDS
+from ...indexer.build.writer import COMMIT_CHUNKS, resolve_config
+from ...indexer.encoding.encoder import PRECISIONS, Encoder
+from ...indexer.errors import XlsearchError
+from ...indexer.build.pipeline import build_index, validate_inputs
+from ...indexer.encoding.model import load_model
+from ...indexer.build.sharded import check_any, open_writer, sharded_info
+from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
+
+from .options import (add_embedding_options, add_model_options, filter_option, layer_option, positive_int,
+                      requested_model, unit_float)
+
+
+def add_parsers(subparsers) -> None:
+    """Register index, search, delete and info on the ``xlsearch`` parser."""
+    index = subparsers.add_parser("index", help="add or update documents in an index",
+                                  description="Chunk, embed and index documents (JSONL, CSV/TSV, BEIR "
+                                  "corpus.jsonl, or folders of .txt/.md). Re-indexing an id replaces it.")
+    index.add_argument("paths", nargs="+", metavar="PATH", help="corpus files or folders")
+    index.add_argument("--index", required=True, metavar="DIR", help="index directory (created if new)")
+    add_model_options(index)
+    index.add_argument("--layer", type=layer_option, help="hidden layer to pool, 0 = embeddings (default auto: "
+                       "the last layer of a sentence-embedding model, two thirds of the depth of a raw encoder, "
+                       "8 of mdeberta-v3-base's 12)")
+    add_embedding_options(index)
+    index.add_argument("--chunk-tokens", type=positive_int, help="max tokens per chunk (default 256)")
+    index.add_argument("--chunk-overlap", type=int, help="tokens shared by consecutive chunks (default 32)")
+    index.add_argument("--batch-size", type=positive_int, default=32,
+                       help="texts per forward pass (default 32)")
+    add_precision_option(index)
+    index.add_argument("--dense-index", choices=list(KINDS),
+                       help="FAISS index kind: flat-ip exact search (default); ivf-flat or ivf-sq8 approximate "
+                       "inverted lists for about a million chunks and more (ivf-sq8: a quarter of the memory); "
+                       "approximate kinds search exactly until they hold 50,000 vectors")
+    index.add_argument("--center-languages", action="store_const", const=True, default=None,
+                       help="subtract each language's mean vector from document and query vectors "
+                       "(recorded in the index; helps raw multilingual encoders across languages)")
+    index.add_argument("--shards", type=positive_int,
+                       help="build a new index as N shards, documents assigned by a hash of their id "
+                       "(fixed for the life of the index; search and updates route by id)")
+    index.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="chunk and encode on a Ray cluster: no value starts a local one, 'auto' joins "
+                       "the running cluster, or ray://HOST:PORT (needs pip install 'xlsearch[ray]')")
+    index.add_argument("--workers", type=positive_int,
+                       help="with --ray: encoder actors (default: one per GPU, else one per CPU)")
+    index.add_argument("--skip-bad", action="store_true", help="skip bad records and report how many, "
+                       "instead of stopping at the first")
+    index.add_argument("--commit-chunks", type=positive_int, default=COMMIT_CHUNKS,
+                       help=f"commit after at least this many new chunks, so a killed run keeps its work "
+                       f"(default {COMMIT_CHUNKS}, or an eighth of the index if larger)")
+    index.set_defaults(handler=run_index)
+
+    search = subparsers.add_parser("search", help="query an index",
+                                   description="Search an index with a query in any language.")
+    search.add_argument("query", help="query text")
+    search.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    search.add_argument("-k", type=int, default=10, help="number of documents (default 10)")
+    search.add_argument("--mode", default="hybrid", choices=list(MODES), help="retrieval mode (default hybrid)")
+    search.add_argument("--fusion", default=DEFAULT_FUSION, choices=list(FUSIONS),
+                        help="hybrid fusion (default evidence: each side votes with a probability over the "
+                        "candidates, the lexical vote scaled down when the dense side is sure; rrf: reciprocal "
+                        "rank, k=60; linear: min-max scores; zscore, dbsf: score normalisations)")
+    search.add_argument("--alpha", type=unit_float, default=0.5,
+                        help="weight of the dense side in hybrid fusion, 0..1 (default 0.5)")
+    search.add_argument("--lang", help="only documents in this language (as stored in their lang field)")
+    search.add_argument("--filter", action="append", type=filter_option, metavar="KEY=VALUE",
+                        help="only documents whose metadata field KEY equals VALUE (a JSON number, true/false, "
+                        "or else a string); repeat for several fields, all must match, as the API's filter")
+    search.add_argument("--layer", type=int, help="must equal the index's layer (checked)")
+    search.add_argument("--query-lang", help="language of the query, for indexes built with "
+                        "--center-languages (default: detected)")
+    search.add_argument("--nprobe", type=positive_int, help="inverted lists scanned per query in an ivf-* "
+                        "dense index: more is slower and closer to exact (default: the index's choice)")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    add_model_options(search)
+    add_precision_option(search)
+    search.set_defaults(handler=run_search)
+
+    delete = subparsers.add_parser("delete", help="remove documents from an index",
+                                   description="Remove documents by id from all three stores.")
+    delete.add_argument("ids", nargs="+", metavar="ID", help="document ids")
+    delete.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    delete.set_defaults(handler=run_delete)
+
+    info = subparsers.add_parser("info", help="show an index's manifest and counts")
+    info.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    info.set_defaults(handler=run_info)
+
+    check = subparsers.add_parser("check", help="verify an index's files and stores",
+                                  description="Verify files against the manifest's sizes and SHA-256, "
+                                  "and that the document store, dense and lexical indexes hold the same "
+                                  "chunks. Exit 0 when healthy, 1 with the list of problems.")
+    check.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    check.set_defaults(handler=run_check)
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="encoder matmul precision: fp32 (exact, default), bf16 (CPUs with AVX512-BF16/AMX, "
+                        "or CUDA) or fp16 (CUDA); reduced precision changes vectors slightly")
+
+
+def _progress_factory(total: int):
+    """A tqdm bar over documents that also shows chunks/s; silent when stderr is no terminal."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="doc", desc="indexing", disable=None, file=sys.stderr)
+    state = {"chunks": 0}
+
+    def update(documents: int, chunks: int) -> None:
+        state["chunks"] += chunks
+        if chunks:
+            rate = state["chunks"] / max(bar.format_dict["elapsed"], 1e-9)
+            bar.set_postfix(chunks=state["chunks"], chunks_per_s=f"{rate:.1f}", refresh=False)
+        bar.update(documents)
+
+    return update
+
+
+def run_index(args: argparse.Namespace) -> int:
+    config = resolve_config(args.index, model_name=requested_model(args.model),
+                            layer=args.layer, pooling=args.pooling, query_prompt=args.query_prompt,
+                            document_prompt=args.document_prompt, chunk_tokens=args.chunk_tokens,
+                            chunk_overlap=args.chunk_overlap, center_languages=args.center_languages,
+                            dense_index=args.dense_index)
+    if args.workers is not None and args.ray is None:
+        raise XlsearchError("--workers needs --ray")
+    if args.ray is not None:
+        from ...indexer.build.ray import RayOptions, build_index_ray
+
+        options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.workers)
+        stats, report = build_index_ray(args.paths, args.index, config, options, device=args.device,
+                                        precision=args.precision, batch_size=args.batch_size,
+                                        skip_bad=args.skip_bad, progress_factory=_progress_factory,
+                                        commit_chunks=args.commit_chunks, shards=args.shards)
+    else:
+        validated = validate_inputs(args.paths, args.skip_bad)  # bad input is reported before the model loads
+        encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
+                          precision=args.precision)
+        stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
+                                    progress_factory=_progress_factory, commit_chunks=args.commit_chunks,
+                                    shards=args.shards, validated=validated)
+    print(f"indexed {report.documents} documents into {args.index}: {stats.added} added, "
+          f"{stats.replaced} replaced, {stats.unchanged} unchanged, {stats.chunks} chunks embedded")
+    if report.bad:
+        print(f"skipped {len(report.bad)} bad records:", file=sys.stderr)
+        for message in report.bad[:20]:
+            print(f"  {message}", file=sys.stderr)
+        if len(report.bad) > 20:
+            print(f"  ... and {len(report.bad) - 20} more", file=sys.stderr)
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    searcher = Searcher(args.index, model=requested_model(args.model),
+                        layer=args.layer, device=args.device, precision=args.precision, nprobe=args.nprobe)
+    try:
+        result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion, alpha=args.alpha,
+                                 lang=args.lang, filter=dict(args.filter) if args.filter else None,
+                                 query_lang=args.query_lang)
+    finally:
+        searcher.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def format_result(result: SearchResult, width: int = 160) -> str:
+    """Human-readable listing of a result, one block per hit."""
+    if not result.hits:
+        return f"no documents match {result.query!r}"
+    lines = []
+    for rank, hit in enumerate(result.hits, 1):
+        scores = "  ".join(f"{name} {value:.4f}" for name, value in hit.scores.items() if value is not None)
+        title = f"  {hit.title}" if hit.title else ""
+        lines.append(f"{rank:>3}. {hit.id} [{hit.lang or '?'}] score {hit.score:.4f} ({scores}){title}")
+        passage = " ".join(hit.passage.split())
+        lines.append("     " + (passage[:width] + "..." if len(passage) > width else passage))
+    return "\n".join(lines)
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    with open_writer(args.index) as writer:
+        found = writer.delete(args.ids)
+        writer.commit()
+    for doc_id in args.ids:
+        if doc_id not in found:
+            print(f"warning: no document with id {doc_id!r}", file=sys.stderr)
+    print(f"deleted {len(found)} of {len(set(args.ids))} documents from {args.index}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    print(json.dumps(sharded_info(args.index), indent=2, ensure_ascii=False, sort_keys=True))
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    problems = check_any(args.index)
+    if problems:
+        print(f"{args.index}: {len(problems)} problems", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.index}: ok")
+    return 0

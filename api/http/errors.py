@@ -1,0 +1,147 @@
+"""Every error the API answers with: JSON ``{"error": <code>, "detail": <message>}``.
+
+xlsearch's own errors map to HTTP statuses by class (the closest class in the MRO
+wins). Bad input is a 4xx; conditions of the server itself (a damaged or missing
+index, a disk that refuses a commit) are 503. Messages never show file paths or
+stack traces; unexpected exceptions become a bare 500 and are logged with their
+traceback.
+"""
+from __future__ import annotations
+
+import http
+import json
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse as StarletteJSONResponse
+
+from ...indexer.errors import (
+    CorpusError,
+    DocumentNotFoundError,
+    IndexFormatError,
+    IndexLockedError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    IndexWriteError,
+    ModelLoadError,
+    QueryError,
+    XlsearchError,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[XlsearchError], tuple[int, str]] = {
+    QueryError: (422, "invalid_query"),
+    CorpusError: (422, "invalid_document"),
+    DocumentNotFoundError: (404, "document_not_found"),
+    IndexLockedError: (409, "index_locked"),
+    IndexMismatchError: (409, "index_mismatch"),
+    IndexNotFoundError: (503, "index_unavailable"),
+    IndexFormatError: (503, "index_damaged"),
+    IndexWriteError: (503, "write_failed"),
+    ModelLoadError: (503, "model_unavailable"),
+    XlsearchError: (400, "bad_request"),
+}
+MAX_LISTED_ERRORS = 20
+_ABSOLUTE_PATH = re.compile(r"(?<![\w./~>-])/[\w.@%+~-][^\s'\",;:()\[\]{}<>]*")
+
+
+class JSONResponse(StarletteJSONResponse):
+    """JSON that always encodes: an unpaired surrogate is written as its ``\\udXXX`` escape."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
+
+
+class ApiError(Exception):
+    """An answer other than 2xx that the API gives on purpose."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+def error_response(status_code: int, error: str, detail: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status_code, headers=headers)
+
+
+def public_message(message: str, hide: Sequence[str] = ()) -> str:
+    """``message`` with the paths in ``hide`` shown as ``<index>`` and any other absolute path as ``<path>``."""
+    for path in sorted(filter(None, hide), key=len, reverse=True):
+        message = message.replace(path, "<index>")
+    return _ABSOLUTE_PATH.sub("<path>", message)
+
+
+def status_of(exc: XlsearchError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return STATUS[XlsearchError]
+
+
+def field_name(loc: Sequence[Any]) -> str:
+    """``("body", "filter", "source")`` -> ``filter.source``; ``("body", 3, "text")`` -> ``body[3].text``."""
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header") and not isinstance(parts[1], int):
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Field and message of each pydantic error, without echoing the input."""
+    out = []
+    for error in errors[:MAX_LISTED_ERRORS]:
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "")
+            message = f"invalid JSON ({reason} at character {error['loc'][-1]})" if reason else "invalid JSON"
+            out.append({"field": "body", "message": message})
+            continue
+        out.append({"field": field_name(error.get("loc", ())), "message": message})
+    return out
+
+
+def install_error_handlers(app: FastAPI, hide: Sequence[str] = ()) -> None:
+    """Register the handlers; ``hide`` lists paths never to show (the index directory)."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(XlsearchError)
+    async def xlsearch_error(request: Request, exc: XlsearchError) -> JSONResponse:
+        status, code = status_of(exc)
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(status, code, public_message(str(exc), hide))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(exc.errors())
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        if len(exc.errors()) > 5:
+            detail += f" (and {len(exc.errors()) - 5} more)"
+        return error_response(422, "invalid_request", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        try:
+            code = http.HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        except ValueError:
+            code = "error"
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "internal server error; the server log has the details")

@@ -1,0 +1,119 @@
+"""The endpoints. Each validates its input, then calls :class:`api.service.IndexService`
+in the thread pool (model forward passes, disk and SQLite never run on the event loop).
+Writes queue on one lock per process; another process writing gets 409.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import Query as QueryParam
+from starlette.concurrency import run_in_threadpool
+
+from ...indexer.store.docstore import Document
+from ...search.searcher import MAX_K
+
+from .deps import ServiceDep, require_read_key, require_write_key
+from .errors import ApiError, JSONResponse, error_response
+from .schemas import (
+    MAX_DOCUMENTS,
+    MAX_LANG_CHARS,
+    DeleteResponse,
+    DocumentIn,
+    DocumentOut,
+    EmbedRequest,
+    EmbedResponse,
+    ErrorOut,
+    Fusion,
+    Health,
+    Mode,
+    Query,
+    SearchRequest,
+    SearchResponse,
+    UpsertResponse,
+)
+from .service import shorten
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorOut} for status in statuses}
+
+
+READ = [Depends(require_read_key)]
+WRITE = [Depends(require_write_key)]
+router = APIRouter()
+
+
+@router.get("/health", response_model=Health, responses=_errors(503), summary="200 once the model and index are loaded")
+async def health(request: Request) -> Any:
+    if getattr(request.app.state, "service", None) is None:
+        return error_response(503, "not_ready", "the model and index are still loading", status="loading")
+    return {"status": "ok"}
+
+
+@router.get("/info", dependencies=READ, responses=_errors(401, 503),
+            summary="The index's manifest (model, layer, chunking, counts) and stored counts")
+async def info(service: ServiceDep) -> dict[str, Any]:
+    return await run_in_threadpool(service.info)
+
+
+@router.post("/search", response_model=SearchResponse, dependencies=READ, responses=_errors(401, 413, 422, 503),
+             summary="Top-k documents for a query; the hits of `xlsearch search --json`")
+async def search(body: SearchRequest, service: ServiceDep) -> Any:
+    return await run_in_threadpool(service.search, body.query, body.k, body.mode, body.fusion, body.alpha,
+                                   body.lang, body.filter, body.query_lang)
+
+
+@router.get("/search", response_model=SearchResponse, dependencies=READ, responses=_errors(401, 422, 503),
+            summary="Search from a browser: /search?q=...&k=...")
+async def search_get(
+        service: ServiceDep,
+        q: Annotated[Query, QueryParam(description="query text")],
+        k: Annotated[int, QueryParam(ge=1, le=MAX_K)] = 10,
+        mode: Mode = "hybrid",
+        fusion: Fusion = "evidence",
+        alpha: Annotated[float, QueryParam(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.5,
+        lang: Annotated[str | None, QueryParam(min_length=1, max_length=MAX_LANG_CHARS)] = None) -> Any:
+    return await run_in_threadpool(service.search, q, k, mode, fusion, alpha, lang, None)
+
+
+@router.post("/documents", response_model=UpsertResponse, dependencies=WRITE,
+             responses=_errors(401, 409, 413, 422, 503),
+             summary="Add or replace documents; on 200 they are durable and searchable")
+async def add_documents(
+        documents: Annotated[list[DocumentIn], Body(min_length=1, max_length=MAX_DOCUMENTS)],
+        service: ServiceDep) -> Any:
+    seen: set[str] = set()
+    for i, doc in enumerate(documents):
+        if doc.id in seen:
+            raise ApiError(422, "invalid_request", f"body[{i}].id: duplicate id {shorten(doc.id)!r} in this request")
+        seen.add(doc.id)
+    docs = [Document(id=d.id, text=d.text, title=d.title or None, lang=d.lang, metadata=d.metadata)
+            for d in documents]
+    async with service.write_lock:
+        return await run_in_threadpool(service.upsert, docs)
+
+
+@router.get("/documents/{doc_id:path}", response_model=DocumentOut, dependencies=READ,
+            responses=_errors(401, 404, 503), summary="A stored document (URL-encode ids with / ? # %)")
+async def get_document(doc_id: Annotated[str, Path()], service: ServiceDep) -> Any:
+    doc = await run_in_threadpool(service.get_document, doc_id)
+    return {"id": doc.id, "text": doc.text, "title": doc.title, "lang": doc.lang, "metadata": doc.metadata}
+
+
+@router.delete("/documents/{doc_id:path}", response_model=DeleteResponse, dependencies=WRITE,
+               responses=_errors(401, 404, 409, 503), summary="Remove a document from all three stores")
+async def delete_document(doc_id: Annotated[str, Path()], service: ServiceDep) -> Any:
+    async with service.write_lock:
+        return await run_in_threadpool(service.delete, doc_id)
+
+
+@router.post("/embed", response_model=EmbedResponse, dependencies=READ, responses=_errors(401, 413, 422, 503),
+             summary="Pooled, L2-normalised vectors of texts at a layer of the index's model")
+async def embed(body: EmbedRequest, service: ServiceDep) -> Any:
+    layer = service.config.layer if body.layer is None else body.layer
+    if layer > service.encoder.num_layers:
+        raise ApiError(422, "invalid_request",
+                       f"layer: must be between 0 and {service.encoder.num_layers} for this model, got {layer}")
+    vectors = await run_in_threadpool(service.embed, body.texts, layer, body.input_type)
+    return JSONResponse({"layer": layer, "dim": int(vectors.shape[1]), "vectors": vectors.tolist()})

@@ -1,0 +1,109 @@
+"""What the server loads once: the encoder, the searcher over the index, and the write path.
+
+Each method is blocking (model forward passes, disk, SQLite); routes call them in
+the thread pool. Reads go through :class:`search.searcher.Searcher`, which picks up
+every committed generation on its next query; each write opens an
+:class:`indexer.build.IndexWriter`, commits, and closes it, so a 200 means durable.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...indexer.store.docstore import Document
+from ...indexer.encoding.encoder import Encoder, encode_documents, encode_queries
+from ...indexer.errors import DocumentNotFoundError
+from ...indexer.encoding.model import load_model
+from ...indexer.store.shard_layout import document_directory, index_directories
+from ...indexer.build.sharded import open_writer, sharded_info
+from ...indexer.store.storage import open_docstore
+from ...search.searcher import Searcher
+
+log = logging.getLogger(__name__)
+
+
+class IndexService:
+    """The model and index one server serves.
+
+    Args:
+        directory: Index directory (must hold an index).
+        model: Model name or directory; None: the index's own.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        batch_size: Texts per forward pass when documents are added.
+
+    Raises:
+        IndexNotFoundError, IndexFormatError: No readable index in ``directory``.
+        ModelLoadError: The model cannot be loaded.
+        IndexMismatchError: The model is not the one the index was built with.
+    """
+
+    def __init__(self, directory: str | Path, model: str | None = None, device: str = "auto",
+                 batch_size: int = 32):
+        self.directory = Path(directory)
+        store, manifest = open_docstore(index_directories(self.directory)[0])
+        store.close()
+        self.config = manifest.config
+        self.encoder = Encoder(load_model(model or manifest.config.model_name, device), batch_size=batch_size)
+        self.searcher = Searcher(self.directory, encoder=self.encoder)
+        self.write_lock = asyncio.Lock()  # one writer of this process at a time; others wait their turn
+
+    def close(self) -> None:
+        self.searcher.close()
+
+    # -- reads -------------------------------------------------------------
+    def search(self, query: str, k: int, mode: str, fusion: str, alpha: float, lang: str | None,
+               filter: dict[str, str | int | float | bool] | None, query_lang: str | None = None) -> dict[str, Any]:
+        """The same object ``xlsearch search --json`` prints."""
+        return self.searcher.search(query, k=k, mode=mode, fusion=fusion, alpha=alpha, lang=lang,
+                                    filter=filter, query_lang=query_lang).to_dict()
+
+    def get_document(self, doc_id: str) -> Document:
+        """Raises DocumentNotFoundError."""
+        store, _ = open_docstore(document_directory(self.directory, doc_id))
+        try:
+            doc = store.get_document(doc_id)
+        finally:
+            store.close()
+        if doc is None:
+            raise DocumentNotFoundError(f"no document with id {shorten(doc_id)!r}")
+        return doc
+
+    def info(self) -> dict[str, Any]:
+        """The committed manifest plus the counts in the document store, as ``xlsearch info`` prints."""
+        return sharded_info(self.directory)
+
+    def embed(self, texts: Sequence[str], layer: int, input_type: str = "document") -> np.ndarray:
+        """``(len(texts), dim)`` unit vectors, pooled and prompted as the index does for documents
+        (or queries); raises XlsearchError for a layer the model lacks."""
+        config = dataclasses.replace(self.config, layer=layer)
+        encode = encode_queries if input_type == "query" else encode_documents
+        return encode(self.encoder, list(texts), config)
+
+    # -- writes (callers hold ``write_lock``) ---------------------------------
+    def upsert(self, docs: Sequence[Document]) -> dict[str, int]:
+        """Add or replace ``docs`` in one commit; returns the counts and the new generation."""
+        with open_writer(self.directory, self.encoder, self.config) as writer:
+            stats = writer.upsert(docs)
+            manifest = writer.commit()
+        log.info("upserted %d documents (%d added, %d replaced, %d unchanged), generation %d",
+                 len(docs), stats.added, stats.replaced, stats.unchanged, manifest.generation)
+        return {"added": stats.added, "replaced": stats.replaced, "unchanged": stats.unchanged,
+                "chunks": stats.chunks, "documents": manifest.documents, "generation": manifest.generation}
+
+    def delete(self, doc_id: str) -> dict[str, Any]:
+        """Remove one document in one commit. Raises DocumentNotFoundError."""
+        with open_writer(self.directory, self.encoder, self.config) as writer:
+            if not writer.delete([doc_id]):
+                raise DocumentNotFoundError(f"no document with id {shorten(doc_id)!r}")
+            manifest = writer.commit()
+        return {"deleted": doc_id, "documents": manifest.documents, "generation": manifest.generation}
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,176 @@
+"""Sharded indexes: one directory holding N complete indexes, documents split by a hash of their id.
+
+The directory layout and the hash are in ``indexer.shard_layout``. A document lives
+in exactly one shard, :func:`shard_of` its id, so every upsert and delete of one
+document is atomic as in an unsharded index. Shard ``s`` hands out the
+chunk ids ``s, s + N, s + 2N, ...``: chunk ids are unique across the whole index and
+``chunk_id % N`` names the shard that holds a chunk. Each shard commits on its own; a
+change that spans shards becomes visible one shard at a time.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .writer import IndexWriter, Piece, Progress, UpsertStats
+from ..store.check import check_index
+from ..config import IndexConfig, Manifest
+from ..store.docstore import DOCS_FILE, DocStore, Document
+from ..encoding.encoder import Encoder
+from ..errors import ConfigError, IndexMismatchError
+from ..store.shard_layout import create_shards, index_directories, read_shards, shard_dir, shard_of
+from ..store.storage import index_exists, index_info, open_docstore
+
+
+class ShardedWriter:
+    """The one writer of a sharded index: an :class:`IndexWriter` per shard, changes routed by id.
+
+    Same interface as :class:`IndexWriter` (``upsert``, ``add_encoded``, ``delete``,
+    ``commit``, ``close``). Takes every shard's writer lock.
+    """
+
+    def __init__(self, directory: str | Path, shards: int, encoder: Encoder | None = None,
+                 config: IndexConfig | None = None):
+        self.directory = Path(directory)
+        self.writers: list[IndexWriter] = []
+        try:
+            for s in range(shards):
+                self.writers.append(IndexWriter(shard_dir(self.directory, s), encoder, config, chunk_ids=(s, shards)))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> ShardedWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+    def _writer(self, doc_id: str) -> IndexWriter:
+        return self.writers[shard_of(doc_id, len(self.writers))]
+
+    @property
+    def manifest(self) -> Manifest:
+        """Shard 0's manifest (every shard has the same settings)."""
+        return self.writers[0].manifest
+
+    def upsert(self, docs: Iterable[Document], progress: Progress | None = None,
+               commit_chunks: int | None = None, batch: int = 256) -> UpsertStats:
+        """Route documents to their shards; a shard's writer gets them ``batch`` at a time, so it
+        encodes groups as large as an unsharded writer would."""
+        total = UpsertStats()
+        routed: list[list[Document]] = [[] for _ in self.writers]
+        for doc in docs:
+            shard = shard_of(doc.id, len(self.writers))
+            routed[shard].append(doc)
+            if len(routed[shard]) >= batch:
+                _add(total, self.writers[shard].upsert(routed[shard], progress, commit_chunks))
+                routed[shard] = []
+        for writer, pending in zip(self.writers, routed):
+            _add(total, writer.upsert(pending, progress, commit_chunks))
+        return total
+
+    def add_encoded(self, doc: Document, pieces: Sequence[Piece], vectors: np.ndarray, stats: UpsertStats,
+                    commit_chunks: int | None = None) -> None:
+        self._writer(doc.id).add_encoded(doc, pieces, vectors, stats, commit_chunks)
+
+    def stored_checksums(self) -> np.ndarray:
+        return np.unique(np.concatenate([writer.stored_checksums() for writer in self.writers]))
+
+    def is_unchanged(self, doc: Document) -> bool:
+        return self._writer(doc.id).is_unchanged(doc)
+
+    def delete(self, doc_ids: Iterable[str]) -> list[str]:
+        return [doc_id for doc_id in dict.fromkeys(doc_ids) if self._writer(doc_id).delete([doc_id])]
+
+    def has_changes(self) -> bool:
+        return any(writer.has_changes() for writer in self.writers)
+
+    def commit(self) -> Manifest:
+        """Commit every shard (each atomically); returns shard 0's manifest with the summed counts."""
+        manifests = [writer.commit() for writer in self.writers]
+        return manifests[0].replace(documents=sum(m.documents for m in manifests),
+                                    chunks=sum(m.chunks for m in manifests),
+                                    generation=max(m.generation for m in manifests))
+
+
+def _add(total: UpsertStats, part: UpsertStats) -> None:
+    for field in dataclasses.fields(UpsertStats):
+        setattr(total, field.name, getattr(total, field.name) + getattr(part, field.name))
+
+
+def open_writer(directory: str | Path, encoder: Encoder | None = None, config: IndexConfig | None = None,
+                shards: int | None = None) -> IndexWriter | ShardedWriter:
+    """The writer of the index in ``directory``, sharded or not, creating it when new.
+
+    Args:
+        shards: For a new index, build it in this many shards (None or 1: unsharded);
+            for an existing one, must be None or its number of shards.
+
+    Raises:
+        IndexMismatchError: ``shards`` differs from the existing index's.
+        ConfigError: A sharded index with ``center_languages`` (its means would differ per shard).
+        IndexNotFoundError: No index, and no encoder and config to create one.
+    """
+    directory = Path(directory)
+    listed = read_shards(directory)
+    existing = listed if listed is not None else (1 if index_exists(directory) else None)
+    if existing is not None and shards is not None and shards != existing:
+        raise IndexMismatchError(f"{directory} holds an index in {existing} shard(s), not {shards}; "
+                                 "resharding is not supported: build a new index")
+    wanted = existing or shards or 1
+    if wanted > 1 and config is not None and config.center_languages:
+        raise ConfigError("--center-languages cannot be combined with --shards: "
+                          "each shard would center with its own language means")
+    if listed is None and wanted == 1:
+        return IndexWriter(directory, encoder, config)
+    if listed is None:
+        if encoder is None or config is None:
+            open_docstore(directory)  # raises IndexNotFoundError: nothing to create the shards with
+        create_shards(directory, wanted)
+    return ShardedWriter(directory, wanted, encoder, config)
+
+
+def sharded_info(directory: str | Path) -> dict:
+    """``xlsearch info`` of any index: the manifest and counts, summed over shards with a per-shard list."""
+    directories = index_directories(directory)
+    if len(directories) == 1 and read_shards(directory) is None:
+        return index_info(directory)
+    shards = [index_info(d) for d in directories]
+    info = dict(shards[0])
+    for key in ("documents", "chunks"):
+        info[key] = sum(s[key] for s in shards)
+    info["stored"] = {key: sum(s["stored"][key] for s in shards) for key in ("documents", "chunks")}
+    info["shards"] = [{"directory": d.name, "documents": s["documents"], "chunks": s["chunks"],
+                       "generation": s["generation"]} for d, s in zip(directories, shards)]
+    del info["files"], info["generation"]
+    return info
+
+
+def check_any(directory: str | Path) -> list[str]:
+    """``xlsearch check`` of any index: every shard's problems, and documents in the wrong shard."""
+    shards = read_shards(directory)
+    if shards is None:
+        return check_index(directory)
+    problems = []
+    for shard, path in enumerate(index_directories(directory)):
+        found = check_index(path)
+        problems += found
+        if found or not index_exists(path):
+            continue
+        store = DocStore(path / DOCS_FILE)
+        try:
+            misplaced = [doc_id for (doc_id,) in store.db.execute("SELECT id FROM documents")
+                         if shard_of(doc_id, shards) != shard]
+        finally:
+            store.close()
+        problems += [f"{path}: document {doc_id!r} belongs in shard {shard_of(doc_id, shards)}"
+                     for doc_id in misplaced[:10]]
+    return problems

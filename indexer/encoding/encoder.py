@@ -1,0 +1,250 @@
+"""Text -> vector: tokenise (after an optional prompt), run the encoder up to the pooled layer, pool, normalise.
+
+Texts are sorted by token length and cut into batches padded only to their own
+longest item (dynamic padding); vectors come back in input order. Layers above the
+highest one asked for are never computed. DeBERTa-v2 models (mdeberta-v3) in eval
+mode run :class:`indexer.fast_deberta.FastDebertaV2`, which caches the projected
+relative-position table and computes only the positions a batch uses; any other
+model runs its own HF forward, where a pre-forward hook on the top layer captures
+its input, which is ``hidden_states[layer]``, and stops the forward pass there.
+
+``precision`` ``fp32`` (the default) is exact; ``bf16``/``fp16`` run the matmuls in
+that dtype (weights cast once for the DeBERTa-v2 path, autocast otherwise).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import MEAN_NO_SPECIAL, IndexConfig, check_pooling
+from ..errors import XlsearchError
+from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
+from .model import LoadedModel, transformer_blocks
+from .pooling import l2_normalize, mean_pool, pool_mask, to_numpy
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+_HOOK_LOCK = threading.Lock()  # models are shared between Encoders and threads
+
+
+class _StopForward(Exception):
+    """Raised inside the model once every requested layer is captured."""
+
+
+class Encoder:
+    """Embeds texts with one model, pooling any hidden layer.
+
+    Args:
+        loaded: Model and tokenizer from :func:`indexer.model.load_model`.
+        batch_size: Texts per forward pass.
+        max_tokens: Longest input in tokens (special tokens included); longer
+            texts are truncated. Defaults to the model's limit, at most 512.
+        precision: ``fp32`` (exact, default), ``bf16`` or ``fp16`` for the matmuls;
+            reduced precision changes vectors slightly (cosine ~0.99+ to fp32).
+
+    Raises:
+        XlsearchError: Bad batch size or unknown precision.
+    """
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 32, max_tokens: int | None = None,
+                 precision: str = "fp32"):
+        if batch_size < 1:
+            raise XlsearchError(f"batch size must be >= 1, got {batch_size}")
+        self.loaded = loaded
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens or model_max_tokens(loaded)
+        self.precision = precision
+        self._dtype = precision_dtype(precision, loaded.device)
+        self._blocks = transformer_blocks(loaded.model)
+        self._fast = None
+        if supports(loaded.model):
+            self._fast = FastDebertaV2(loaded.model, None if precision == "fp32" else self._dtype)
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def dim(self) -> int:
+        return self.loaded.dim
+
+    @property
+    def num_layers(self) -> int:
+        return self.loaded.num_layers
+
+    def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
+               *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> np.ndarray:
+        """Pooled, L2-normalised vectors of ``texts`` at ``layer``.
+
+        Args:
+            texts: Texts to embed.
+            layer: Hidden layer to pool (0 = embedding output).
+            progress: Called with the number of texts done after each batch.
+            pooling: One of :data:`indexer.config.POOLINGS`.
+            prompt: Prepended to every text before tokenising (``"query: "`` for E5 queries);
+                the index records which prompt its documents and queries get.
+
+        Returns:
+            ``(len(texts), dim)`` float32, row i for ``texts[i]``; inner product is cosine.
+        """
+        return self.encode_layers(texts, [layer], progress, pooling=pooling, prompt=prompt)[layer]
+
+    def encode_layers(self, texts: Sequence[str], layers: Sequence[int],
+                      progress: Callable[[int], None] | None = None,
+                      *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> dict[int, np.ndarray]:
+        """Like :meth:`encode` for several layers from one forward pass per batch."""
+        self._check_layers(layers)
+        check_pooling(pooling)
+        out = {layer: np.zeros((len(texts), self.dim), dtype=np.float32) for layer in layers}
+        if not texts:
+            return out
+        encoded = self.tokenizer([prompt + t for t in texts] if prompt else list(texts), add_special_tokens=True,
+                                 truncation=True, max_length=self.max_tokens, return_special_tokens_mask=True)
+        ids, special = encoded["input_ids"], encoded["special_tokens_mask"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            pooled = self._encode_batch([ids[i] for i in rows], [special[i] for i in rows], layers, pooling)
+            for layer, vectors in pooled.items():
+                out[layer][rows] = vectors
+            if progress is not None:
+                progress(len(rows))
+        return out
+
+    def _check_layers(self, layers: Sequence[int]) -> None:
+        for layer in layers:
+            if not 0 <= layer <= self.num_layers:
+                raise XlsearchError(
+                    f"layer {layer} does not exist: {self.loaded.name} has layers 0..{self.num_layers}"
+                )
+
+    @torch.inference_mode()
+    def _encode_batch(self, ids: list[list[int]], special: list[list[int]],
+                      layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, tokens in enumerate(ids):
+            input_ids[row, :len(tokens)] = torch.tensor(tokens)
+            attention[row, :len(tokens)] = 1
+        device = self.loaded.device
+        hidden = self.hidden_states(input_ids.to(device), attention.to(device), layers)
+        mask = pool_mask([len(x) for x in ids], special, width, pooling).to(device)
+        return {layer: to_numpy(l2_normalize(mean_pool(h.float(), mask))) for layer, h in hidden.items()}
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether the next batch runs :class:`FastDebertaV2` (DeBERTa-v2, eval mode, no hooks)."""
+        fast = self._fast
+        return fast is not None and not fast.model.training and not has_forward_hooks(fast.modules)
+
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
+                      layers: Sequence[int]) -> dict[int, Tensor]:
+        """``hidden_states[layer]`` for each requested layer, computing no layer above the top one.
+
+        Rows of padding positions are not meaningful on the fast path.
+        """
+        if self.uses_fast_path:
+            return self._fast.hidden_states(input_ids, attention_mask, layers)
+        autocast = contextlib.nullcontext()
+        if self.precision != "fp32":
+            autocast = torch.autocast(device_type=input_ids.device.type, dtype=self._dtype)
+        with autocast:
+            return self._hooked_hidden_states(input_ids, attention_mask, layers)
+
+    def _hooked_hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
+                              layers: Sequence[int]) -> dict[int, Tensor]:
+        """The model's own forward, captured by a pre-hook and stopped at the top layer.
+
+        The hooks live on the shared model, so one call at a time may hold them
+        (threads of a server would otherwise capture each other's layers).
+        """
+        with _HOOK_LOCK:
+            return self._hooked_forward(input_ids, attention_mask, layers)
+
+    def _hooked_forward(self, input_ids: Tensor, attention_mask: Tensor,
+                        layers: Sequence[int]) -> dict[int, Tensor]:
+        captured: dict[int, Tensor] = {}
+        top = max(layers)
+        handles = []
+
+        def capture(layer: int):
+            def hook(module, args, kwargs):
+                captured[layer] = args[0] if args else kwargs["hidden_states"]
+                if layer == top:
+                    raise _StopForward
+            return hook
+
+        for layer in set(layers):
+            if layer < self.num_layers:
+                handles.append(self._blocks[layer].register_forward_pre_hook(capture(layer), with_kwargs=True))
+        try:
+            output = self.loaded.model(input_ids=input_ids, attention_mask=attention_mask)
+            captured[self.num_layers] = output.last_hidden_state
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {layer: captured[layer] for layer in layers}
+
+
+def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of ``precision``; warns when ``device`` has no native support for it.
+
+    Raises:
+        XlsearchError: ``precision`` is not one of ``fp32``, ``bf16``, ``fp16``.
+    """
+    if precision not in PRECISIONS:
+        raise XlsearchError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype != torch.float32 and not native_support(dtype, device):
+        log.warning("%s has no native %s matmuls: --precision %s will be slower than fp32 here",
+                    device, precision, precision)
+    return dtype
+
+
+def native_support(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether ``device`` runs ``dtype`` matmuls in hardware (CUDA; AVX512-BF16/AMX or AVX512-FP16 CPUs)."""
+    if dtype == torch.float32:
+        return True
+    if device.type == "cuda":
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    try:
+        if dtype == torch.bfloat16:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def model_max_tokens(loaded: LoadedModel) -> int:
+    """Longest input the model takes: the tokenizer's and config's limits, capped at 512."""
+    limits = [512, int(getattr(loaded.tokenizer, "model_max_length", 512) or 512)]
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    if positions and getattr(loaded.model.config, "position_biased_input", True):
+        # Absolute positions (BERT, XLM-R: 2 of them reserved for padding offsets).
+        limits.append(int(positions) - (2 if loaded.model.config.model_type in ("xlm-roberta", "roberta") else 0))
+    return min(limits)
+
+
+def encode_documents(encoder: Encoder, texts: Sequence[str], config: IndexConfig,
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Vectors of chunk inputs as ``config``'s index embeds them: its layer, pooling and document prompt."""
+    return encoder.encode(texts, config.layer, progress, pooling=config.pooling, prompt=config.document_prompt)
+
+
+def encode_queries(encoder: Encoder, texts: Sequence[str], config: IndexConfig,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Vectors of queries as ``config``'s index embeds them: its layer, pooling and query prompt."""
+    return encoder.encode(texts, config.layer, progress, pooling=config.pooling, prompt=config.query_prompt)

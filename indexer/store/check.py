@@ -1,0 +1,145 @@
+"""Verify an index the way Lucene's CheckIndex does, and list every problem found.
+
+Checks: the document store opens and passes SQLite's ``quick_check``; every row
+matches its checksum; the manifest is valid; every file of the committed generation is present with the size and
+SHA-256 the manifest records; the dense and lexical files load; the same chunk
+ids are in all three stores; the vector count equals the chunk count; every
+chunk's document exists and every document has a chunk; the counts match the
+manifest; ``manifest.json`` is a copy of the committed manifest (or of the one
+before it: a process killed between the commit and the copy's rename leaves that,
+and the next writer rewrites it).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from .dense import DenseIndex
+from ..errors import IndexNotFoundError, XlsearchError
+from .lexical import BM25Index
+from .lexical_io import load_bm25
+from .storage import MANIFEST_FILE, dense_path, lexical_path, open_docstore, verify_files
+from ..text.validation import strict_json
+
+
+def check_index(directory: str | Path) -> list[str]:
+    """All problems of the index in ``directory``; an empty list means healthy.
+
+    Raises:
+        IndexNotFoundError: ``directory`` holds no index at all.
+    """
+    directory = Path(directory)
+    try:
+        store, manifest = open_docstore(directory)
+    except IndexNotFoundError:
+        raise
+    except XlsearchError as exc:
+        return [str(exc)]
+    try:
+        problems = (_store_problems(store) + _safe(store.damaged_rows) + _metadata_problems(store)
+                    + verify_files(directory, manifest))
+        dense, lexical = _load(directory, manifest, problems)
+        problems += _consistency_problems(store, manifest, dense, lexical)
+        problems += _copy_problems(directory, manifest)
+    finally:
+        store.close()
+    return problems
+
+
+def _safe(scan) -> list[str]:
+    try:
+        return scan()
+    except XlsearchError as exc:
+        return [str(exc)]
+
+
+def _metadata_problems(store) -> list[str]:
+    """Documents whose stored metadata is not strict JSON (NaN or Infinity, written by older
+    versions), which filtered searches cannot read."""
+    problems = []
+    try:
+        for doc_id, metadata in store.db.execute("SELECT id, metadata FROM documents"):
+            try:
+                strict_json(metadata or "{}")
+            except (ValueError, RecursionError) as exc:
+                problems.append(f"document {doc_id!r}: stored metadata is not valid JSON "
+                                f"({str(exc).splitlines()[0]}); re-index it")
+    except sqlite3.DatabaseError as exc:
+        return [f"{store.path}: {exc}"]
+    return problems
+
+
+def _store_problems(store) -> list[str]:
+    try:
+        result = [r[0] for r in store.db.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:
+        return [f"{store.path}: {exc}"]
+    return [] if result == ["ok"] else [f"{store.path}: {line}" for line in result]
+
+
+def _load(directory: Path, manifest, problems: list[str]) -> tuple[DenseIndex | None, BM25Index | None]:
+    dense = lexical = None
+    try:
+        dense = DenseIndex.load(dense_path(directory, manifest.generation), manifest.dim,
+                                manifest.config.dense_index)
+    except XlsearchError as exc:
+        problems.append(str(exc))
+    try:
+        lexical = load_bm25(lexical_path(directory, manifest.generation))
+    except XlsearchError as exc:
+        problems.append(str(exc))
+    return dense, lexical
+
+
+def _consistency_problems(store, manifest, dense, lexical) -> list[str]:
+    problems = []
+    try:
+        stored = {r[0] for r in store.db.execute("SELECT chunk_id FROM chunks")}
+        orphans = store.db.execute("SELECT COUNT(*) FROM chunks c LEFT JOIN documents d ON d.id = c.doc_id "
+                                   "WHERE d.id IS NULL").fetchone()[0]
+        empty = store.db.execute("SELECT COUNT(*) FROM documents d WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM chunks c WHERE c.doc_id = d.id)").fetchone()[0]
+        documents = store.count("documents")
+    except sqlite3.DatabaseError as exc:
+        return [f"{store.path}: {exc}"]
+    if orphans:
+        problems.append(f"{orphans} chunks belong to no stored document")
+    if empty:
+        problems.append(f"{empty} documents have no chunk")
+    if documents != manifest.documents:
+        problems.append(f"{documents} documents stored, the manifest says {manifest.documents}")
+    if len(stored) != manifest.chunks:
+        problems.append(f"{len(stored)} chunks stored, the manifest says {manifest.chunks}")
+    for name, ids in (("dense", _dense_ids(dense)), ("lexical", _lexical_ids(lexical))):
+        if ids is None:
+            continue
+        if len(ids) != len(stored):
+            problems.append(f"{name} index holds {len(ids)} vectors/entries for {len(stored)} chunks")
+        missing, extra = stored - set(ids), set(ids) - stored
+        if missing or extra:
+            problems.append(f"{name} index: {len(missing)} chunks missing, {len(extra)} unknown chunk ids")
+    return problems
+
+
+def _dense_ids(dense: DenseIndex | None) -> list[int] | None:
+    if dense is None:
+        return None
+    return dense.chunk_ids().tolist()
+
+
+def _lexical_ids(lexical: BM25Index | None) -> list[int] | None:
+    return None if lexical is None else lexical.chunk_ids.tolist()
+
+
+def _copy_problems(directory: Path, manifest) -> list[str]:
+    path = directory / MANIFEST_FILE
+    try:
+        copy = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [f"{path}: unreadable copy of the manifest ({exc})"]
+    if copy == manifest.to_dict():
+        return []
+    if isinstance(copy, dict) and copy.get("generation") == manifest.generation - 1:
+        return []  # killed between the commit and the copy's rename; the next writer rewrites it
+    return [f"{path}: differs from the manifest committed in docs.sqlite"]

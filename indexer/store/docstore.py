@@ -1,0 +1,223 @@
+"""SQLite document store (through sqlite-utils): documents, chunks and index metadata.
+
+Tables:
+    documents(id TEXT PK, title, text, lang, metadata JSON)
+    chunks(chunk_id INTEGER PK, doc_id, start, end, text)   -- offsets into documents.text
+    meta(key TEXT PK, value TEXT)                            -- manifest, generation, next_chunk_id
+
+The database runs in WAL mode: readers keep reading the last committed state while
+a writer works. Writes go through :meth:`DocStore.transaction`, one SQLite
+transaction per index commit; that commit is the switch point of a whole index
+generation (see ``indexer.build``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from ..errors import IndexFormatError
+
+DOCS_FILE = "docs.sqlite"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One input document. ``metadata`` holds every extra field of the record."""
+
+    id: str
+    text: str
+    title: str | None = None
+    lang: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> tuple:
+        """``(id, title, text, lang, metadata JSON, checksum)`` as stored."""
+        values = (self.id, self.title, self.text, self.lang,
+                  json.dumps(self.metadata, sort_keys=True, allow_nan=False))  # ASCII JSON: safe for any str
+        return (*values, row_checksum(values))
+
+
+def row_checksum(values: Sequence[Any]) -> str:
+    """A short hash of one stored row, to detect damaged content that SQLite cannot."""
+    return hashlib.blake2b(json.dumps(list(values)).encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    chunk_id: int
+    doc_id: str
+    start: int
+    end: int
+    text: str
+
+
+class DocStore:
+    """Documents and chunks of one index directory.
+
+    Args:
+        path: The ``docs.sqlite`` file (created when ``create`` is true).
+        create: Create tables if missing.
+    """
+
+    def __init__(self, path: str | Path, create: bool = False):
+        self.path = Path(path)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+        self.db = sqlite_utils.Database(conn)
+        if create:
+            self.db.enable_wal()
+            self._create_tables()
+
+    def _create_tables(self) -> None:
+        if "documents" not in self.db.table_names():
+            self.db["documents"].create({"id": str, "title": str, "text": str, "lang": str, "metadata": str,
+                                         "checksum": str}, pk="id")
+        if "chunks" not in self.db.table_names():
+            self.db["chunks"].create({"chunk_id": int, "doc_id": str, "start": int, "end": int, "text": str,
+                                      "checksum": str}, pk="chunk_id")
+            self.db["chunks"].create_index(["doc_id"])
+        if "meta" not in self.db.table_names():
+            self.db["meta"].create({"key": str, "value": str}, pk="key")
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every read inside sees one committed state (WAL snapshot)."""
+        conn = self.db.conn
+        if conn.in_transaction:  # nested: the outer snapshot holds
+            yield
+            return
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; commits on success, rolls back on any exception."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- reads -------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", [key])
+        return rows[0][0] if rows else None
+
+    def get_document(self, doc_id: str) -> Document | None:
+        """The stored document, or None.
+
+        Raises:
+            IndexFormatError: The row is damaged (its checksum does not match).
+        """
+        row = self._read("SELECT id, title, text, lang, metadata, checksum FROM documents WHERE id = ?", [doc_id])
+        if not row:
+            return None
+        values = row[0]
+        if row_checksum(values[:5]) != values[5]:
+            raise IndexFormatError(f"{self.path}: document {doc_id!r} is damaged (checksum mismatch); "
+                                   "run `xlsearch check` and re-index it")
+        return Document(id=values[0], title=values[1], text=values[2], lang=values[3],
+                        metadata=json.loads(values[4] or "{}"))
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        """Run a query; SQLite errors (a damaged file) become IndexFormatError."""
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise IndexFormatError(f"{self.path}: unreadable document store ({exc})") from None
+
+    def documents(self, doc_ids: Iterable[str]) -> dict[str, Document]:
+        return {d: doc for d in set(doc_ids) if (doc := self.get_document(d)) is not None}
+
+    def chunks(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
+        """Stored chunks by id (missing ids are left out).
+
+        Raises:
+            IndexFormatError: A row is damaged.
+        """
+        out: dict[int, ChunkRow] = {}
+        ids = [int(c) for c in chunk_ids]
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for row in self._read(f"SELECT chunk_id, doc_id, start, end, text, checksum FROM chunks "
+                                  f"WHERE chunk_id IN ({marks})", part):
+                if row_checksum(row[:5]) != row[5]:
+                    raise IndexFormatError(f"{self.path}: chunk {row[0]} is damaged (checksum mismatch); "
+                                           "run `xlsearch check`")
+                out[row[0]] = ChunkRow(*row[:5])
+        return out
+
+    def damaged_rows(self) -> list[str]:
+        """Every document and chunk whose content does not match its checksum (a full scan)."""
+        problems = []
+        for table, columns, key in (("documents", "id, title, text, lang, metadata", "document"),
+                                    ("chunks", "chunk_id, doc_id, start, end, text", "chunk")):
+            for row in self._read(f"SELECT {columns}, checksum FROM {table}", []):
+                if row_checksum(row[:5]) != row[5]:
+                    problems.append(f"{self.path}: {key} {row[0]!r} is damaged (checksum mismatch)")
+        return problems
+
+    def chunk_ids_of(self, doc_ids: Iterable[str]) -> list[int]:
+        ids = list(doc_ids)
+        out: list[int] = []
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            marks = ",".join("?" * len(part))
+            out += [r[0] for r in self._read(f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks})", part)]
+        return out
+
+    def chunk_ids_where(self, lang: str | None = None,
+                        metadata: dict[str, str | int | float | bool] | None = None) -> list[int]:
+        """Chunk ids of documents with this ``lang`` and these exact metadata values."""
+        clauses, params = [], []
+        if lang is not None:
+            clauses.append("d.lang = ?")
+            params.append(lang)
+        for key, value in (metadata or {}).items():
+            clauses.append("json_extract(d.metadata, ?) = ?")
+            params += ['$."' + key.replace('"', '""') + '"', value]
+        where = " AND ".join(clauses) or "1"
+        return [r[0] for r in self._read(
+            f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {where}", params)]
+
+    def count(self, table: str) -> int:
+        return int(self._read(f"SELECT COUNT(*) FROM {table}", [])[0][0])
+
+
+def write_documents(conn: sqlite3.Connection, docs: Sequence[Document]) -> None:
+    """Insert or replace ``docs`` inside an open transaction."""
+    conn.executemany("INSERT OR REPLACE INTO documents (id, title, text, lang, metadata, checksum) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", [d.row() for d in docs])
+
+
+def write_chunks(conn: sqlite3.Connection, chunks: Sequence[ChunkRow]) -> None:
+    rows = [(c.chunk_id, c.doc_id, c.start, c.end, c.text) for c in chunks]
+    conn.executemany("INSERT INTO chunks (chunk_id, doc_id, start, end, text, checksum) VALUES (?, ?, ?, ?, ?, ?)",
+                     [(*row, row_checksum(row)) for row in rows])
+
+
+def delete_documents(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> None:
+    conn.executemany("DELETE FROM chunks WHERE doc_id = ?", [(d,) for d in doc_ids])
+    conn.executemany("DELETE FROM documents WHERE id = ?", [(d,) for d in doc_ids])
+
+
+def set_meta(conn: sqlite3.Connection, values: dict[str, str]) -> None:
+    conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))

@@ -1,0 +1,408 @@
+"""Okapi BM25 index over analyzed chunks, with incremental add and remove.
+
+Scores equal ``rank_bm25.BM25Okapi(corpus, k1=k1, b=b, epsilon=epsilon)`` built on
+the live chunks' token lists, in the same float64 operation order (bit for bit on
+a freshly built index): ``idf = log(N - df + 0.5) - log(df + 0.5)``, negative idfs
+replaced by ``epsilon * mean(idf)`` over the live vocabulary, and per query token
+(repeats count again) ``idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))``.
+Higher is better.
+
+Term frequencies live in a CSC matrix (rows: chunks, columns: terms), so a query
+touches only its terms' postings. ``add`` queues a block of new rows and ``remove``
+marks rows dead; both are merged into the matrix (dead rows dropped) on the next
+read, so N, df and avgdl always count live chunks only.
+
+On disk: ``indexer.lexical_io`` (``save_bm25``, ``load_bm25``).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import chain, count, repeat
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import DocumentNotFoundError, XlsearchError
+
+
+class ChunkError(XlsearchError, ValueError):
+    """Chunk ids or token lists given to :meth:`BM25Index.add` are invalid (e.g. duplicate ids)."""
+
+
+class BM25Index:
+    """BM25 (Okapi, rank-bm25 semantics) over chunks addressed by int64 chunk ids.
+
+    Args:
+        k1: Term frequency saturation (>= 0).
+        b: Length normalisation, in [0, 1].
+        epsilon: Floor factor for negative idfs (times the mean idf).
+    """
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> None:
+        if not (math.isfinite(k1) and k1 >= 0 and 0 <= b <= 1 and math.isfinite(epsilon)):
+            raise ValueError(f"invalid BM25 parameters k1={k1}, b={b}, epsilon={epsilon}: "
+                             "need k1 >= 0, 0 <= b <= 1 and a finite epsilon")
+        self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
+        self._vocab: dict[str, int] = {}
+        self._terms: list[str] = []
+        self._matrix = sp.csc_matrix((0, 0), dtype=np.int32)  # merged rows x terms
+        self._pending: list[sp.csc_matrix] = []  # added blocks not merged yet, in row order
+        self._row_ids = np.empty(0, np.int64)  # chunk id per row, dead rows included
+        self._doc_len = np.empty(0, np.int64)
+        self._alive = np.empty(0, bool)
+        self._row_of: dict[int, int] = {}  # live chunk id -> row
+        self._total_len = 0  # tokens in live rows
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (idf per term, k1 * norm per row)
+        self._collection: Collection | None = None  # statistics of a sharded whole, when set
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows)
+
+    # -- size ----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    @property
+    def chunk_ids(self) -> np.ndarray:
+        """Live chunk ids in row order (the order of :meth:`get_scores`), int64 ``(n,)``."""
+        return self._row_ids[self._alive]
+
+    @property
+    def total_length(self) -> int:
+        """Tokens in live chunks."""
+        return self._total_len
+
+    def term_counts(self) -> tuple[list[str], np.ndarray]:
+        """``(terms, document frequencies)`` of the terms in at least one live chunk."""
+        self._flush()
+        df = np.diff(self._matrix.indptr)
+        used = np.flatnonzero(df)
+        return [self._terms[t] for t in used.tolist()], df[used]
+
+    def use_collection(self, collection: Collection | None) -> None:
+        """Score with the statistics of a whole collection this index is a shard of (None: its own)."""
+        self._collection, self._stats = collection, None
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Number of distinct terms that occur in at least one live chunk."""
+        self._flush()
+        return int(np.count_nonzero(np.diff(self._matrix.indptr)))
+
+    # -- updates -------------------------------------------------------------
+    def add(self, chunk_ids: Sequence[int], token_lists: Sequence[list[str]]) -> None:
+        """Add chunks; existing chunks are neither re-tokenised nor rebuilt.
+
+        Args:
+            chunk_ids: ``n`` new integer chunk ids.
+            token_lists: ``n`` lists of terms (from :func:`indexer.analysis.analyze`).
+
+        Raises:
+            ChunkError: Lengths differ, ids are not integers, or an id is already
+                indexed or repeated.
+        """
+        ids = self._check_new_ids(chunk_ids, token_lists)
+        if len(ids) == 0:
+            return
+        flat = list(chain.from_iterable(token_lists))
+        term_ids = self._term_ids(flat)
+        lengths = np.fromiter(map(len, token_lists), np.int64, len(ids))
+        local_rows = np.repeat(np.arange(len(ids)), lengths)
+        block = sp.coo_matrix((np.ones(len(flat), np.int32), (local_rows, term_ids)),
+                              shape=(len(ids), len(self._terms))).tocsc()
+        first = len(self._row_ids)
+        self._pending.append(block)
+        self._row_ids = np.concatenate([self._row_ids, ids])
+        self._doc_len = np.concatenate([self._doc_len, lengths])
+        self._alive = np.concatenate([self._alive, np.ones(len(ids), bool)])
+        self._row_of.update(zip(ids.tolist(), range(first, first + len(ids))))
+        self._total_len += int(lengths.sum())
+        self._stats = self._sorted = None
+
+    def _term_ids(self, flat: list[str]) -> np.ndarray:
+        """Map terms to ids, giving new terms the next ids in first-occurrence order.
+
+        One C-level ``setdefault`` pass: a new term is first stored under its position
+        in ``flat`` (offset by the vocabulary size), then renumbered. On error the
+        vocabulary is left as it was.
+        """
+        base = len(self._terms)
+        try:
+            ids = np.fromiter(map(self._vocab.setdefault, flat, count(base)), np.int64, len(flat))
+            firsts = np.flatnonzero(ids == np.arange(base, base + len(flat)))  # new terms, in order
+            new_terms = [flat[p] for p in firsts.tolist()]
+            if not all(map(isinstance, new_terms, repeat(str))) or "" in self._vocab:
+                raise ChunkError("every term must be a non-empty str")
+        except BaseException as exc:
+            while self._vocab and next(reversed(self._vocab.values())) >= base:
+                self._vocab.popitem()  # new terms were inserted last
+            if isinstance(exc, TypeError):
+                raise ChunkError(f"every term must be a non-empty str ({exc})") from None
+            raise
+        self._vocab.update(zip(new_terms, range(base, base + len(new_terms))))
+        self._terms.extend(new_terms)
+        renumber = np.zeros(len(flat), np.int64)
+        renumber[firsts] = np.arange(base, base + len(firsts))
+        new = ids >= base
+        ids[new] = renumber[ids[new] - base]
+        return ids
+
+    def _check_new_ids(self, chunk_ids: Sequence[int], token_lists: Sequence[list[str]]) -> np.ndarray:
+        """Validate the arguments of :meth:`add`; return the ids as int64 ``(n,)``."""
+        if len(chunk_ids) != len(token_lists):
+            raise ChunkError(f"{len(chunk_ids)} chunk ids but {len(token_lists)} token lists")
+        ids = np.asarray(chunk_ids)
+        if ids.size == 0:
+            return np.empty(0, np.int64)
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise ChunkError(f"chunk ids must be a flat sequence of integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise ChunkError("chunk ids repeat within one add() call")
+        known = [i for i in ids.tolist() if i in self._row_of]
+        if known:
+            raise ChunkError(f"chunk ids already indexed: {known[:5]}; remove them first")
+        if any(map(isinstance, token_lists, repeat(str))):
+            raise ChunkError("token_lists must hold lists of terms, not strings; use analyze(text)")
+        return ids
+
+    def remove(self, chunk_ids: Iterable[int]) -> None:
+        """Remove chunks by id; unknown ids are ignored."""
+        if isinstance(chunk_ids, np.ndarray):
+            chunk_ids = chunk_ids.tolist()
+        for chunk_id in chunk_ids:
+            row = self._row_of.pop(int(chunk_id), None)
+            if row is not None:
+                self._alive[row] = False
+                self._total_len -= int(self._doc_len[row])
+                self._stats = self._sorted = None
+
+    def _flush(self) -> None:
+        """Merge pending blocks and drop dead rows from the matrix (no-op when clean)."""
+        n_terms = len(self._terms)
+        if self._pending:
+            blocks = [self._matrix] + self._pending
+            for block in blocks:
+                block.resize((block.shape[0], n_terms))
+            self._matrix = sp.vstack(blocks, format="csc", dtype=np.int32)
+            self._matrix.sort_indices()  # postings must list rows in increasing order
+            self._pending = []
+        if not self._alive.all():
+            self._matrix = _drop_rows(self._matrix, self._alive)
+            self._row_ids, self._doc_len = self._row_ids[self._alive], self._doc_len[self._alive]
+            self._alive = np.ones(len(self._row_ids), bool)
+            self._row_of = dict(zip(self._row_ids.tolist(), range(len(self._row_ids))))
+
+    # -- scoring -------------------------------------------------------------
+    def _prepare(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(idf per term, k1 * (1 - b + b * dl / avgdl) per row)``, computing them if stale."""
+        if self._stats is None:
+            self._flush()
+            n = len(self._row_ids)
+            if self._collection is None:
+                avgdl, idf = self._total_len / n if n else 1.0, _idf(np.diff(self._matrix.indptr), n, self.epsilon)
+            else:
+                avgdl, idf = self._collection.avgdl, self._collection.idf_of(self._terms)
+            self._stats = (idf, self.k1 * (1 - self.b + self.b * self._doc_len / avgdl))
+        return self._stats
+
+    def _postings(self, query_tokens: list[str]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, contributions)`` per query token (repeats included) that is indexed."""
+        idf, norm = self._prepare()
+        indptr, rows, tf = self._matrix.indptr, self._matrix.indices, self._matrix.data
+        for token in query_tokens:
+            term = self._vocab.get(token)
+            if term is None or indptr[term] == indptr[term + 1]:
+                continue
+            lo, hi = indptr[term], indptr[term + 1]
+            r, f = rows[lo:hi], tf[lo:hi]
+            yield r, idf[term] * (f * (self.k1 + 1) / (f + norm[r]))
+
+    def get_scores(self, query_tokens: list[str]) -> np.ndarray:
+        """BM25 of every live chunk, float64 ``(n,)`` in :attr:`chunk_ids` order (higher is better)."""
+        self._prepare()
+        scores = np.zeros(len(self._row_ids))
+        for rows, contrib in self._postings(query_tokens):
+            scores[rows] += contrib
+        return scores
+
+    def query_weights(self, query_tokens: list[str]) -> np.ndarray:
+        """float64 ``(len(query_tokens),)``: the idf each query term carries in this collection; a term
+        no live chunk holds gets the idf of a term in no chunk, ``log((N + 0.5) / 0.5)``, the rarest there is.
+
+        Their sum is about the BM25 score of an average-length chunk holding every query term once,
+        the yardstick of how much of the query a chunk covers (``search.fusion``).
+        """
+        idf, _ = self._prepare()
+        collection = self._collection
+        n = collection.chunks if collection is not None else len(self._row_ids)
+        rarest = math.log(n + 0.5) - math.log(0.5)
+        indptr = self._matrix.indptr
+        weights = np.full(len(query_tokens), rarest)
+        for position, token in enumerate(query_tokens):
+            if collection is not None:
+                if token in collection.idf:
+                    weights[position] = collection.idf[token]
+                continue
+            term = self._vocab.get(token)
+            if term is not None and indptr[term] < indptr[term + 1]:  # some live chunk holds it
+                weights[position] = idf[term]
+        return weights
+
+    def score_chunks(self, query_tokens: list[str], chunk_ids: Sequence[int]) -> np.ndarray:
+        """Exact BM25 of the given chunks, float64 ``(len(chunk_ids),)``, 0 where no term matches.
+
+        Raises:
+            DocumentNotFoundError: A chunk id is not in the index.
+        """
+        self._prepare()
+        ids = np.asarray(chunk_ids, dtype=np.int64).tolist()
+        missing = [i for i in ids if i not in self._row_of]
+        if missing:
+            raise DocumentNotFoundError(f"chunk ids not in the lexical index: {missing[:5]}")
+        wanted = np.array([self._row_of[i] for i in ids], dtype=np.int64)
+        scores = np.zeros(len(wanted))
+        for rows, contrib in self._postings(query_tokens):
+            pos = np.minimum(np.searchsorted(rows, wanted), len(rows) - 1)
+            hit = rows[pos] == wanted
+            scores[hit] += contrib[pos[hit]]
+        return scores
+
+    def search(self, query_tokens: list[str], k: int,
+               allowed: np.ndarray | None = None, with_ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` chunks containing at least one query term.
+
+        Args:
+            query_tokens: Analyzed query; a repeated term counts each time.
+            k: How many chunks at most (``k <= 0`` gives empty arrays).
+            allowed: Optional int64 chunk ids to search among; the filter is applied
+                before the top ``k`` are cut. Unknown ids are ignored.
+            with_ties: Also return the chunks that tie with the ``k``-th score (up to ``2 k`` chunks
+                in all), so the set returned does not depend on how ties are broken (by chunk id,
+                which differs between a sharded and an unsharded index of the same documents).
+
+        Returns:
+            ``(chunk_ids int64, scores float64)``, at most ``k`` each, best first
+            (higher is better); equal scores in insertion order.
+        """
+        self._prepare()
+        n = len(self._row_ids)
+        scores, matched = np.zeros(n), np.zeros(n, bool)
+        for rows, contrib in self._postings(query_tokens):
+            scores[rows] += contrib
+            matched[rows] = True
+        if allowed is not None:
+            matched &= self._row_mask(np.asarray(allowed, dtype=np.int64))
+        rows = np.flatnonzero(matched)
+        if k <= 0 or len(rows) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        best = _top_k(rows, scores[rows], k, with_ties)
+        return self._row_ids[best], scores[best]
+
+    def _row_mask(self, allowed: np.ndarray) -> np.ndarray:
+        """Boolean ``(n,)`` mask of the rows whose chunk id is in ``allowed``."""
+        if self._sorted is None:
+            order = np.argsort(self._row_ids, kind="stable")
+            self._sorted = (self._row_ids[order], order)
+        sorted_ids, order = self._sorted
+        mask = np.zeros(len(sorted_ids), bool)
+        if len(sorted_ids):
+            pos = np.minimum(np.searchsorted(sorted_ids, allowed), len(sorted_ids) - 1)
+            mask[order[pos[sorted_ids[pos] == allowed]]] = True
+        return mask
+
+    # -- persistence ---------------------------------------------------------
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """The live index as the arrays and term list of the on-disk format (terms of removed
+        chunks dropped, postings sorted); see the module docstring."""
+        self._flush()
+        used = np.flatnonzero(np.diff(self._matrix.indptr))
+        matrix = self._matrix[:, used] if len(used) < len(self._terms) else self._matrix
+        matrix.sort_indices()
+        arrays = {"chunk_ids": self._row_ids, "doc_len": self._doc_len, "indptr": matrix.indptr,
+                  "rows": matrix.indices, "tf": matrix.data}
+        return arrays, [self._terms[t] for t in used.tolist()]
+
+    @classmethod
+    def from_arrays(cls, k1: float, b: float, epsilon: float, arrays: dict[str, np.ndarray],
+                    terms: list[str]) -> BM25Index:
+        """The inverse of :meth:`to_arrays` (arrays already checked by the caller)."""
+        index, n = cls(k1, b, epsilon), len(arrays["chunk_ids"])
+        index._matrix = sp.csc_matrix((arrays["tf"], arrays["rows"], arrays["indptr"]), shape=(n, len(terms)))
+        index._matrix.sum_duplicates()  # sorts rows within terms if a writer did not (no-op check otherwise)
+        index._terms, index._vocab = terms, dict(zip(terms, range(len(terms))))
+        index._row_ids, index._doc_len = arrays["chunk_ids"], arrays["doc_len"]
+        index._alive = np.ones(n, bool)
+        index._row_of = dict(zip(index._row_ids.tolist(), range(n)))
+        index._total_len = int(index._doc_len.sum())
+        return index
+
+
+@dataclass(frozen=True)
+class Collection:
+    """Term statistics of chunks split over several BM25 indexes (the shards of one index)."""
+
+    chunks: int
+    avgdl: float
+    idf: dict[str, float]  # per term in at least one live chunk
+
+    @classmethod
+    def of(cls, indexes: Sequence[BM25Index]) -> Collection:
+        """Merge the shards' counts; idf as one index over all their chunks would compute it."""
+        df: dict[str, int] = {}
+        for index in indexes:
+            terms, counts = index.term_counts()
+            for term, freq in zip(terms, counts.tolist()):
+                df[term] = df.get(term, 0) + freq
+        n = sum(len(index) for index in indexes)
+        total = sum(index.total_length for index in indexes)
+        epsilon = indexes[0].epsilon if indexes else 0.25
+        idf = _idf(np.fromiter(df.values(), np.int64, len(df)), n, epsilon)
+        return cls(n, total / n if n else 1.0, dict(zip(df, idf.tolist())))
+
+    def idf_of(self, terms: Sequence[str]) -> np.ndarray:
+        """float64 idf per term (0 for terms in no live chunk)."""
+        return np.fromiter((self.idf.get(t, 0.0) for t in terms), np.float64, len(terms))
+
+
+def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
+    """rank-bm25's Okapi idf per term, float64; 0 for terms absent from every live chunk.
+
+    ``math.log`` is applied per distinct df (as rank-bm25 does per term) and the
+    mean is a left-to-right sum in term-id order (first occurrence, rank-bm25's dict order).
+    """
+    idf = np.zeros(len(df))
+    live = df > 0
+    if not live.any():
+        return idf
+    values, inverse = np.unique(df[live], return_inverse=True)
+    per_df = np.array([math.log(n - d + 0.5) - math.log(d + 0.5) for d in values.tolist()])
+    live_idf = per_df[inverse.ravel()]
+    average = float(np.cumsum(live_idf)[-1]) / len(live_idf)
+    live_idf[live_idf < 0] = epsilon * average
+    idf[live] = live_idf
+    return idf
+
+
+def _top_k(rows: np.ndarray, scores: np.ndarray, k: int, with_ties: bool = False) -> np.ndarray:
+    """Rows of the ``k`` best ``scores`` (both ``(m,)``, rows increasing), best first; ties to the lower row
+    (``with_ties``: rows tied with the ``k``-th are kept too, up to ``2 k`` rows in all)."""
+    if len(rows) > k:
+        threshold = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        above = scores > threshold
+        at = np.flatnonzero(scores == threshold)
+        at = at[: (2 * k if with_ties else k) - int(above.sum())]
+        keep = np.union1d(np.flatnonzero(above), at)
+        rows, scores = rows[keep], scores[keep]
+    return rows[np.lexsort((rows, -scores))]
+
+
+def _drop_rows(matrix: sp.csc_matrix, alive: np.ndarray) -> sp.csc_matrix:
+    """Return ``matrix`` without its dead rows (row order kept), in O(postings)."""
+    new_row = np.cumsum(alive) - 1
+    keep = alive[matrix.indices]
+    terms = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))[keep]
+    indptr = np.zeros(matrix.shape[1] + 1, np.int64)
+    np.cumsum(np.bincount(terms, minlength=matrix.shape[1]), out=indptr[1:])
+    return sp.csc_matrix((matrix.data[keep], new_row[matrix.indices[keep]].astype(np.int32), indptr),
+                         shape=(int(alive.sum()), matrix.shape[1]))

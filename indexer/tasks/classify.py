@@ -1,0 +1,204 @@
+"""A classification head on the pooled layer: train, evaluate, predict, save and load.
+
+The head is one linear layer over the mean-pooled, L2-normalised vectors of the layer
+the index uses; training fine-tunes the encoder with it (cross-entropy). The saved
+directory is a normal model directory (``load_model`` reads it) plus
+``classifier.json`` (labels, layer) and ``classifier_head.pt`` (the head's weights).
+Train in one language and predict in others for zero-shot cross-lingual transfer.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoding.encoder import Encoder
+from ..errors import CorpusError, ModelLoadError, XlsearchError
+from .finetune import (
+    TrainConfig,
+    batches,
+    check_layer,
+    make_optimizer,
+    pooled,
+    progress_bar,
+    save_checkpoint,
+    seed_everything,
+    total_steps,
+)
+from ..encoding.model import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+HEAD_CONFIG = "classifier.json"
+HEAD_WEIGHTS = "classifier_head.pt"
+_LABEL_KEYS = ("label", "category")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The most probable label of one text and its probability."""
+
+    label: str
+    score: float
+
+
+def read_labelled(path: str | Path, labels: Sequence[str]) -> list[tuple[str, str]]:
+    """``(text, label)`` records from JSONL (``text``, ``label``) or TSV/CSV with a header naming them.
+
+    ``category`` is accepted for ``label`` (SIB-200's files read as they are).
+
+    Raises:
+        CorpusError: Unreadable file, missing field or a label not in ``labels`` (``file:line: ...``).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"{path}: cannot read ({exc})") from None
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = [(number, _json_record(line, f"{path}:{number}"))
+                for number, line in enumerate(lines, 1) if line.strip()]
+    else:
+        rows = _table_records(lines, path)
+    records = []
+    for number, record in rows:
+        text, label = record.get("text"), next((record[k] for k in _LABEL_KEYS if k in record), None)
+        if not isinstance(text, str) or not text.strip():
+            raise CorpusError(f"{path}:{number}: no text")
+        if label not in labels:
+            raise CorpusError(f"{path}:{number}: label {label!r} is not one of {', '.join(labels)}")
+        records.append((text, label))
+    if not records:
+        raise CorpusError(f"{path}: no labelled records found")
+    return records
+
+
+def _json_record(line: str, where: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{where}: invalid JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise CorpusError(f"{where}: expected an object with text and label")
+    return record
+
+
+def _table_records(lines: list[str], path: Path) -> list[tuple[int, dict]]:
+    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
+    reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    rows = list(reader)
+    if not rows or "text" not in rows[0] or not any(k in rows[0] for k in _LABEL_KEYS):
+        raise CorpusError(f"{path}:1: header must name a text column and a label (or category) column")
+    header = rows[0]
+    out = []
+    for number, cells in enumerate(rows[1:], 2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(header):
+            raise CorpusError(f"{path}:{number}: {len(cells)} column(s), the header has {len(header)}")
+        out.append((number, dict(zip(header, cells))))
+    return out
+
+
+class Classifier:
+    """An encoder plus a linear head over its pooled ``layer`` vectors.
+
+    Args:
+        loaded: The encoder (from :func:`indexer.model.load_model`).
+        labels: Label names, in the head's output order.
+        layer: Hidden layer pooled (mean over real tokens, then L2).
+        head: ``nn.Linear(dim, len(labels))``; a fresh one when omitted.
+    """
+
+    def __init__(self, loaded: LoadedModel, labels: Sequence[str], layer: int, head: nn.Linear | None = None):
+        if len(set(labels)) != len(labels) or len(labels) < 2:
+            raise XlsearchError(f"need at least 2 distinct labels, got {list(labels)}")
+        check_layer(loaded, layer)
+        self.loaded, self.labels, self.layer = loaded, list(labels), layer
+        self.head = (head or nn.Linear(loaded.dim, len(labels))).to(loaded.device)
+
+    def train(self, records: Sequence[tuple[str, str]], config: TrainConfig, head_lr: float = 1e-2) -> float:
+        """Fine-tune encoder and a freshly initialised head on ``(text, label)``; returns the last loss."""
+        rng = seed_everything(config.seed)
+        self.head.reset_parameters()
+        index = {label: i for i, label in enumerate(self.labels)}
+        targets = torch.tensor([index[label] for _, label in records], device=self.loaded.device)
+        steps = total_steps(len(records), config)
+        optimizer, scheduler = make_optimizer([{"params": self.loaded.model.parameters()},
+                                               {"params": self.head.parameters(), "lr": head_lr}], config, steps)
+        encoder = Encoder(self.loaded, batch_size=config.batch_size)
+        params = list(self.loaded.model.parameters()) + list(self.head.parameters())
+        self.loaded.model.train()
+        step, loss_value, bar = 0, float("nan"), progress_bar(steps, "fine-tuning")
+        try:
+            while step < steps:
+                for rows in batches(len(records), config.batch_size, rng):
+                    vectors = pooled(encoder, [records[i][0] for i in rows], self.layer, config.max_tokens)
+                    loss = F.cross_entropy(self.head(vectors), targets[rows])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    step, loss_value = step + 1, float(loss.detach())
+                    bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+                    bar.update(1)
+                    if step >= steps:
+                        break
+        finally:
+            bar.close()
+            self.loaded.model.eval()
+        return loss_value
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
+        """The most probable label of each text, in input order."""
+        vectors = Encoder(self.loaded, batch_size=batch_size).encode(texts, self.layer)
+        self.head.eval()
+        probs = self.head(torch.from_numpy(vectors).to(self.loaded.device)).softmax(-1)
+        best = probs.max(-1)
+        return [Prediction(self.labels[int(i)], float(p)) for p, i in zip(best.values, best.indices)]
+
+    def accuracy(self, records: Sequence[tuple[str, str]]) -> float:
+        """Fraction of ``(text, label)`` records predicted right."""
+        predictions = self.predict([text for text, _ in records])
+        return sum(p.label == label for p, (_, label) in zip(predictions, records)) / max(1, len(records))
+
+    def save(self, directory: str | Path) -> Path:
+        """Model directory (``load_model`` reads it) plus head weights and ``classifier.json``."""
+        directory = save_checkpoint(self.loaded, directory, self.layer, {"objective": "classify"})
+        torch.save(self.head.state_dict(), directory / HEAD_WEIGHTS)
+        (directory / HEAD_CONFIG).write_text(json.dumps({"labels": self.labels, "layer": self.layer}, indent=2)
+                                             + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "auto") -> Classifier:
+        """Read a directory written by :meth:`save`.
+
+        Raises:
+            ModelLoadError: The directory has no classifier head (not made by ``finetune classify``).
+        """
+        directory = Path(directory)
+        if not (directory / HEAD_CONFIG).is_file() or not (directory / HEAD_WEIGHTS).is_file():
+            raise ModelLoadError(f"{directory} has no classifier head ({HEAD_CONFIG}, {HEAD_WEIGHTS}); "
+                                 "train one with `xlsearch finetune classify`")
+        settings = json.loads((directory / HEAD_CONFIG).read_text(encoding="utf-8"))
+        loaded = load_model(str(directory), device)
+        head = nn.Linear(loaded.dim, len(settings["labels"]))
+        head.load_state_dict(torch.load(directory / HEAD_WEIGHTS, map_location="cpu", weights_only=True))
+        return cls(loaded, settings["labels"], int(settings["layer"]), head)
+
+
+def majority_baseline(train: Sequence[tuple[str, str]], test: Sequence[tuple[str, str]]) -> float:
+    """Accuracy on ``test`` of always answering ``train``'s most common label."""
+    common = Counter(label for _, label in train).most_common(1)[0][0]
+    return sum(label == common for _, label in test) / max(1, len(test))

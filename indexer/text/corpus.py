@@ -1,0 +1,198 @@
+"""Read documents from JSONL, CSV/TSV, BEIR ``corpus.jsonl`` and folders of .txt/.md files.
+
+Records:
+    JSONL: one object per line with ``id`` (BEIR: ``_id``) and ``text``; optional
+        ``title`` and ``lang``; every other field is kept as metadata.
+    CSV/TSV: a header row, then the same fields as columns.
+    Folder: every ``.txt`` and ``.md`` file below it (recursively, sorted); the id
+        is the path relative to the folder; a Markdown file's first ``# `` heading is its title.
+
+A bad record (no id, no text, invalid JSON or UTF-8, an id seen before in the same
+run) raises :class:`CorpusError` as ``file:line: what is wrong``, or is skipped and
+counted when ``skip_bad`` is set.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..store.docstore import Document
+from ..errors import CorpusError
+from .validation import id_problem, strict_json, text_problem
+
+log = logging.getLogger(__name__)
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+TEXT_SUFFIXES = (".txt", ".md")
+_RESERVED = {"id", "_id", "text", "title", "lang"}
+_INVALID_BYTE = re.compile("[\udc80-\udcff]")
+
+
+@dataclass
+class CorpusReport:
+    """What a pass over the inputs found."""
+
+    documents: int = 0
+    bad: list[str] = field(default_factory=list)
+
+
+def _document(fields: dict[str, Any], where: str) -> Document:
+    """Validate one record's fields; raises CorpusError naming ``where``."""
+    raw_id = fields.get("id", fields.get("_id"))
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        raise CorpusError(f"{where}: record has no id")
+    if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+        raise CorpusError(f"{where}: id must be a string or integer, got {type(raw_id).__name__}")
+    problem = id_problem(str(raw_id))
+    if problem:
+        raise CorpusError(f"{where}: {problem}")
+    text = fields.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise CorpusError(f"{where}: record {raw_id!r} has no text")
+    title, lang = fields.get("title"), fields.get("lang")
+    for name, value in (("title", title), ("lang", lang)):
+        if value is not None and not isinstance(value, str):
+            raise CorpusError(f"{where}: field {name!r} must be a string")
+    for name, value in (("text", text), ("title", title), ("lang", lang)):
+        problem = text_problem(value, name) if value else None
+        if problem:
+            raise CorpusError(f"{where}: {problem}")
+    metadata = {k: v for k, v in fields.items() if k not in _RESERVED}
+    return Document(id=str(raw_id), text=text, title=title or None, lang=lang or None, metadata=metadata)
+
+
+def _jsonl(path: Path) -> Iterator[tuple[str, Document | CorpusError]]:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark starts some files
+            except UnicodeDecodeError as exc:
+                yield where, CorpusError(f"{where}: invalid UTF-8 at byte {exc.start}")
+                continue
+            if not line.strip():
+                continue
+            try:
+                fields = strict_json(line)
+            except json.JSONDecodeError as exc:
+                yield where, CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            except ValueError as exc:  # NaN or Infinity, or an integer of more than 4,300 digits
+                yield where, CorpusError(f"{where}: invalid JSON ({str(exc).splitlines()[0]})")
+                continue
+            except RecursionError:
+                yield where, CorpusError(f"{where}: invalid JSON (nested too deeply)")
+                continue
+            if not isinstance(fields, dict):
+                yield where, CorpusError(f"{where}: expected a JSON object, got {type(fields).__name__}")
+                continue
+            yield where, _safe(fields, where)
+
+
+def _table(path: Path, delimiter: str) -> Iterator[tuple[str, Document | CorpusError]]:
+    # Invalid bytes become lone surrogates U+DC80..U+DCFF, so only the rows holding them are bad.
+    content = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
+    header = reader.fieldnames or []
+    if "id" not in header and "_id" not in header or "text" not in header:
+        yield f"{path}:1", CorpusError(f"{path}:1: header needs 'id' and 'text' columns, got {header}")
+        return
+    line = 1
+    while True:
+        where = f"{path}:{line + 1}"
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+            line = reader.line_num
+            yield where, CorpusError(f"{where}: {exc}")
+            continue
+        line = reader.line_num
+        if None in row:
+            yield where, CorpusError(f"{where}: more fields than the header has")
+            continue
+        if any(_INVALID_BYTE.search(v) for v in row.values() if isinstance(v, str)):
+            yield where, CorpusError(f"{where}: invalid UTF-8")
+            continue
+        yield where, _safe({k: v for k, v in row.items() if v is not None}, where)
+
+
+def _folder(root: Path) -> Iterator[tuple[str, Document | CorpusError]]:
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() in TEXT_SUFFIXES:
+            yield _text_file(path, root)
+        else:
+            log.info("skipping %s: not a .txt or .md file", path)
+
+
+def _text_file(path: Path, root: Path) -> tuple[str, Document | CorpusError]:
+    where = f"{path}:1"
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return where, CorpusError(f"{path}: invalid UTF-8 at byte {exc.start}")
+    except OSError as exc:  # unreadable (permissions, a broken link, a vanished file)
+        return where, CorpusError(f"{path}: cannot read it ({exc.strerror or exc})")
+    title = None
+    if path.suffix.lower() == ".md":
+        title = next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), None)
+    return where, _safe({"id": path.relative_to(root).as_posix(), "text": text, "title": title}, where)
+
+
+def _safe(fields: dict[str, Any], where: str) -> Document | CorpusError:
+    try:
+        return _document(fields, where)
+    except CorpusError as exc:
+        return exc
+
+
+def _records(path: Path) -> Iterator[tuple[str, Document | CorpusError]]:
+    if path.is_dir():
+        return _folder(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file or directory")
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return _jsonl(path)
+    if suffix in TABLE_SUFFIXES:
+        return _table(path, TABLE_SUFFIXES[suffix])
+    if suffix in TEXT_SUFFIXES:
+        return iter([_text_file(path, path.parent)])
+    raise CorpusError(f"{path}: unknown corpus format; use .jsonl, .csv, .tsv, .txt, .md or a folder")
+
+
+def read_documents(paths: Sequence[str | Path], skip_bad: bool = False,
+                   report: CorpusReport | None = None) -> Iterator[Document]:
+    """Yield valid documents of every input in order.
+
+    Args:
+        paths: Files or folders.
+        skip_bad: Skip bad records (listed in ``report.bad``) instead of raising.
+        report: Filled with counts as the inputs are read.
+
+    Raises:
+        CorpusError: The first bad record, as ``file:line: what is wrong``.
+    """
+    report = report if report is not None else CorpusReport()
+    seen: dict[str, str] = {}
+    for path in paths:
+        for where, item in _records(Path(path)):
+            if isinstance(item, Document) and item.id in seen:
+                item = CorpusError(f"{where}: duplicate id {item.id!r} (first at {seen[item.id]})")
+            if isinstance(item, CorpusError):
+                if not skip_bad:
+                    raise item
+                report.bad.append(str(item))
+                continue
+            seen[item.id] = where
+            report.documents += 1
+            yield item
