@@ -112,7 +112,7 @@ class StandInEncoder:
 def build(index: Path, model: Path, chunks: int, layer: int) -> dict:
     from xlsearch.indexer.build.writer import IndexWriter
     from xlsearch.indexer.config import IndexConfig
-    from xlsearch.indexer.store.docstore import Document
+    from xlsearch.indexer.document import Document
     from xlsearch.indexer.encoding.model import load_model
 
     loaded = load_model(str(model), "cpu")

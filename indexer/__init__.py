@@ -1,11 +1,17 @@
-"""Indexer side of xlsearch: read corpora, chunk, embed, and write the index stores."""
-from .build.writer import IndexWriter, UpsertStats, check_compatible, resolve_config
-from .config import IndexConfig, Manifest
-from .store.docstore import DocStore, Document
-from .encoding.encoder import Encoder
-from .errors import XlsearchError
-from .build.pipeline import build_index
-from .encoding.model import LoadedModel, load_model
+"""Indexer side of xlsearch: read corpora, chunk, embed, and write the index stores.
 
-__all__ = ["DocStore", "Document", "Encoder", "IndexConfig", "IndexWriter", "LoadedModel", "Manifest",
-           "UpsertStats", "XlsearchError", "build_index", "check_compatible", "load_model", "resolve_config"]
+Rooms: ``text`` (corpora, validation, chunking, analysis), ``encoding`` (models and
+pooling), ``store`` (the on-disk format), ``build`` (writers and pipelines) and
+``tasks`` (model jobs that never touch an index). Names below load on first use.
+"""
+from .lazy import lazy_exports
+
+_EXPORTS = {
+    "Document": ".document", "DocStore": ".store.docstore", "IndexConfig": ".config", "Manifest": ".config",
+    "check_compatible": ".config", "XlsearchError": ".errors",
+    "Encoder": ".encoding.encoder", "LoadedModel": ".encoding.model", "load_model": ".encoding.model",
+    "IndexWriter": ".build.writer", "UpsertStats": ".build.writer", "resolve_config": ".build.writer",
+    "build_index": ".build.pipeline",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,11 +11,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .text.analysis import ANALYZER
 from .store.ann import check_kind
-from .errors import ConfigError, IndexFormatError
+from .errors import ConfigError, IndexFormatError, IndexMismatchError
+
+if TYPE_CHECKING:
+    from .encoding.encoder import Encoder
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "microsoft/mdeberta-v3-base"
@@ -26,6 +29,8 @@ MEAN_NO_SPECIAL = "mean-tokens-no-special"  # mean over real tokens, [CLS]/[SEP]
 MEAN = "mean-tokens"  # mean over every token the model saw, special tokens included (sentence-transformers')
 CLS = "cls"  # the first token's vector
 POOLINGS = (MEAN_NO_SPECIAL, MEAN, CLS)
+PRECISIONS = ("fp32", "bf16", "fp16")  # matmul precisions of the encoder (``indexer.encoding.encoder``)
+COMMIT_CHUNKS = 4096  # a long indexing run commits at least this often (in new chunks), so it can resume
 
 
 def check_pooling(pooling: str) -> str:
@@ -156,3 +161,26 @@ class Manifest:
 
     def replace(self, **changes: Any) -> Manifest:
         return dataclasses.replace(self, **changes)
+
+
+def check_compatible(manifest: Manifest, encoder: Encoder | None = None,
+                     config: IndexConfig | None = None) -> None:
+    """Refuse to use an index with another model, layer or build setting.
+
+    Raises:
+        IndexMismatchError: Naming the setting, the index's value and the asked one.
+    """
+    if manifest.config.analyzer != ANALYZER:
+        raise IndexMismatchError(
+            f"the index was built with the lexical analyzer {manifest.config.analyzer!r}; this xlsearch "
+            f"analyzes with {ANALYZER!r}, so its BM25 terms would not match. Rebuild it with `xlsearch index`.")
+    if encoder is not None and encoder.loaded.fingerprint != manifest.model_fingerprint:
+        raise IndexMismatchError(
+            f"the index was built with model {manifest.config.model_name!r} (fingerprint "
+            f"{manifest.model_fingerprint}), not {encoder.loaded.name!r} ({encoder.loaded.fingerprint}); "
+            "use the index's model, or build a new index")
+    for setting in dataclasses.fields(IndexConfig):
+        ours, asked = getattr(manifest.config, setting.name), getattr(config, setting.name, None)
+        if config is not None and setting.name != "model_name" and asked is not None and ours != asked:
+            raise IndexMismatchError(f"the index was built with {setting.name}={ours!r}, not {asked!r}; "
+                                     "drop the option or build a new index")

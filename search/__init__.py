@@ -1,7 +1,14 @@
-"""Search side of xlsearch: open an index, retrieve, fuse, aggregate to documents."""
-from .fusion import linear, min_max, rrf
-from .index.loader import LoadedIndex, load_index
-from .searcher import FUSIONS, MODES, Hit, Searcher, SearchResult
+"""Search side of xlsearch: open an index, retrieve, fuse, aggregate to documents.
 
-__all__ = ["FUSIONS", "MODES", "Hit", "LoadedIndex", "SearchResult", "Searcher", "linear",
-           "load_index", "min_max", "rrf"]
+Rooms: ``index`` (open a plain or sharded index) and ``eval`` (benchmarks, metrics
+and the evaluation harness). Names below load on first use.
+"""
+from ..indexer.lazy import lazy_exports
+
+_EXPORTS = {
+    "FUSIONS": ".searcher", "MODES": ".searcher", "Hit": ".searcher", "Searcher": ".searcher",
+    "SearchResult": ".searcher", "linear": ".fusion", "min_max": ".fusion", "rrf": ".fusion",
+    "LoadedIndex": ".index.loader", "load_index": ".index.loader",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,24 +6,25 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..indexer.config import check_compatible
 from ..indexer.text.analysis import analyze
-from ..indexer.build.writer import check_compatible
 from ..indexer.store.centering import center
 from ..indexer.store.docstore import ChunkRow
-from ..indexer.encoding.encoder import Encoder, encode_queries
 from ..indexer.errors import IndexFormatError, IndexMismatchError, QueryError
 from ..indexer.text.language import detect_language
-from ..indexer.encoding.model import load_model
 from ..indexer.text.validation import text_problem
 
 from .fusion import FUSIONS as FUSION_METHODS
 from .fusion import SCORE_BOTH_SIDES, Candidates, fuse
 from .index.loader import LoadedIndex
 from .index.sharded import ShardedIndex, open_index
+
+if TYPE_CHECKING:  # torch loads with the model, on the first dense or hybrid query
+    from ..indexer.encoding.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,9 @@ class Searcher:
         """The query encoder, loaded and checked against the index on first use."""
         with self._lock:
             if self._encoder is None:
+                from ..indexer.encoding.encoder import Encoder
+                from ..indexer.encoding.model import load_model
+
                 encoder = Encoder(load_model(self._model_name, self._device), batch_size=1,
                                   precision=self._precision)
                 check_compatible(self.index.manifest, encoder)
@@ -181,7 +185,7 @@ class Searcher:
             IndexFormatError: The index is damaged.
         """
         validate_query(query, k, mode, fusion, alpha, filter)
-        vector = encode_queries(self.encoder, [query], self.index.manifest.config)[0] if mode != "lexical" else None
+        vector = self._query_vector(query) if mode != "lexical" else None
         tokens = analyze(query)
         for attempt in range(SNAPSHOT_RETRIES):
             try:
@@ -202,6 +206,12 @@ class Searcher:
                 if attempt == SNAPSHOT_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        """The query's vector (dim,), embedded as the index's settings say."""
+        from ..indexer.encoding.encoder import encode_queries
+
+        return encode_queries(self.encoder, [query], self.index.manifest.config)[0]
 
     def _center_query(self, vector: np.ndarray | None, query: str, query_lang: str | None) -> np.ndarray | None:
         """The query vector centered by its language's mean, when the index centers languages."""

@@ -11,7 +11,7 @@ from xlsearch.indexer.build.writer import IndexWriter
 from xlsearch.indexer.store.centering import center, compute_centroids
 from xlsearch.indexer.store.check import check_index
 from xlsearch.indexer.config import IndexConfig
-from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.document import Document
 from xlsearch.indexer.build.pipeline import build_index
 from xlsearch.search.index.loader import load_index
 from xlsearch.search.searcher import Searcher
@@ -52,7 +52,7 @@ def expected_centered(index, encoder):
     """Re-embed every chunk, center with means computed here, compare with the index's."""
     rows = index.store.db.execute("SELECT c.chunk_id, c.text, d.title, d.lang FROM chunks c "
                                   "JOIN documents d ON d.id = c.doc_id ORDER BY c.chunk_id").fetchall()
-    from xlsearch.indexer.build.writer import title_prefix
+    from xlsearch.indexer.text.pieces import title_prefix
 
     texts = [title_prefix(r[2], encoder.tokenizer, 16) + r[1] for r in rows]
     raw = encoder.encode(texts, 2)

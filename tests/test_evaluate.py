@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
+from xlsearch.indexer.build.pipeline import index_documents
 from xlsearch.api.cli.main import main
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.errors import XlsearchError
@@ -160,7 +161,8 @@ def test_layer_cache_encodes_each_text_once(tiny_model, encoder):
 def test_sweep_encodes_once_and_lexical_matches_the_modelless_path(tiny_model):
     bench = load_benchmark("tatoeba", SHARED / "tatoeba", langs=["deu"], limit=12)
     counting = CountingEncoder(tiny_model)
-    swept = evaluate(bench, counting, EvalSettings(modes=("dense", "lexical", "hybrid"), layers=(1, 2, 3)))
+    swept = evaluate(bench, counting, EvalSettings(modes=("dense", "lexical", "hybrid"), layers=(1, 2, 3)),
+                      build=index_documents)
     texts = {d.text for docs in bench.collections.values() for d in docs}
     assert counting.texts == len(texts)  # every sentence is both a query and a document; no chunk is split
     assert swept.configs == [("dense", 1), ("dense", 2), ("dense", 3), ("lexical", None), ("hybrid", 1),

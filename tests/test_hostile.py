@@ -167,7 +167,7 @@ def test_check_reports_stored_metadata_that_is_not_json(sample_index):
 
 
 def test_a_document_with_non_finite_metadata_is_never_serialised():
-    from xlsearch.indexer.store.docstore import Document
+    from xlsearch.indexer.document import Document
 
     with pytest.raises(ValueError):
         Document("a", "text", metadata={"x": math.nan}).row()

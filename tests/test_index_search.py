@@ -10,7 +10,7 @@ from conftest import SAMPLE
 from xlsearch.indexer.text.analysis import analyze
 from xlsearch.indexer.build.writer import IndexWriter
 from xlsearch.indexer.config import IndexConfig
-from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.document import Document
 from xlsearch.indexer.encoding.encoder import Encoder, encode_queries
 from xlsearch.indexer.errors import (
     CorpusError,

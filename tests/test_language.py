@@ -5,7 +5,7 @@ import pytest
 
 from conftest import sib_sentences
 from xlsearch.indexer.build.writer import IndexWriter
-from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.document import Document
 from xlsearch.indexer.text.language import detect_language
 from xlsearch.search.index.loader import load_index
 

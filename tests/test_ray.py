@@ -15,7 +15,7 @@ from xlsearch.indexer.store.docstore import DOCS_FILE, DocStore
 from xlsearch.indexer.build.pipeline import build_index
 from xlsearch.indexer.build.ray import RayOptions, build_index_ray
 from xlsearch.indexer.store.shard_layout import index_directories
-from xlsearch.indexer.build.sharded import check_any
+from xlsearch.indexer.store.check import check_any
 from xlsearch.search.searcher import Searcher
 
 pytestmark = pytest.mark.slow

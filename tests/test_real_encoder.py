@@ -12,9 +12,10 @@ import json
 import numpy as np
 import pytest
 
+from xlsearch.indexer.build.pipeline import index_documents
 from xlsearch.indexer.build.writer import IndexWriter
 from xlsearch.indexer.config import CLS, MEAN, MEAN_NO_SPECIAL, IndexConfig
-from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.document import Document
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.encoding.model import load_model
 from xlsearch.indexer.errors import ConfigError
@@ -102,7 +103,7 @@ PAIRS = "en-de,de-en,zh-es,ar-en,en-hi,es-ru"
 def xquad_scores(e5) -> dict[tuple[str, str], float]:
     bench = load_benchmark("xquad", benchmarks_dir() / "xquad", langs=["en", "de", "zh", "es", "ar", "hi", "ru"],
                            limit=24, pairs=PAIRS)
-    result = evaluate(bench, e5, EvalSettings(modes=("dense", "lexical", "hybrid")))
+    result = evaluate(bench, e5, EvalSettings(modes=("dense", "lexical", "hybrid")), build=index_documents)
     return {(s.mode, s.key): s.value for s in result.scores if s.metric == "mrr@10"}
 
 

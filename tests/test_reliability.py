@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, sib_sentences
 from xlsearch.indexer.build.writer import IndexWriter
 from xlsearch.indexer.store.check import check_index
-from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.document import Document
 from xlsearch.indexer.errors import IndexFormatError, IndexWriteError
 from xlsearch.indexer.store.storage import committed_manifest, open_docstore
 from xlsearch.search.index.loader import load_index

@@ -13,11 +13,13 @@ from xlsearch.api.http.app import create_app
 from xlsearch.api.cli.main import main
 from xlsearch.api.http.settings import Settings
 from xlsearch.indexer.config import IndexConfig
-from xlsearch.indexer.store.docstore import Document
+from xlsearch.indexer.document import Document
 from xlsearch.indexer.errors import IndexMismatchError
 from xlsearch.indexer.build.pipeline import build_index
 from xlsearch.indexer.store.shard_layout import read_shards, shard_dir, shard_of
-from xlsearch.indexer.build.sharded import ShardedWriter, check_any, open_writer, sharded_info
+from xlsearch.indexer.build.sharded import ShardedWriter, open_writer
+from xlsearch.indexer.store.check import check_any
+from xlsearch.indexer.store.shard_layout import sharded_info
 from xlsearch.search.searcher import Searcher
 from xlsearch.search.index.sharded import ShardedIndex
 

@@ -8,13 +8,9 @@ import argparse
 import json
 import sys
 
-from ...indexer.store.ann import KINDS
-from ...indexer.build.writer import COMMIT_CHUNKS, resolve_config
-from ...indexer.encoding.encoder import PRECISIONS, Encoder
+from ...indexer.config import COMMIT_CHUNKS, PRECISIONS
 from ...indexer.errors import XlsearchError
-from ...indexer.build.pipeline import build_index, validate_inputs
-from ...indexer.encoding.model import load_model
-from ...indexer.build.sharded import check_any, open_writer, sharded_info
+from ...indexer.store.ann import KINDS
 from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
 
 from .options import (add_embedding_options, add_model_options, filter_option, layer_option, positive_int,
@@ -128,6 +124,11 @@ def _progress_factory(total: int):
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from ...indexer.build.pipeline import build_index, validate_inputs
+    from ...indexer.build.writer import resolve_config
+    from ...indexer.encoding.encoder import Encoder
+    from ...indexer.encoding.model import load_model
+
     config = resolve_config(args.index, model_name=requested_model(args.model),
                             layer=args.layer, pooling=args.pooling, query_prompt=args.query_prompt,
                             document_prompt=args.document_prompt, chunk_tokens=args.chunk_tokens,
@@ -192,6 +193,8 @@ def format_result(result: SearchResult, width: int = 160) -> str:
 
 
 def run_delete(args: argparse.Namespace) -> int:
+    from ...indexer.build.sharded import open_writer
+
     with open_writer(args.index) as writer:
         found = writer.delete(args.ids)
         writer.commit()
@@ -203,11 +206,15 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from ...indexer.store.shard_layout import sharded_info
+
     print(json.dumps(sharded_info(args.index), indent=2, ensure_ascii=False, sort_keys=True))
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from ...indexer.store.check import check_any
+
     problems = check_any(args.index)
     if problems:
         print(f"{args.index}: {len(problems)} problems", file=sys.stderr)

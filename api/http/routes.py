@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi import Query as QueryParam
 from starlette.concurrency import run_in_threadpool
 
-from ...indexer.store.docstore import Document
+from ...indexer.document import Document
 from ...search.searcher import MAX_K
 
 from .deps import ServiceDep, require_read_key, require_write_key

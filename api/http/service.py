@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from ...indexer.store.docstore import Document
+from ...indexer.document import Document
 from ...indexer.encoding.encoder import Encoder, encode_documents, encode_queries
 from ...indexer.errors import DocumentNotFoundError
 from ...indexer.encoding.model import load_model
 from ...indexer.store.shard_layout import document_directory, index_directories
-from ...indexer.build.sharded import open_writer, sharded_info
+from ...indexer.build.sharded import open_writer
+from ...indexer.store.shard_layout import sharded_info
 from ...indexer.store.storage import open_docstore
 from ...search.searcher import Searcher
 

@@ -1,14 +1,23 @@
 """Index a collection from files: validate every record, then stream them into the index."""
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .writer import COMMIT_CHUNKS, Progress, UpsertStats
-from ..config import IndexConfig
+from ..config import COMMIT_CHUNKS, IndexConfig
+from ..document import Document
+from ..errors import IndexMismatchError, XlsearchError
 from ..text.corpus import CorpusReport, read_documents
-from ..encoding.encoder import Encoder
 from .sharded import open_writer
+from .writer import IndexWriter, Progress, UpsertStats
+
+if TYPE_CHECKING:
+    from ..encoding.encoder import Encoder
+
+log = logging.getLogger(__name__)
 
 
 def validate_inputs(paths: Sequence[str | Path], skip_bad: bool = False) -> CorpusReport:
@@ -49,3 +58,27 @@ def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: Enc
         stats = writer.upsert(read_documents(paths, skip_bad), progress, commit_chunks)
         writer.commit()
     return stats, report
+
+
+def index_documents(directory: Path, docs: Sequence[Document], encoder: Encoder, config: IndexConfig,
+                    progress: Progress | None = None) -> None:
+    """Index ``docs`` (already in memory) into ``directory``, as an evaluation does.
+
+    An index already there is updated, so unchanged documents cost nothing; one built
+    with other settings, or holding other documents, is rebuilt.
+
+    Raises:
+        XlsearchError: The index could not be built even from scratch.
+    """
+    for attempt in range(2):
+        try:
+            with IndexWriter(directory, encoder, config) as writer:
+                writer.upsert(docs, progress if attempt == 0 else None)
+                manifest = writer.commit()
+            if manifest.documents == len({doc.id for doc in docs}):
+                return
+            log.warning("%s holds documents of another slice; rebuilding it", directory)
+        except IndexMismatchError as exc:
+            log.warning("%s was built with other settings (%s); rebuilding it", directory, exc)
+        shutil.rmtree(directory, ignore_errors=True)
+    raise XlsearchError(f"{directory}: could not build the evaluation index")

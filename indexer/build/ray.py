@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from .writer import COMMIT_CHUNKS, Piece, Progress, UpsertStats, document_pieces, with_language
+from ..config import COMMIT_CHUNKS
+from .writer import Progress, UpsertStats
+from ..text.pieces import Piece, document_pieces, with_language
 from ..config import IndexConfig
 from ..text.corpus import CorpusReport, read_documents
-from ..store.docstore import Document
+from ..document import Document
 from ..encoding.encoder import Encoder, encode_documents
 from ..errors import XlsearchError
 from .pipeline import validate_inputs

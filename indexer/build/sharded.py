@@ -12,17 +12,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .writer import IndexWriter, Piece, Progress, UpsertStats
-from ..store.check import check_index
+from .writer import IndexWriter, Progress, UpsertStats
+
+from ..text.pieces import Piece
 from ..config import IndexConfig, Manifest
-from ..store.docstore import DOCS_FILE, DocStore, Document
-from ..encoding.encoder import Encoder
+from ..document import Document
 from ..errors import ConfigError, IndexMismatchError
-from ..store.shard_layout import create_shards, index_directories, read_shards, shard_dir, shard_of
-from ..store.storage import index_exists, index_info, open_docstore
+from ..store.shard_layout import create_shards, read_shards, shard_dir, shard_of
+from ..store.storage import index_exists, open_docstore
+
+if TYPE_CHECKING:
+    from ..encoding.encoder import Encoder
 
 
 class ShardedWriter:
@@ -136,41 +140,3 @@ def open_writer(directory: str | Path, encoder: Encoder | None = None, config: I
             open_docstore(directory)  # raises IndexNotFoundError: nothing to create the shards with
         create_shards(directory, wanted)
     return ShardedWriter(directory, wanted, encoder, config)
-
-
-def sharded_info(directory: str | Path) -> dict:
-    """``xlsearch info`` of any index: the manifest and counts, summed over shards with a per-shard list."""
-    directories = index_directories(directory)
-    if len(directories) == 1 and read_shards(directory) is None:
-        return index_info(directory)
-    shards = [index_info(d) for d in directories]
-    info = dict(shards[0])
-    for key in ("documents", "chunks"):
-        info[key] = sum(s[key] for s in shards)
-    info["stored"] = {key: sum(s["stored"][key] for s in shards) for key in ("documents", "chunks")}
-    info["shards"] = [{"directory": d.name, "documents": s["documents"], "chunks": s["chunks"],
-                       "generation": s["generation"]} for d, s in zip(directories, shards)]
-    del info["files"], info["generation"]
-    return info
-
-
-def check_any(directory: str | Path) -> list[str]:
-    """``xlsearch check`` of any index: every shard's problems, and documents in the wrong shard."""
-    shards = read_shards(directory)
-    if shards is None:
-        return check_index(directory)
-    problems = []
-    for shard, path in enumerate(index_directories(directory)):
-        found = check_index(path)
-        problems += found
-        if found or not index_exists(path):
-            continue
-        store = DocStore(path / DOCS_FILE)
-        try:
-            misplaced = [doc_id for (doc_id,) in store.db.execute("SELECT id FROM documents")
-                         if shard_of(doc_id, shards) != shard]
-        finally:
-            store.close()
-        problems += [f"{path}: document {doc_id!r} belongs in shard {shard_of(doc_id, shards)}"
-                     for doc_id in misplaced[:10]]
-    return problems

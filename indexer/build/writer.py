@@ -13,21 +13,20 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..text.analysis import ANALYZER, analyze
+from ..text.analysis import analyze
 from ..store.centering import center, compute_centroids
-from ..text.chunking import chunk_text
-from ..config import IndexConfig, Manifest, utc_now
+from ..text.pieces import Piece, document_pieces, with_language
+from ..config import IndexConfig, Manifest, check_compatible, utc_now
 from ..store.dense import DenseIndex
-from ..store.docstore import DOCS_FILE, ChunkRow, DocStore, Document, delete_documents, set_meta, write_chunks, write_documents
-from ..encoding.encoder import Encoder, encode_documents
-from ..errors import IndexMismatchError, IndexWriteError, XlsearchError
-from ..text.language import detect_language
+from ..document import Document
+from ..store.docstore import DOCS_FILE, ChunkRow, DocStore, delete_documents, set_meta, write_chunks, write_documents
+from ..errors import IndexWriteError, XlsearchError
 from ..store.lexical import BM25Index
 from ..store.lexical_io import save_bm25
-from ..encoding.sentence_config import settle_config
 from ..store.shard_layout import index_directories
 from ..store.storage import (
     WriterLock,
@@ -47,11 +46,13 @@ from ..store.storage import (
     write_manifest_copy,
 )
 
+if TYPE_CHECKING:
+    from ..encoding.encoder import Encoder
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (documents done, chunks done) since the last call
 ENCODE_GROUP = 512  # chunks encoded together, so length sorting has something to sort
-COMMIT_CHUNKS = 4096  # a long run commits at least this often (in new chunks), so it can resume
 
 
 @dataclass
@@ -60,29 +61,6 @@ class UpsertStats:
     replaced: int = 0
     unchanged: int = 0
     chunks: int = 0
-
-
-def check_compatible(manifest: Manifest, encoder: Encoder | None = None,
-                     config: IndexConfig | None = None) -> None:
-    """Refuse to use an index with another model, layer or build setting.
-
-    Raises:
-        IndexMismatchError: Naming the setting, the index's value and the asked one.
-    """
-    if manifest.config.analyzer != ANALYZER:
-        raise IndexMismatchError(
-            f"the index was built with the lexical analyzer {manifest.config.analyzer!r}; this xlsearch "
-            f"analyzes with {ANALYZER!r}, so its BM25 terms would not match. Rebuild it with `xlsearch index`.")
-    if encoder is not None and encoder.loaded.fingerprint != manifest.model_fingerprint:
-        raise IndexMismatchError(
-            f"the index was built with model {manifest.config.model_name!r} (fingerprint "
-            f"{manifest.model_fingerprint}), not {encoder.loaded.name!r} ({encoder.loaded.fingerprint}); "
-            "use the index's model, or build a new index")
-    for field in dataclasses.fields(IndexConfig):
-        ours, asked = getattr(manifest.config, field.name), getattr(config, field.name, None)
-        if config is not None and field.name != "model_name" and asked is not None and ours != asked:
-            raise IndexMismatchError(f"the index was built with {field.name}={ours!r}, not {asked!r}; "
-                                     "drop the option or build a new index")
 
 
 def resolve_config(directory: str | Path, **given) -> IndexConfig:
@@ -147,7 +125,11 @@ class IndexWriter:
                 write_manifest_copy(self.directory, self.manifest)  # a crash left it behind
             self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or self._first_chunk_id)
             return
+        from ..encoding.sentence_config import settle_config  # here: a writer that only deletes loads no torch
+
         config = settle_config(config, self.encoder.loaded)  # ConfigError for a layer the model lacks
+        # The manifest names the model that made the vectors, whatever the config was built with.
+        config = dataclasses.replace(config, model_name=self.encoder.loaded.name)
         # A new index (or one whose first commit never happened): start empty.
         self.store = DocStore(self.directory / DOCS_FILE, create=True)
         self.manifest = Manifest(config=config, model_fingerprint=self.encoder.loaded.fingerprint,
@@ -286,6 +268,8 @@ class IndexWriter:
 
     def _embed(self, group: list[tuple[Document, list[ChunkRow], list[str]]],
                progress: Progress | None) -> int:
+        from ..encoding.encoder import encode_documents
+
         texts = [t for _, _, ts in group for t in ts]
         vectors = encode_documents(self.encoder, texts, self.manifest.config,
                                    progress=(lambda n: progress(0, n)) if progress else None)
@@ -372,43 +356,3 @@ def _discard_generation(directory: Path, keep: int) -> None:
         remove_generations(directory, keep={keep, keep - 1})
     except OSError as exc:
         log.warning("could not remove the files of a failed commit in %s: %s", directory, exc)
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One chunk of a document before it has an id: ``text`` is ``doc.text[start:end]``;
-    ``input`` is what is embedded and analyzed (the title line, then ``text``)."""
-
-    start: int
-    end: int
-    text: str
-    input: str
-
-
-def document_pieces(doc: Document, tokenizer, config: IndexConfig) -> list[Piece]:
-    """Split a document into chunks of at most ``config.chunk_tokens`` tokens, title and document
-    prompt included."""
-    prefix = title_prefix(doc.title, tokenizer, config.chunk_tokens // 4)
-    prefix_tokens = len(tokenizer(config.document_prompt + prefix, add_special_tokens=False)["input_ids"]) \
-        if prefix or config.document_prompt else 0
-    budget = config.chunk_tokens - tokenizer.num_special_tokens_to_add(pair=False) - prefix_tokens
-    return [Piece(c.start, c.end, c.text, prefix + c.text)
-            for c in chunk_text(doc.text, tokenizer, budget, config.chunk_overlap)]
-
-
-def with_language(doc: Document) -> Document:
-    """``doc`` with ``lang`` detected from its title and text when it has none."""
-    if doc.lang is not None:
-        return doc
-    return dataclasses.replace(doc, lang=detect_language(f"{doc.title or ''}\n{doc.text}"))
-
-
-def title_prefix(title: str | None, tokenizer, max_tokens: int) -> str:
-    """``"<title>\\n"`` cut to at most ``max_tokens`` tokens, or "" without a title."""
-    if not title or not title.strip():
-        return ""
-    title = " ".join(title.split())
-    offsets = tokenizer(title, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    if len(offsets) > max_tokens:
-        title = title[:offsets[max_tokens - 1][1]]
-    return title + "\n"

@@ -19,7 +19,9 @@ from .dense import DenseIndex
 from ..errors import IndexNotFoundError, XlsearchError
 from .lexical import BM25Index
 from .lexical_io import load_bm25
-from .storage import MANIFEST_FILE, dense_path, lexical_path, open_docstore, verify_files
+from .docstore import DOCS_FILE, DocStore
+from .shard_layout import index_directories, read_shards, shard_of
+from .storage import MANIFEST_FILE, dense_path, index_exists, lexical_path, open_docstore, verify_files
 from ..text.validation import strict_json
 
 
@@ -143,3 +145,25 @@ def _copy_problems(directory: Path, manifest) -> list[str]:
     if isinstance(copy, dict) and copy.get("generation") == manifest.generation - 1:
         return []  # killed between the commit and the copy's rename; the next writer rewrites it
     return [f"{path}: differs from the manifest committed in docs.sqlite"]
+
+
+def check_any(directory: str | Path) -> list[str]:
+    """``xlsearch check`` of any index: every shard's problems, and documents in the wrong shard."""
+    shards = read_shards(directory)
+    if shards is None:
+        return check_index(directory)
+    problems = []
+    for shard, path in enumerate(index_directories(directory)):
+        found = check_index(path)
+        problems += found
+        if found or not index_exists(path):
+            continue
+        store = DocStore(path / DOCS_FILE)
+        try:
+            misplaced = [doc_id for (doc_id,) in store.db.execute("SELECT id FROM documents")
+                         if shard_of(doc_id, shards) != shard]
+        finally:
+            store.close()
+        problems += [f"{path}: document {doc_id!r} belongs in shard {shard_of(doc_id, shards)}"
+                     for doc_id in misplaced[:10]]
+    return problems

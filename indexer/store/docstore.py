@@ -12,42 +12,20 @@ generation (see ``indexer.build``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from ..document import Document, row_checksum
 from ..errors import IndexFormatError
 
 DOCS_FILE = "docs.sqlite"
-
-
-@dataclass(frozen=True)
-class Document:
-    """One input document. ``metadata`` holds every extra field of the record."""
-
-    id: str
-    text: str
-    title: str | None = None
-    lang: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def row(self) -> tuple:
-        """``(id, title, text, lang, metadata JSON, checksum)`` as stored."""
-        values = (self.id, self.title, self.text, self.lang,
-                  json.dumps(self.metadata, sort_keys=True, allow_nan=False))  # ASCII JSON: safe for any str
-        return (*values, row_checksum(values))
-
-
-def row_checksum(values: Sequence[Any]) -> str:
-    """A short hash of one stored row, to detect damaged content that SQLite cannot."""
-    return hashlib.blake2b(json.dumps(list(values)).encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)

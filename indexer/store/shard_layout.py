@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, IndexFormatError
-from .storage import fsync_dir, fsync_tree, index_exists
+from .storage import fsync_dir, fsync_tree, index_exists, index_info
 
 SHARDS_FILE = "shards.json"
 FORMAT = "xlsearch-shards"
@@ -90,3 +90,19 @@ def document_directory(directory: str | Path, doc_id: str) -> Path:
     """The directory of the (shard) index that holds or would hold document ``doc_id``."""
     shards = read_shards(directory)
     return Path(directory) if shards is None else shard_dir(Path(directory), shard_of(doc_id, shards))
+
+
+def sharded_info(directory: str | Path) -> dict:
+    """``xlsearch info`` of any index: the manifest and counts, summed over shards with a per-shard list."""
+    directories = index_directories(directory)
+    if len(directories) == 1 and read_shards(directory) is None:
+        return index_info(directory)
+    shards = [index_info(d) for d in directories]
+    info = dict(shards[0])
+    for key in ("documents", "chunks"):
+        info[key] = sum(s[key] for s in shards)
+    info["stored"] = {key: sum(s["stored"][key] for s in shards) for key in ("documents", "chunks")}
+    info["shards"] = [{"directory": d.name, "documents": s["documents"], "chunks": s["chunks"],
+                       "generation": s["generation"]} for d, s in zip(directories, shards)]
+    del info["files"], info["generation"]
+    return info

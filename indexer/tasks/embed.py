@@ -21,14 +21,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import CLS, MEAN_NO_SPECIAL
 from ..config import POOLINGS as CONFIG_POOLINGS
 from ..text.corpus import JSONL_SUFFIXES, TABLE_SUFFIXES, read_documents
-from ..encoding.encoder import Encoder
 from ..errors import CorpusError, XlsearchError
+
+if TYPE_CHECKING:
+    from ..encoding.encoder import Encoder
 
 POOLING_ALIASES = {"mean": MEAN_NO_SPECIAL, "cls": CLS}  # the short names `xlsearch embed` always took
 POOLINGS = (*POOLING_ALIASES, *(p for p in CONFIG_POOLINGS if p not in POOLING_ALIASES.values()))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..store.docstore import Document
+from ..document import Document
 from ..errors import CorpusError
 from .validation import id_problem, strict_json, text_problem
 
@@ -44,7 +44,7 @@ class CorpusReport:
     bad: list[str] = field(default_factory=list)
 
 
-def _document(fields: dict[str, Any], where: str) -> Document:
+def document_from_record(fields: dict[str, Any], where: str) -> Document:
     """Validate one record's fields; raises CorpusError naming ``where``."""
     raw_id = fields.get("id", fields.get("_id"))
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
@@ -150,7 +150,7 @@ def _text_file(path: Path, root: Path) -> tuple[str, Document | CorpusError]:
 
 def _safe(fields: dict[str, Any], where: str) -> Document | CorpusError:
     try:
-        return _document(fields, where)
+        return document_from_record(fields, where)
     except CorpusError as exc:
         return exc
 

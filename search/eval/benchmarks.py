@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...indexer.store.docstore import Document
+from ...indexer.document import Document
 from ...indexer.errors import XlsearchError
 
 log = logging.getLogger(__name__)

@@ -24,28 +24,31 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...indexer.text.analysis import ANALYZER, analyze
-from ...indexer.build.writer import IndexWriter
 from ...indexer.config import MEAN_NO_SPECIAL, IndexConfig
-from ...indexer.store.docstore import Document
-from ...indexer.encoding.encoder import Encoder, encode_queries
-from ...indexer.errors import IndexMismatchError, QueryError, XlsearchError
+from ...indexer.document import Document
+from ...indexer.errors import QueryError, XlsearchError
 from ...indexer.store.lexical import BM25Index
-from ...indexer.encoding.sentence_config import settle_config
 from ...indexer.store.storage import index_exists
 
 from .benchmarks import Benchmark, Task
 from .metrics import mean_metrics
 from ..searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher
 
+if TYPE_CHECKING:  # torch loads with the model, for a dense or hybrid sweep only
+    from ...indexer.encoding.encoder import Encoder
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, items done since the last call, stage total)
 Hits = list[tuple[str, float]]  # (document id, score), best first
+# Indexes documents into a directory (updating an index built with the same settings, rebuilding
+# any other): (directory, documents, encoder, config, progress(documents, chunks)).
+IndexBuilder = Callable[[Path, Sequence[Document], Any, IndexConfig, Callable[[int, int], None]], None]
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ class LexicalRetriever:
 
 
 def evaluate(benchmark: Benchmark, encoder: Encoder | None, settings: EvalSettings,
-             progress: Progress | None = None) -> Evaluation:
+             progress: Progress | None = None, *, build: IndexBuilder | None = None) -> Evaluation:
     """Run every mode (and layer) of ``settings`` on ``benchmark`` and score it.
 
     Args:
@@ -247,6 +250,8 @@ def evaluate(benchmark: Benchmark, encoder: Encoder | None, settings: EvalSettin
         settings: Modes, layers, fusion and where the indexes go.
         progress: Called as ``progress(stage, done, total)`` for the stages
             ``encoding`` (query texts), ``indexing`` (documents) and ``searching`` (queries).
+        build: Indexes a collection for a dense or hybrid sweep
+            (``indexer.build.pipeline.index_documents``; search reads indexes, it never writes them).
 
     Raises:
         XlsearchError: A mode needs a model and none was given, a layer does not exist,
@@ -265,8 +270,10 @@ def evaluate(benchmark: Benchmark, encoder: Encoder | None, settings: EvalSettin
         elif encoder is None:
             evaluation.lexical_unit = "document"
             _evaluate_lexical(evaluation, report)
+        elif build is None:
+            raise TypeError("evaluate: a model sweep indexes each collection and needs build=")
         else:
-            _evaluate_sweep(evaluation, encoder, report)
+            _evaluate_sweep(evaluation, encoder, report, build)
     evaluation.seconds = time.monotonic() - started
     return evaluation
 
@@ -329,8 +336,11 @@ def _search_fn(searcher: Searcher, mode: str, settings: EvalSettings, depth: int
     return search
 
 
-def _evaluate_sweep(evaluation: Evaluation, encoder: Encoder, report: Progress) -> None:
+def _evaluate_sweep(evaluation: Evaluation, encoder: Encoder, report: Progress, build: IndexBuilder) -> None:
     """Index each collection once per layer (texts encoded once) and search it in every mode."""
+    from ...indexer.encoding.encoder import encode_queries
+    from ...indexer.encoding.sentence_config import settle_config
+
     benchmark, settings = evaluation.benchmark, evaluation.settings
     for layer in settings.layers:
         if layer > encoder.num_layers:
@@ -358,8 +368,8 @@ def _evaluate_sweep(evaluation: Evaluation, encoder: Encoder, report: Progress) 
         for name, tasks in by_collection.items():
             for i, layer in enumerate(layers):
                 directory = root / _safe(name) / f"L{layer}"
-                _build(directory, benchmark.collections[name], cache, layer, settings,
-                       lambda docs, chunks: report("indexing", docs, total_docs))
+                build(directory, benchmark.collections[name], cache, _config(encoder, settings, layer),
+                      lambda docs, chunks: report("indexing", docs, total_docs))
                 if i == len(layers) - 1:
                     cache.retain(query_texts)  # this collection's chunk vectors are not needed again
                 searcher = Searcher(directory, encoder=cache)
@@ -374,28 +384,6 @@ def _evaluate_sweep(evaluation: Evaluation, encoder: Encoder, report: Progress) 
                 if settings.index_dir is None:
                     shutil.rmtree(directory, ignore_errors=True)
     evaluation.scores.sort(key=lambda s: (settings.modes.index(s.mode), s.layer or 0))
-
-
-def _build(directory: Path, docs: list[Document], encoder: LayerCache, layer: int, settings: EvalSettings,
-           progress: Callable[[int, int], None]) -> None:
-    """Index ``docs`` into ``directory``.
-
-    An index already there (``--index`` reused) is updated, so unchanged documents cost
-    nothing; one built with other settings, or holding other documents, is rebuilt.
-    """
-    config = _config(encoder, settings, layer)
-    for attempt in range(2):
-        try:
-            with IndexWriter(directory, encoder, config) as writer:
-                writer.upsert(docs, progress if attempt == 0 else None)
-                manifest = writer.commit()
-            if manifest.documents == len({doc.id for doc in docs}):
-                return
-            log.warning("%s holds documents of another slice; rebuilding it", directory)
-        except IndexMismatchError as exc:
-            log.warning("%s was built with other settings (%s); rebuilding it", directory, exc)
-        shutil.rmtree(directory, ignore_errors=True)
-    raise XlsearchError(f"{directory}: could not build the evaluation index")
 
 
 def _config(encoder: Encoder | LayerCache, settings: EvalSettings, layer: int | None) -> IndexConfig:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ...indexer.config import Manifest
-from ...indexer.store.docstore import ChunkRow, Document
+from ...indexer.document import Document
+from ...indexer.store.docstore import ChunkRow
 from ...indexer.errors import IndexFormatError
 from ...indexer.store.lexical import Collection
 from ...indexer.store.shard_layout import index_directories, read_shards, shard_of
