@@ -1,0 +1,140 @@
+"""The Python API behind ``import xlsearch``: open or create an index, add, delete, search.
+
+::
+
+    import xlsearch
+    with xlsearch.open_index("my-index", model="multilingual-e5-small") as index:
+        index.add([{"id": "a1", "text": "Neil Armstrong pisó la Luna en 1969.", "lang": "es"}])
+        hits = index.search("Who first walked on the Moon?", k=5)
+
+The model is named once: a new index records it, an existing one keeps its own. It
+is loaded on the first call that embeds (``add``, or a dense or hybrid ``search``);
+lexical search and ``delete`` never load it. Each ``add`` or ``delete`` is one commit,
+durable when it returns, as ``xlsearch index`` and ``POST /documents`` are.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..indexer.build.writer import UpsertStats
+from ..indexer.config import DEFAULT_MODEL, IndexConfig, check_compatible
+from ..indexer.document import Document
+from ..indexer.errors import ConfigError
+from ..indexer.store.shard_layout import any_index_exists, index_directories
+from ..indexer.store.storage import open_docstore
+from ..indexer.text.corpus import document_from_record
+from ..search.searcher import DEFAULT_FUSION, Hit, Searcher
+
+if TYPE_CHECKING:
+    from ..indexer.encoding.encoder import Encoder
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(IndexConfig) if f.name != "model_name")
+
+
+class Index:
+    """One index directory, read and written from Python (see :func:`open_index`)."""
+
+    def __init__(self, path: str | Path, model: str | None = None, device: str = "auto", batch_size: int = 32,
+                 **settings: Any):
+        self.path = Path(path)
+        self._device, self._batch_size = device, batch_size
+        self._encoder: Encoder | None = None
+        self._searcher: Searcher | None = None
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise ConfigError(f"unknown index setting {unknown[0]!r}; the settings are {', '.join(SETTINGS)}")
+        if any_index_exists(self.path):
+            store, manifest = open_docstore(index_directories(self.path)[0])
+            store.close()
+            check_compatible(manifest, config=dataclasses.replace(manifest.config, **settings))
+            self.config = manifest.config
+            self.model = model or manifest.config.model_name
+        else:
+            self.model = model or DEFAULT_MODEL
+            self.config = IndexConfig(model_name=self.model, **settings)
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
+
+    @property
+    def encoder(self) -> Encoder:
+        """The model, loaded on first use (shared by writes and searches)."""
+        if self._encoder is None:
+            if self._searcher is not None:
+                self._encoder = self._searcher.encoder  # checked against the index when it loaded
+            else:
+                from ..indexer.encoding.encoder import Encoder
+                from ..indexer.encoding.model import load_model
+
+                self._encoder = Encoder(load_model(self.model, self._device), batch_size=self._batch_size)
+        return self._encoder
+
+    def add(self, documents: Iterable[Document | Mapping[str, Any]]) -> UpsertStats:
+        """Add or replace documents in one commit.
+
+        Args:
+            documents: :class:`Document` objects, or records shaped like a JSONL line
+                (``id``, ``text``, optional ``title`` and ``lang``; other fields become metadata).
+
+        Raises:
+            CorpusError: A record is invalid (naming its position and field); nothing is written.
+        """
+        from ..indexer.build.sharded import open_writer
+
+        docs = [d if isinstance(d, Document) else document_from_record(dict(d), f"document {i}")
+                for i, d in enumerate(documents)]
+        with open_writer(self.path, self.encoder, self.config) as writer:
+            stats = writer.upsert(docs)
+            writer.commit()
+        return stats
+
+    def delete(self, doc_ids: Iterable[str]) -> list[str]:
+        """Remove documents by id in one commit; returns the ids that were there."""
+        from ..indexer.build.sharded import open_writer
+
+        with open_writer(self.path) as writer:
+            found = writer.delete(list(doc_ids))
+            writer.commit()
+        return found
+
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", lang: str | None = None,
+               filter: dict[str, str | int | float | bool] | None = None, fusion: str = DEFAULT_FUSION,
+               alpha: float = 0.5) -> list[Hit]:
+        """The top ``k`` documents for ``query``, best first (see :meth:`Searcher.search`).
+
+        Raises:
+            QueryError: An argument is out of range.
+            IndexNotFoundError: Nothing was added yet.
+        """
+        if self._searcher is None:
+            self._searcher = Searcher(self.path, model=self.model, device=self._device, encoder=self._encoder)
+        return self._searcher.search(query, k=k, mode=mode, fusion=fusion, alpha=alpha, lang=lang,
+                                     filter=filter).hits
+
+
+def open_index(path: str | Path, model: str | None = None, **settings: Any) -> Index:
+    """Open the index in ``path``, or prepare a new one there (created by the first ``add``).
+
+    Args:
+        path: Index directory.
+        model: Hub id, local directory or ``multilingual-e5-small``; default: an existing
+            index's own model, else ``microsoft/mdeberta-v3-base``.
+        settings: :class:`IndexConfig` fields for a new index (``layer``, ``chunk_tokens``,
+            ``pooling``, ...); for an existing one they must match what it was built with.
+            Also ``device`` (``auto``, ``cpu``, ``cuda``) and ``batch_size``.
+
+    Raises:
+        ConfigError: An unknown setting. IndexMismatchError: A setting the index was built otherwise.
+    """
+    return Index(path, model, **settings)

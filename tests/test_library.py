@@ -1,0 +1,81 @@
+"""`import xlsearch`: the public Python API, and what importing it costs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import xlsearch
+from xlsearch.indexer.errors import ConfigError, IndexMismatchError, IndexNotFoundError
+from xlsearch.indexer.text.corpus import CorpusError
+
+DOCS = [
+    {"id": "moon-es", "text": "Neil Armstrong pisó la Luna en 1969 con el Apolo 11.", "lang": "es"},
+    {"id": "tea-en", "text": "Green tea is brewed with water below the boil.", "lang": "en", "source": "wiki"},
+    {"id": "volcano-de", "text": "Der Vulkan Ätna auf Sizilien ist sehr aktiv.", "lang": "de"},
+]
+
+
+def test_open_add_search_delete_in_a_few_lines(tmp_path, tiny_deberta_dir):
+    with xlsearch.open_index(tmp_path / "i", model=str(tiny_deberta_dir), layer=2) as index:
+        stats = index.add(DOCS)
+        assert (stats.added, stats.replaced) == (3, 0)
+        assert index.search("Armstrong Luna", k=1, mode="lexical")[0].id == "moon-es"
+        hits = index.search("Green tea water", k=3)
+        assert hits[0].id == "tea-en" and hits[0].metadata == {"source": "wiki"}
+        assert index.search("tea", k=3, filter={"source": "wiki"}, mode="lexical")[0].id == "tea-en"
+        assert index.delete(["volcano-de", "nope"]) == ["volcano-de"]
+        assert "volcano-de" not in [h.id for h in index.search("Vulkan Ätna", k=3)]
+    # Reopened without naming the model: the index's own, as recorded, with its settings.
+    with xlsearch.open_index(tmp_path / "i") as index:
+        assert index.config.model_name == str(tiny_deberta_dir) and index.config.layer == 2
+        assert index.add([xlsearch.Document("x", "Apollo 11 landed in 1969.", lang="en")]).added == 1
+        assert index.search("Apollo", k=1, mode="lexical")[0].id == "x"
+
+
+def test_manifest_names_the_model_that_made_the_vectors(tmp_path, encoder):
+    """A writer given an encoder and a config naming another model records the encoder's."""
+    from xlsearch.indexer.build.writer import IndexWriter
+    from xlsearch.indexer.config import IndexConfig
+
+    with IndexWriter(tmp_path / "i", encoder, IndexConfig(layer=2)) as writer:  # default model_name
+        writer.upsert([xlsearch.Document("a", "some text")])
+        manifest = writer.commit()
+    assert manifest.config.model_name == encoder.loaded.name != IndexConfig().model_name
+
+
+def test_bad_input_is_named(tmp_path, tiny_deberta_dir):
+    with pytest.raises(ConfigError, match="unknown index setting 'chunk_size'"):
+        xlsearch.open_index(tmp_path / "i", model=str(tiny_deberta_dir), chunk_size=100)
+    index = xlsearch.open_index(tmp_path / "i", model=str(tiny_deberta_dir), layer=1)
+    with pytest.raises(IndexNotFoundError):
+        index.search("anything", mode="lexical")
+    with pytest.raises(CorpusError, match="document 1: record 'b' has no text"):
+        index.add([{"id": "a", "text": "fine"}, {"id": "b", "text": " "}])
+    index.add(DOCS[:1])
+    with pytest.raises(IndexMismatchError, match="chunk_tokens"):
+        xlsearch.open_index(tmp_path / "i", chunk_tokens=128)
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_import_xlsearch_loads_no_torch():
+    loaded = _modules_after("import xlsearch; xlsearch.open_index; xlsearch.Document")
+    assert "torch" not in loaded and "transformers" not in loaded
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["info", "--index", "{index}"], ["check", "--index", "{index}"],
+                                  ["search", "--index", "{index}", "volcano", "--mode", "lexical"],
+                                  ["delete", "--index", "{index}", "nothing-here"]])
+def test_commands_that_need_no_model_load_no_torch(argv, sample_index):
+    """`--help`, info, check, delete and lexical search start without torch or transformers."""
+    argv = [a.format(index=sample_index) for a in argv]
+    code = (f"import sys\nfrom xlsearch.api.cli.main import main\nsys.argv = ['xlsearch', *{argv!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass")
+    loaded = _modules_after(code)
+    assert "torch" not in loaded and "transformers" not in loaded
