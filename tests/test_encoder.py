@@ -69,6 +69,26 @@ def test_layers_above_the_pooled_one_are_not_computed(tiny_model):
     assert calls == [0]
 
 
+def test_pooled_tensors_equal_encode_with_and_without_grad(loaded):
+    """``Encoder.pooled`` (one padded batch, tensors) is the path training uses: same vectors, and with
+    ``grad`` they carry gradients back to the encoder's weights."""
+    encoder = Encoder(loaded, batch_size=3)
+    expected = encoder.encode_layers(TEXTS, [1, 2])
+    plain = encoder.pooled(TEXTS, [1, 2])
+    assert not plain[2].requires_grad
+    trained = encoder.pooled(TEXTS, [1, 2], grad=True)
+    try:
+        for layer in (1, 2):
+            np.testing.assert_allclose(plain[layer].numpy(), expected[layer], atol=1e-5)
+            np.testing.assert_allclose(trained[layer].detach().numpy(), expected[layer], atol=1e-5)
+        trained[2].sum().backward()
+        first = transformer_blocks(loaded.model)[0]
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in first.parameters())
+    finally:
+        loaded.model.zero_grad(set_to_none=True)
+    assert encoder.pooled([], [1])[1].shape == (0, loaded.dim)
+
+
 def test_progress_counts_every_text(encoder):
     seen = []
     encoder.encode(TEXTS, 1, progress=seen.append)

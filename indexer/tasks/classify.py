@@ -21,19 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoding.encoder import Encoder
-from ..errors import CorpusError, ModelLoadError, XlsearchError
-from .finetune import (
-    TrainConfig,
-    batches,
-    check_layer,
-    make_optimizer,
-    pooled,
-    progress_bar,
-    save_checkpoint,
-    seed_everything,
-    total_steps,
-)
 from ..encoding.model import LoadedModel, load_model
+from ..errors import CorpusError, ModelLoadError, XlsearchError
+from .finetune import check_trainable_layer, save_checkpoint
+from .training import TrainConfig, seed_everything, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +112,7 @@ class Classifier:
     def __init__(self, loaded: LoadedModel, labels: Sequence[str], layer: int, head: nn.Linear | None = None):
         if len(set(labels)) != len(labels) or len(labels) < 2:
             raise XlsearchError(f"need at least 2 distinct labels, got {list(labels)}")
-        check_layer(loaded, layer)
+        check_trainable_layer(loaded, layer)
         self.loaded, self.labels, self.layer = loaded, list(labels), layer
         self.head = (head or nn.Linear(loaded.dim, len(labels))).to(loaded.device)
 
@@ -131,32 +122,15 @@ class Classifier:
         self.head.reset_parameters()
         index = {label: i for i, label in enumerate(self.labels)}
         targets = torch.tensor([index[label] for _, label in records], device=self.loaded.device)
-        steps = total_steps(len(records), config)
-        optimizer, scheduler = make_optimizer([{"params": self.loaded.model.parameters()},
-                                               {"params": self.head.parameters(), "lr": head_lr}], config, steps)
         encoder = Encoder(self.loaded, batch_size=config.batch_size)
-        params = list(self.loaded.model.parameters()) + list(self.head.parameters())
-        self.loaded.model.train()
-        step, loss_value, bar = 0, float("nan"), progress_bar(steps, "fine-tuning")
-        try:
-            while step < steps:
-                for rows in batches(len(records), config.batch_size, rng):
-                    vectors = pooled(encoder, [records[i][0] for i in rows], self.layer, config.max_tokens)
-                    loss = F.cross_entropy(self.head(vectors), targets[rows])
-                    optimizer.zero_grad()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    step, loss_value = step + 1, float(loss.detach())
-                    bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-                    bar.update(1)
-                    if step >= steps:
-                        break
-        finally:
-            bar.close()
-            self.loaded.model.eval()
-        return loss_value
+
+        def loss_of(rows: list[int]) -> torch.Tensor:
+            vectors = encoder.pooled([records[i][0] for i in rows], [self.layer], max_tokens=config.max_tokens,
+                                     grad=True)[self.layer]
+            return F.cross_entropy(self.head(vectors), targets[rows])
+
+        groups = [{"params": self.loaded.model.parameters()}, {"params": self.head.parameters(), "lr": head_lr}]
+        return train_loop(self.loaded.model, groups, len(records), config, rng, loss_of)[1]
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
