@@ -56,17 +56,41 @@ def test_several_layers_from_one_pass_match_single_layers(loaded):
         np.testing.assert_allclose(many[layer], encoder.encode(TEXTS, layer), atol=1e-6)
 
 
-def test_layers_above_the_pooled_one_are_not_computed(tiny_model):
+def test_fast_path_runs_no_layer_above_the_pooled_one(tiny_model):
+    """DeBERTa-v2 in eval mode: FastDebertaV2 does the work (the model gets no hook that would switch it
+    off), runs only layer 0 to pool layer 1, and equals the plain transformers forward."""
     encoder = Encoder(tiny_model, batch_size=4)
+    assert encoder.uses_fast_path
+    ran, run_layer = [], encoder._fast._layer
+
+    def spy(i, *args):
+        ran.append(i)
+        return run_layer(i, *args)
+
+    encoder._fast._layer = spy  # on the FastDebertaV2 instance, not a hook on the model
+    try:
+        vectors = encoder.encode(TEXTS[:2], 1)
+    finally:
+        del encoder._fast._layer
+    assert ran == [0]
+    np.testing.assert_allclose(vectors, reference(tiny_model, TEXTS[:2], 1), atol=1e-5)
+
+
+def test_hook_path_runs_no_layer_above_the_pooled_one(tiny_bert_dir):
+    """BERT has no fast path: its own forward, stopped by a pre-hook once layer 1's input is captured."""
+    loaded = load_model(str(tiny_bert_dir), "cpu")
+    encoder = Encoder(loaded, batch_size=4)
+    assert not encoder.uses_fast_path
     calls = []
-    blocks = transformer_blocks(tiny_model.model)
+    blocks = transformer_blocks(loaded.model)
     handles = [b.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, b in enumerate(blocks)]
     try:
-        encoder.encode(TEXTS[:2], 1)
+        vectors = encoder.encode(TEXTS[:2], 1)
     finally:
         for handle in handles:
             handle.remove()
     assert calls == [0]
+    np.testing.assert_allclose(vectors, reference(loaded, TEXTS[:2], 1), atol=1e-5)
 
 
 def test_pooled_tensors_equal_encode_with_and_without_grad(loaded):
