@@ -1,6 +1,8 @@
 """Encoder: pooled vectors equal a direct computation, in any batch order or padding."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -153,14 +155,58 @@ def test_directory_without_a_model_says_how_to_use_a_local_copy(tmp_path):
         load_model(str(tmp_path), "cpu")
 
 
-def test_fingerprint_changes_with_the_model_files(tiny_model, tiny_deberta_dir, tmp_path):
+def _copy(directory, tmp_path):
     import shutil
 
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_deberta_dir, copy)
-    assert load_model(str(copy), "cpu").fingerprint == tiny_model.fingerprint
+    return Path(shutil.copytree(directory, tmp_path / "copy"))
+
+
+def test_fingerprint_follows_the_weights_not_their_sizes(tiny_model, tiny_deberta_dir, tmp_path, monkeypatch):
+    """Two checkpoints of one model (same shapes, one value different) are two models."""
+    monkeypatch.setenv("XLSEARCH_CACHE", str(tmp_path / "cache"))
+    copy = _copy(tiny_deberta_dir, tmp_path)
+    first = load_model(str(copy), "cpu")
+    assert first.fingerprint == tiny_model.fingerprint  # same files, another place
+    assert load_model(str(copy), "cpu").fingerprint == first.fingerprint  # unchanged directory
+    weights = copy / "model.safetensors"
+    size = weights.stat().st_size
+    with torch.no_grad():
+        first.model.embeddings.word_embeddings.weight[5, 3] += 0.5
+    first.model.save_pretrained(copy)
+    assert weights.stat().st_size == size
+    changed = load_model(str(copy), "cpu").fingerprint
+    assert changed != first.fingerprint
+    assert load_model(str(copy), "cpu").fingerprint == changed
     (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" ', 1))
-    assert load_model(str(copy), "cpu").fingerprint != tiny_model.fingerprint
+    assert load_model(str(copy), "cpu").fingerprint not in (changed, first.fingerprint)
+
+
+def test_weight_files_are_hashed_once_per_version(tiny_deberta_dir, tmp_path, monkeypatch):
+    """A settled file is read once: remembered in the process and, for the next process, in the cache file."""
+    import hashlib
+    import os
+    import time
+
+    from xlsearch.indexer.encoding import fingerprint
+
+    monkeypatch.setenv("XLSEARCH_CACHE", str(tmp_path / "cache"))
+    weights = _copy(tiny_deberta_dir, tmp_path) / "model.safetensors"
+    old = time.time() - 3600
+    os.utime(weights, (old, old))
+    reads, sha256 = [], fingerprint._sha256
+    monkeypatch.setattr(fingerprint, "_sha256", lambda path: reads.append(path) or sha256(path))
+    digest = fingerprint.file_sha256(weights)
+    assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert fingerprint.file_sha256(weights) == digest and len(reads) == 1
+    monkeypatch.setattr(fingerprint, "_memo", {})  # a new process: the cache file answers
+    assert fingerprint.file_sha256(weights) == digest and len(reads) == 1
+    assert (tmp_path / "cache" / fingerprint.CACHE_FILE).is_file()
+    with weights.open("r+b") as handle:  # same size, new content, new mtime
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 1]))
+    assert fingerprint.file_sha256(weights) != digest and len(reads) == 2
 
 
 def test_threads_sharing_one_encoder_get_their_own_vectors(tiny_bert_dir):

