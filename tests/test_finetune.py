@@ -15,7 +15,7 @@ from xlsearch.api.cli.main import build_parser, main
 from xlsearch.indexer.config import CLS, MEAN, MEAN_NO_SPECIAL
 from xlsearch.indexer.encoding.pooling import Pooling
 from xlsearch.indexer.errors import CorpusError, LayerError, XlsearchError
-from xlsearch.indexer.tasks.classify import Classifier, majority_baseline, read_labelled
+from xlsearch.indexer.tasks.classify import Classifier, looks_like_path, majority_baseline, read_labelled
 from xlsearch.indexer.tasks.finetune import POOLING_FILE, TrainConfig, info_nce, read_pairs, split_pairs, train_retrieval
 from xlsearch.indexer.encoding.model import load_model
 
@@ -214,3 +214,18 @@ def test_layer_zero_cannot_be_trained(tiny_model):
         train_retrieval(tiny_model, [("a", "b")] * 4, "unused", TrainConfig(layer=4))
 
 
+@pytest.mark.parametrize("argument, is_path", [
+    ("notes.txt", True), ("my reviews.JSONL", True), ("data/texts", True), ("table.tsv", True), ("a.csv", True),
+    ("The team won the match.", False), ("It costs 3.50 dollars", False), ("and/or is fine here", False),
+    ("Der Präsident sprach im Parlament", False), ("two\nlines.txt", False)])
+def test_classify_argument_that_looks_like_a_path(argument, is_path):
+    assert looks_like_path(argument) is is_path
+
+
+def test_classify_refuses_a_missing_file_instead_of_labelling_its_name(tmp_path, capsys):
+    missing = tmp_path / "texts.txt"
+    assert main(["classify", "--model", str(tmp_path / "no-model"), str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {missing}: no such file")
+    assert main(["classify", "--model", str(tmp_path / "no-model"), str(tmp_path)]) == 1
+    assert "is a directory" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 HEAD_CONFIG = "classifier.json"
 HEAD_WEIGHTS = "classifier_head.pt"
 _LABEL_KEYS = ("label", "category")
+TEXT_FILE_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")  # classify: a path
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,37 @@ class Classifier:
         head = nn.Linear(loaded.dim, len(settings["labels"]))
         head.load_state_dict(torch.load(directory / HEAD_WEIGHTS, map_location="cpu", weights_only=True))
         return cls(loaded, settings["labels"], int(settings["layer"]), head)
+
+
+def looks_like_path(argument: str) -> bool:
+    """Whether ``argument`` reads as a file name rather than a text: one line ending in a file extension
+    (``.txt``, ``.jsonl``, ``.csv``, ``.tsv``...), or one word with a path separator (``data/in``)."""
+    if "\n" in argument or not argument.strip():
+        return False
+    if Path(argument.strip()).suffix.lower() in TEXT_FILE_SUFFIXES:
+        return True
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return any(sep in argument for sep in separators) and len(argument.split()) == 1
+
+
+def texts_to_classify(argument: str) -> list[str]:
+    """The texts ``xlsearch classify`` labels: the non-blank lines of the file ``argument`` names, else
+    ``argument`` itself as one text.
+
+    Raises:
+        CorpusError: ``argument`` looks like a file name (:func:`looks_like_path`) but no such file
+            exists, names a directory, or the file cannot be read as UTF-8.
+    """
+    source = Path(argument)
+    if source.is_file():
+        try:
+            return [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CorpusError(f"{source}: cannot read ({exc})") from None
+    if looks_like_path(argument):
+        what = "is a directory" if source.is_dir() else "no such file"
+        raise CorpusError(f"{argument}: {what}; give a text file (one text per line), or the text itself")
+    return [argument]
 
 
 def majority_baseline(train: Sequence[tuple[str, str]], test: Sequence[tuple[str, str]]) -> float:
