@@ -49,3 +49,7 @@ class IndexWriteError(XlsearchError):
 
 class ConfigError(XlsearchError, ValueError):
     """An index setting is invalid (e.g. chunk overlap too large, an unknown dense index kind)."""
+
+
+class LayerError(ConfigError):
+    """A hidden layer is malformed or outside the model's range; the message gives the valid range."""

@@ -1,6 +1,7 @@
 """`xlsearch embed` and indexer.embed: layers, pooling, ids, order and output formats."""
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -9,7 +10,9 @@ import torch
 
 from xlsearch.api.cli.main import main
 from xlsearch.indexer.config import CLS, MEAN
-from xlsearch.indexer.tasks.embed import Embeddings, ids_path, parse_layers, read_texts, write_embeddings
+from xlsearch.indexer.encoding.layers import check_layer, parse_layers
+from xlsearch.indexer.errors import LayerError
+from xlsearch.indexer.tasks.embed import Embeddings, ids_path, read_texts, write_embeddings
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.encoding.model import load_model
 
@@ -42,8 +45,25 @@ def test_read_texts_line_ids_and_corpus_ids(text_file, tmp_path):
 
 def test_parse_layers():
     assert parse_layers("2, 0,2") == [2, 0]
-    with pytest.raises(Exception, match="comma-separated"):
-        parse_layers("2,x")
+    assert parse_layers("auto") is None
+    for bad in ("2,x", "-1", "", "1,,2"):
+        with pytest.raises(LayerError, match="comma-separated"):
+            parse_layers(bad)
+
+
+def test_one_layer_check_and_one_parser_for_every_command(capsys):
+    from xlsearch.api.cli.options import layer_option, layers_option
+
+    assert check_layer(3, 3, "m") == 3
+    with pytest.raises(LayerError, match=r"layer 4 does not exist: m has layers 0\.\.3"):
+        check_layer(4, 3, "m")
+    assert (layer_option("auto"), layer_option("5"), layers_option("auto"), layers_option("4,6")) == (None, 5, [], [4, 6])
+    for option, bad in ((layer_option, "x"), (layer_option, "1,2"), (layers_option, "-2")):
+        with pytest.raises(argparse.ArgumentTypeError, match="layer"):
+            option(bad)
+    with pytest.raises(SystemExit):
+        main(["evaluate", "xquad", "--layers", "4,x"])
+    assert "bad layer list '4,x'" in capsys.readouterr().err
 
 
 def test_cli_mean_npz_equals_encoder(text_file, tmp_path, tiny_deberta_dir, encoder):

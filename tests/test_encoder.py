@@ -1,6 +1,8 @@
 """Encoder: pooled vectors equal a direct computation, in any batch order or padding."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -56,17 +58,61 @@ def test_several_layers_from_one_pass_match_single_layers(loaded):
         np.testing.assert_allclose(many[layer], encoder.encode(TEXTS, layer), atol=1e-6)
 
 
-def test_layers_above_the_pooled_one_are_not_computed(tiny_model):
+def test_fast_path_runs_no_layer_above_the_pooled_one(tiny_model):
+    """DeBERTa-v2 in eval mode: FastDebertaV2 does the work (the model gets no hook that would switch it
+    off), runs only layer 0 to pool layer 1, and equals the plain transformers forward."""
     encoder = Encoder(tiny_model, batch_size=4)
+    assert encoder.uses_fast_path
+    ran, run_layer = [], encoder._fast._layer
+
+    def spy(i, *args):
+        ran.append(i)
+        return run_layer(i, *args)
+
+    encoder._fast._layer = spy  # on the FastDebertaV2 instance, not a hook on the model
+    try:
+        vectors = encoder.encode(TEXTS[:2], 1)
+    finally:
+        del encoder._fast._layer
+    assert ran == [0]
+    np.testing.assert_allclose(vectors, reference(tiny_model, TEXTS[:2], 1), atol=1e-5)
+
+
+def test_hook_path_runs_no_layer_above_the_pooled_one(tiny_bert_dir):
+    """BERT has no fast path: its own forward, stopped by a pre-hook once layer 1's input is captured."""
+    loaded = load_model(str(tiny_bert_dir), "cpu")
+    encoder = Encoder(loaded, batch_size=4)
+    assert not encoder.uses_fast_path
     calls = []
-    blocks = transformer_blocks(tiny_model.model)
+    blocks = transformer_blocks(loaded.model)
     handles = [b.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, b in enumerate(blocks)]
     try:
-        encoder.encode(TEXTS[:2], 1)
+        vectors = encoder.encode(TEXTS[:2], 1)
     finally:
         for handle in handles:
             handle.remove()
     assert calls == [0]
+    np.testing.assert_allclose(vectors, reference(loaded, TEXTS[:2], 1), atol=1e-5)
+
+
+def test_pooled_tensors_equal_encode_with_and_without_grad(loaded):
+    """``Encoder.pooled`` (one padded batch, tensors) is the path training uses: same vectors, and with
+    ``grad`` they carry gradients back to the encoder's weights."""
+    encoder = Encoder(loaded, batch_size=3)
+    expected = encoder.encode_layers(TEXTS, [1, 2])
+    plain = encoder.pooled(TEXTS, [1, 2])
+    assert not plain[2].requires_grad
+    trained = encoder.pooled(TEXTS, [1, 2], grad=True)
+    try:
+        for layer in (1, 2):
+            np.testing.assert_allclose(plain[layer].numpy(), expected[layer], atol=1e-5)
+            np.testing.assert_allclose(trained[layer].detach().numpy(), expected[layer], atol=1e-5)
+        trained[2].sum().backward()
+        first = transformer_blocks(loaded.model)[0]
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in first.parameters())
+    finally:
+        loaded.model.zero_grad(set_to_none=True)
+    assert encoder.pooled([], [1])[1].shape == (0, loaded.dim)
 
 
 def test_progress_counts_every_text(encoder):
@@ -109,14 +155,58 @@ def test_directory_without_a_model_says_how_to_use_a_local_copy(tmp_path):
         load_model(str(tmp_path), "cpu")
 
 
-def test_fingerprint_changes_with_the_model_files(tiny_model, tiny_deberta_dir, tmp_path):
+def _copy(directory, tmp_path):
     import shutil
 
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_deberta_dir, copy)
-    assert load_model(str(copy), "cpu").fingerprint == tiny_model.fingerprint
+    return Path(shutil.copytree(directory, tmp_path / "copy"))
+
+
+def test_fingerprint_follows_the_weights_not_their_sizes(tiny_model, tiny_deberta_dir, tmp_path, monkeypatch):
+    """Two checkpoints of one model (same shapes, one value different) are two models."""
+    monkeypatch.setenv("XLSEARCH_CACHE", str(tmp_path / "cache"))
+    copy = _copy(tiny_deberta_dir, tmp_path)
+    first = load_model(str(copy), "cpu")
+    assert first.fingerprint == tiny_model.fingerprint  # same files, another place
+    assert load_model(str(copy), "cpu").fingerprint == first.fingerprint  # unchanged directory
+    weights = copy / "model.safetensors"
+    size = weights.stat().st_size
+    with torch.no_grad():
+        first.model.embeddings.word_embeddings.weight[5, 3] += 0.5
+    first.model.save_pretrained(copy)
+    assert weights.stat().st_size == size
+    changed = load_model(str(copy), "cpu").fingerprint
+    assert changed != first.fingerprint
+    assert load_model(str(copy), "cpu").fingerprint == changed
     (copy / "config.json").write_text((copy / "config.json").read_text().replace('"hidden_act"', '"hidden_act" ', 1))
-    assert load_model(str(copy), "cpu").fingerprint != tiny_model.fingerprint
+    assert load_model(str(copy), "cpu").fingerprint not in (changed, first.fingerprint)
+
+
+def test_weight_files_are_hashed_once_per_version(tiny_deberta_dir, tmp_path, monkeypatch):
+    """A settled file is read once: remembered in the process and, for the next process, in the cache file."""
+    import hashlib
+    import os
+    import time
+
+    from xlsearch.indexer.encoding import fingerprint
+
+    monkeypatch.setenv("XLSEARCH_CACHE", str(tmp_path / "cache"))
+    weights = _copy(tiny_deberta_dir, tmp_path) / "model.safetensors"
+    old = time.time() - 3600
+    os.utime(weights, (old, old))
+    reads, sha256 = [], fingerprint._sha256
+    monkeypatch.setattr(fingerprint, "_sha256", lambda path: reads.append(path) or sha256(path))
+    digest = fingerprint.file_sha256(weights)
+    assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert fingerprint.file_sha256(weights) == digest and len(reads) == 1
+    monkeypatch.setattr(fingerprint, "_memo", {})  # a new process: the cache file answers
+    assert fingerprint.file_sha256(weights) == digest and len(reads) == 1
+    assert (tmp_path / "cache" / fingerprint.CACHE_FILE).is_file()
+    with weights.open("r+b") as handle:  # same size, new content, new mtime
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 1]))
+    assert fingerprint.file_sha256(weights) != digest and len(reads) == 2
 
 
 def test_threads_sharing_one_encoder_get_their_own_vectors(tiny_bert_dir):

@@ -12,8 +12,10 @@ import torch
 from conftest import SAMPLE, benchmarks_dir
 
 from xlsearch.api.cli.main import build_parser, main
-from xlsearch.indexer.tasks.classify import Classifier, majority_baseline, read_labelled
-from xlsearch.indexer.errors import CorpusError, XlsearchError
+from xlsearch.indexer.config import CLS, MEAN, MEAN_NO_SPECIAL
+from xlsearch.indexer.encoding.pooling import Pooling
+from xlsearch.indexer.errors import CorpusError, LayerError, XlsearchError
+from xlsearch.indexer.tasks.classify import Classifier, looks_like_path, majority_baseline, read_labelled
 from xlsearch.indexer.tasks.finetune import POOLING_FILE, TrainConfig, info_nce, read_pairs, split_pairs, train_retrieval
 from xlsearch.indexer.encoding.model import load_model
 
@@ -186,3 +188,44 @@ def test_cli_finetune_and_classify(tiny_deberta_dir, tmp_path, capsys, one_threa
     assert all(line["label"] in SIB_LABELS and 0 < line["score"] <= 1 for line in lines)
     assert main(["classify", "--model", str(out), "hello"]) == 1
     assert "has no classifier head" in capsys.readouterr().err
+
+
+def test_pooling_stage_saves_and_loads_its_config(tmp_path):
+    path = Pooling(2).save(tmp_path, {"base_model": "m"})
+    assert path.name == POOLING_FILE
+    assert json.loads(path.read_text()) == {"layer": 2, "pooling": "mean", "exclude_special_tokens": True,
+                                            "normalize": "l2", "base_model": "m"}
+    assert Pooling.load(tmp_path) == Pooling(2, MEAN_NO_SPECIAL, normalize=True)
+    # A file as `xlsearch finetune` wrote it before Pooling existed:
+    old = {"layer": 8, "pooling": "mean", "exclude_special_tokens": True, "normalize": "l2",
+           "base_model": "microsoft/mdeberta-v3-base", "objective": "retrieval", "steps": 3, "temperature": 0.05}
+    assert Pooling.from_json(old) == Pooling(8)
+    assert Pooling.from_json({"layer": 1, "pooling": "mean", "exclude_special_tokens": False}) == Pooling(1, MEAN)
+    assert Pooling.from_json({"layer": 1, "pooling": "cls"}) == Pooling(1, CLS)
+    for bad in ({"layer": -1}, {"pooling": "mean"}, {"layer": 1, "pooling": "max"}, [1], None):
+        assert Pooling.from_json(bad) is None
+    assert Pooling.load(tmp_path / "nowhere") is None
+
+
+def test_layer_zero_cannot_be_trained(tiny_model):
+    with pytest.raises(LayerError, match=r"layer 0 cannot be fine-tuned: .* has layers 1\.\.3"):
+        Classifier(tiny_model, SIB_LABELS, layer=0)
+    with pytest.raises(LayerError, match=r"layer 4 cannot be fine-tuned"):
+        train_retrieval(tiny_model, [("a", "b")] * 4, "unused", TrainConfig(layer=4))
+
+
+@pytest.mark.parametrize("argument, is_path", [
+    ("notes.txt", True), ("my reviews.JSONL", True), ("data/texts", True), ("table.tsv", True), ("a.csv", True),
+    ("The team won the match.", False), ("It costs 3.50 dollars", False), ("and/or is fine here", False),
+    ("Der Präsident sprach im Parlament", False), ("two\nlines.txt", False)])
+def test_classify_argument_that_looks_like_a_path(argument, is_path):
+    assert looks_like_path(argument) is is_path
+
+
+def test_classify_refuses_a_missing_file_instead_of_labelling_its_name(tmp_path, capsys):
+    missing = tmp_path / "texts.txt"
+    assert main(["classify", "--model", str(tmp_path / "no-model"), str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {missing}: no such file")
+    assert main(["classify", "--model", str(tmp_path / "no-model"), str(tmp_path)]) == 1
+    assert "is a directory" in capsys.readouterr().err

@@ -9,7 +9,8 @@ import sys
 
 from ...indexer.config import DEFAULT_MODEL
 from ...indexer.errors import XlsearchError
-from ...indexer.tasks.embed import OUTPUT_SUFFIXES, POOLINGS, Embeddings, embed_texts, parse_layers, read_texts, write_embeddings
+from ...indexer.encoding.layers import parse_layers
+from ...indexer.tasks.embed import OUTPUT_SUFFIXES, POOLINGS, Embeddings, embed_texts, read_texts, write_embeddings
 
 from .options import MODEL_ENV, positive_int, requested_model
 
@@ -63,7 +64,7 @@ def run_embed(args) -> int:
 
     from ...indexer.encoding.sentence_config import model_defaults
 
-    layers = None if args.layers == "auto" else parse_layers(args.layers)
+    layers = parse_layers(args.layers)
     ids, texts = read_texts(args.input)
     encoder = Encoder(load_model(_model_name(args), args.device), batch_size=args.batch_size)
     defaults = model_defaults(encoder.loaded)

@@ -17,7 +17,7 @@ from ...search.eval.benchmarks import BENCHMARKS, load_benchmark
 from ...search.eval.harness import EvalSettings, Evaluation, evaluate
 from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES
 
-from .options import add_embedding_options, add_model_options, positive_int, requested_model, unit_float
+from .options import add_embedding_options, add_model_options, layers_option, positive_int, requested_model, unit_float
 
 
 def add_parsers(subparsers) -> None:
@@ -31,7 +31,7 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--data", required=True, metavar="PATH",
                         help="the benchmark's folder (e.g. ../shared/benchmarks/xquad, or a BEIR dataset folder)")
     add_model_options(parser)
-    parser.add_argument("--layers", type=_layers, default=[], metavar="L1,L2,...",
+    parser.add_argument("--layers", type=layers_option, default=[], metavar="L1,L2,...",
                         help="layers to sweep for dense and hybrid, e.g. 4,6,8,10,12; one forward pass pools "
                         "them all (default auto: the model's own layer, as xlsearch index picks it)")
     add_embedding_options(parser)
@@ -69,18 +69,6 @@ def add_parsers(subparsers) -> None:
                         help="draw a PNG (needs matplotlib: pip install 'xlsearch[eval]')")
     parser.add_argument("--run-file", type=Path, metavar="FILE", help="write every ranked list in TREC run format")
     parser.set_defaults(handler=run_evaluate)
-
-
-def _layers(text: str) -> list[int]:
-    if text == "auto":
-        return []
-    try:
-        layers = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got {text!r}") from None
-    if not layers or min(layers) < 0:
-        raise argparse.ArgumentTypeError(f"layers must be >= 0, got {text!r}")
-    return list(dict.fromkeys(layers))
 
 
 def _modes(text: str) -> list[str]:

@@ -90,7 +90,8 @@ def add_parsers(subparsers) -> None:
     predict = subparsers.add_parser("classify", help="label texts with a model from `finetune classify`",
                                     description="Print the predicted label and probability of each text.")
     predict.add_argument("input", metavar="TEXTS_FILE_OR_TEXT",
-                         help="a text file (one text per line) or, when no such file exists, the text itself")
+                         help="a text file (one text per line) or the text itself; a name that looks like a file "
+                         "(.txt, .jsonl, .csv, .tsv, a/b) and does not exist is an error")
     predict.add_argument("--model", required=True, help="directory written by `xlsearch finetune classify`")
     predict.add_argument("--device", default="auto", choices=DEVICES,
                          help="where the encoder runs (default: auto = cuda when available)")
@@ -141,17 +142,9 @@ def run_finetune_classify(args: argparse.Namespace) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from ...indexer.tasks.classify import Classifier
-    from ...indexer.errors import CorpusError
+    from ...indexer.tasks.classify import Classifier, texts_to_classify
 
-    source = Path(args.input)
-    if source.is_file():
-        try:
-            texts = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CorpusError(f"{source}: cannot read ({exc})") from None
-    else:
-        texts = [args.input]
+    texts = texts_to_classify(args.input)
     predictions = Classifier.load(args.model, args.device).predict(texts)
     for text, prediction in zip(texts, predictions):
         if args.json:

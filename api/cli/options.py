@@ -7,6 +7,8 @@ import math
 import os
 
 from ...indexer.config import DEFAULT_MODEL, POOLINGS
+from ...indexer.encoding.layers import parse_layer, parse_layers
+from ...indexer.errors import LayerError
 
 MODEL_ENV = "XLSEARCH_MODEL"
 
@@ -40,15 +42,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def layer_option(text: str) -> int | None:
     """``auto`` -> None (the model's own layer), else a layer number >= 0."""
-    if text == "auto":
-        return None
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a layer number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"layers are >= 0, got {value}")
-    return value
+        return parse_layer(text)
+    except LayerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def layers_option(text: str) -> list[int]:
+    """``auto`` -> ``[]`` (the model's own layer), else a comma-separated list of layer numbers >= 0."""
+    try:
+        return parse_layers(text) or []
+    except LayerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_embedding_options(parser: argparse.ArgumentParser) -> None:

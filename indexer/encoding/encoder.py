@@ -8,6 +8,10 @@ relative-position table and computes only the positions a batch uses; any other
 model runs its own HF forward, where a pre-forward hook on the top layer captures
 its input, which is ``hidden_states[layer]``, and stops the forward pass there.
 
+This is xlsearch's one encode path: :meth:`Encoder.pooled` runs the same tokenise, pad,
+forward and pool steps on one batch and returns tensors, with autograd for training
+(``xlsearch finetune``) or under inference mode.
+
 ``precision`` ``fp32`` (the default) is exact; ``bf16``/``fp16`` run the matmuls in
 that dtype (weights cast once for the DeBERTa-v2 path, autocast otherwise).
 """
@@ -25,8 +29,9 @@ from torch import Tensor
 from ..config import MEAN_NO_SPECIAL, IndexConfig, check_pooling
 from ..errors import XlsearchError
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
+from .layers import check_layers
 from .model import LoadedModel, transformer_blocks
-from .pooling import l2_normalize, mean_pool, pool_mask, to_numpy
+from .pooling import pool, pool_mask, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -101,35 +106,62 @@ class Encoder:
     def encode_layers(self, texts: Sequence[str], layers: Sequence[int],
                       progress: Callable[[int], None] | None = None,
                       *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> dict[int, np.ndarray]:
-        """Like :meth:`encode` for several layers from one forward pass per batch."""
-        self._check_layers(layers)
-        check_pooling(pooling)
+        """Like :meth:`encode` for several layers from one forward pass per batch.
+
+        Returns:
+            ``{layer: (len(texts), dim) float32}``, row i for ``texts[i]``.
+        """
+        self._check(layers, pooling)
         out = {layer: np.zeros((len(texts), self.dim), dtype=np.float32) for layer in layers}
         if not texts:
             return out
-        encoded = self.tokenizer([prompt + t for t in texts] if prompt else list(texts), add_special_tokens=True,
-                                 truncation=True, max_length=self.max_tokens, return_special_tokens_mask=True)
-        ids, special = encoded["input_ids"], encoded["special_tokens_mask"]
+        ids, special = self._tokenize(texts, prompt, self.max_tokens)
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
-            pooled = self._encode_batch([ids[i] for i in rows], [special[i] for i in rows], layers, pooling)
+            with torch.inference_mode():
+                pooled = self._pool_batch([ids[i] for i in rows], [special[i] for i in rows], layers, pooling)
             for layer, vectors in pooled.items():
-                out[layer][rows] = vectors
+                out[layer][rows] = to_numpy(vectors)
             if progress is not None:
                 progress(len(rows))
         return out
 
-    def _check_layers(self, layers: Sequence[int]) -> None:
-        for layer in layers:
-            if not 0 <= layer <= self.num_layers:
-                raise XlsearchError(
-                    f"layer {layer} does not exist: {self.loaded.name} has layers 0..{self.num_layers}"
-                )
+    def pooled(self, texts: Sequence[str], layers: Sequence[int], *, pooling: str = MEAN_NO_SPECIAL,
+               prompt: str = "", max_tokens: int | None = None, grad: bool = False) -> dict[int, Tensor]:
+        """Pooled, L2-normalised vectors of ``texts`` as tensors, all texts in one padded batch.
 
-    @torch.inference_mode()
-    def _encode_batch(self, ids: list[list[int]], special: list[list[int]],
-                      layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
+        Args:
+            texts: Texts to embed (one forward pass: keep them to a batch).
+            layers: Hidden layers to pool (0 = embedding output).
+            pooling, prompt: As for :meth:`encode`.
+            max_tokens: Truncate each text to this many tokens (default: the encoder's ``max_tokens``).
+            grad: Keep autograd through the forward pass (training): the model's own forward runs,
+                never the inference-only fast path. Otherwise the pass runs under ``torch.inference_mode``.
+
+        Returns:
+            ``{layer: (len(texts), dim) float32}`` on the model's device, row i for ``texts[i]``.
+        """
+        self._check(layers, pooling)
+        if not texts:
+            return {layer: torch.zeros((0, self.dim), device=self.loaded.device) for layer in layers}
+        ids, special = self._tokenize(texts, prompt, max_tokens or self.max_tokens)
+        with contextlib.nullcontext() if grad else torch.inference_mode():
+            return self._pool_batch(ids, special, layers, pooling, grad)
+
+    def _check(self, layers: Sequence[int], pooling: str) -> None:
+        check_layers(layers, self.num_layers, self.loaded.name)
+        check_pooling(pooling)
+
+    def _tokenize(self, texts: Sequence[str], prompt: str, max_tokens: int) -> tuple[list[list[int]], list[list[int]]]:
+        """Token ids and special-token flags (1 = special) of each text, truncated to ``max_tokens``."""
+        encoded = self.tokenizer([prompt + t for t in texts] if prompt else list(texts), add_special_tokens=True,
+                                 truncation=True, max_length=max_tokens, return_special_tokens_mask=True)
+        return encoded["input_ids"], encoded["special_tokens_mask"]
+
+    def _pool_batch(self, ids: list[list[int]], special: list[list[int]],
+                    layers: Sequence[int], pooling: str, grad: bool = False) -> dict[int, Tensor]:
+        """Pad ``ids`` to their longest, run the encoder, pool: ``{layer: (len(ids), dim)}`` unit vectors."""
         width = max(len(x) for x in ids)
         pad = self.tokenizer.pad_token_id or 0
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
@@ -138,9 +170,9 @@ class Encoder:
             input_ids[row, :len(tokens)] = torch.tensor(tokens)
             attention[row, :len(tokens)] = 1
         device = self.loaded.device
-        hidden = self.hidden_states(input_ids.to(device), attention.to(device), layers)
+        hidden = self.hidden_states(input_ids.to(device), attention.to(device), layers, grad=grad)
         mask = pool_mask([len(x) for x in ids], special, width, pooling).to(device)
-        return {layer: to_numpy(l2_normalize(mean_pool(h.float(), mask))) for layer, h in hidden.items()}
+        return {layer: pool(h, mask) for layer, h in hidden.items()}
 
     @property
     def uses_fast_path(self) -> bool:
@@ -149,12 +181,13 @@ class Encoder:
         return fast is not None and not fast.model.training and not has_forward_hooks(fast.modules)
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor,
-                      layers: Sequence[int]) -> dict[int, Tensor]:
-        """``hidden_states[layer]`` for each requested layer, computing no layer above the top one.
+                      layers: Sequence[int], *, grad: bool = False) -> dict[int, Tensor]:
+        """``hidden_states[layer]`` ``(batch, seq, dim)`` for each requested layer, computing no layer
+        above the top one; ``grad`` runs the model's own (differentiable) forward.
 
         Rows of padding positions are not meaningful on the fast path.
         """
-        if self.uses_fast_path:
+        if self.uses_fast_path and not grad:
             return self._fast.hidden_states(input_ids, attention_mask, layers)
         autocast = contextlib.nullcontext()
         if self.precision != "fp32":

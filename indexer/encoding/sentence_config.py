@@ -20,7 +20,9 @@ from typing import Any
 
 from ..config import CLS, MEAN, MEAN_NO_SPECIAL, POOLINGS, IndexConfig
 from ..errors import ConfigError, ModelLoadError
+from .layers import check_layer
 from .model import LoadedModel, hub_unreachable
+from .pooling import POOLING_FILE, Pooling
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ ST_MODULES = "modules.json"
 ST_CONFIG = "config_sentence_transformers.json"
 POOLING_TYPE = "sentence_transformers.models.Pooling"
 NORMALIZE_TYPE = "sentence_transformers.models.Normalize"
-FINETUNE_POOLING = "xlsearch_pooling.json"  # written by `xlsearch finetune` (indexer.finetune)
+FINETUNE_POOLING = POOLING_FILE  # written by `xlsearch finetune` (indexer.tasks.finetune)
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,9 @@ def model_defaults(loaded: LoadedModel) -> ModelDefaults:
     modules = _read_json(loaded, ST_MODULES)
     pooling_dir = next((m.get("path", "") for m in modules or [] if m.get("type") == POOLING_TYPE), None)
     if pooling_dir is None:
-        trained = _read_json(loaded, FINETUNE_POOLING) or {}
-        layer = trained.get("layer")
-        if isinstance(layer, int) and 0 <= layer <= layers:
-            return ModelDefaults(layer=layer, pooling=MEAN_NO_SPECIAL, source=FINETUNE_POOLING)
+        trained = Pooling.from_json(_read_json(loaded, FINETUNE_POOLING))
+        if trained is not None and trained.layer <= layers:
+            return ModelDefaults(layer=trained.layer, pooling=trained.mode, source=FINETUNE_POOLING)
         return ModelDefaults(layer=raw_encoder_layer(layers), pooling=MEAN_NO_SPECIAL)
     skipped = [m.get("type", "?") for m in modules
                if m.get("type") not in (POOLING_TYPE, NORMALIZE_TYPE) and not str(m.get("type", "")).endswith("Transformer")]
@@ -84,8 +85,8 @@ def settle_config(config: IndexConfig, loaded: LoadedModel) -> IndexConfig:
     """``config`` with every ``auto`` (None) setting replaced by what ``loaded`` asks for.
 
     Raises:
-        ConfigError: The layer does not exist in the model, or the model's own pooling is one
-            xlsearch cannot do and none was given.
+        LayerError: The layer does not exist in the model (a :class:`ConfigError`).
+        ConfigError: The model's own pooling is one xlsearch cannot do and none was given.
     """
     defaults = model_defaults(loaded)
     if config.pooling is None and defaults.pooling is None:
@@ -97,8 +98,7 @@ def settle_config(config: IndexConfig, loaded: LoadedModel) -> IndexConfig:
         pooling=defaults.pooling if config.pooling is None else config.pooling,
         query_prompt=defaults.query_prompt if config.query_prompt is None else config.query_prompt,
         document_prompt=defaults.document_prompt if config.document_prompt is None else config.document_prompt)
-    if settled.layer > loaded.num_layers:
-        raise ConfigError(f"layer {settled.layer} does not exist: {loaded.name} has layers 0..{loaded.num_layers}")
+    check_layer(settled.layer, loaded.num_layers, loaded.name)
     if settled != config:
         log.info("%s (%s): layer %d, pooling %s, query prompt %r, document prompt %r", loaded.name,
                  defaults.source, settled.layer, settled.pooling, settled.query_prompt, settled.document_prompt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,25 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoding.encoder import Encoder
-from ..errors import CorpusError, ModelLoadError, XlsearchError
-from .finetune import (
-    TrainConfig,
-    batches,
-    check_layer,
-    make_optimizer,
-    pooled,
-    progress_bar,
-    save_checkpoint,
-    seed_everything,
-    total_steps,
-)
 from ..encoding.model import LoadedModel, load_model
+from ..errors import CorpusError, ModelLoadError, XlsearchError
+from .finetune import check_trainable_layer, save_checkpoint
+from .training import TrainConfig, seed_everything, train_loop
 
 log = logging.getLogger(__name__)
 
 HEAD_CONFIG = "classifier.json"
 HEAD_WEIGHTS = "classifier_head.pt"
 _LABEL_KEYS = ("label", "category")
+TEXT_FILE_SUFFIXES = (".txt", ".text", ".jsonl", ".json", ".ndjson", ".csv", ".tsv")  # classify: a path
 
 
 @dataclass(frozen=True)
@@ -121,7 +114,7 @@ class Classifier:
     def __init__(self, loaded: LoadedModel, labels: Sequence[str], layer: int, head: nn.Linear | None = None):
         if len(set(labels)) != len(labels) or len(labels) < 2:
             raise XlsearchError(f"need at least 2 distinct labels, got {list(labels)}")
-        check_layer(loaded, layer)
+        check_trainable_layer(loaded, layer)
         self.loaded, self.labels, self.layer = loaded, list(labels), layer
         self.head = (head or nn.Linear(loaded.dim, len(labels))).to(loaded.device)
 
@@ -131,32 +124,15 @@ class Classifier:
         self.head.reset_parameters()
         index = {label: i for i, label in enumerate(self.labels)}
         targets = torch.tensor([index[label] for _, label in records], device=self.loaded.device)
-        steps = total_steps(len(records), config)
-        optimizer, scheduler = make_optimizer([{"params": self.loaded.model.parameters()},
-                                               {"params": self.head.parameters(), "lr": head_lr}], config, steps)
         encoder = Encoder(self.loaded, batch_size=config.batch_size)
-        params = list(self.loaded.model.parameters()) + list(self.head.parameters())
-        self.loaded.model.train()
-        step, loss_value, bar = 0, float("nan"), progress_bar(steps, "fine-tuning")
-        try:
-            while step < steps:
-                for rows in batches(len(records), config.batch_size, rng):
-                    vectors = pooled(encoder, [records[i][0] for i in rows], self.layer, config.max_tokens)
-                    loss = F.cross_entropy(self.head(vectors), targets[rows])
-                    optimizer.zero_grad()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    step, loss_value = step + 1, float(loss.detach())
-                    bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-                    bar.update(1)
-                    if step >= steps:
-                        break
-        finally:
-            bar.close()
-            self.loaded.model.eval()
-        return loss_value
+
+        def loss_of(rows: list[int]) -> torch.Tensor:
+            vectors = encoder.pooled([records[i][0] for i in rows], [self.layer], max_tokens=config.max_tokens,
+                                     grad=True)[self.layer]
+            return F.cross_entropy(self.head(vectors), targets[rows])
+
+        groups = [{"params": self.loaded.model.parameters()}, {"params": self.head.parameters(), "lr": head_lr}]
+        return train_loop(self.loaded.model, groups, len(records), config, rng, loss_of)[1]
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[Prediction]:
@@ -196,6 +172,37 @@ class Classifier:
         head = nn.Linear(loaded.dim, len(settings["labels"]))
         head.load_state_dict(torch.load(directory / HEAD_WEIGHTS, map_location="cpu", weights_only=True))
         return cls(loaded, settings["labels"], int(settings["layer"]), head)
+
+
+def looks_like_path(argument: str) -> bool:
+    """Whether ``argument`` reads as a file name rather than a text: one line ending in a file extension
+    (``.txt``, ``.jsonl``, ``.csv``, ``.tsv``...), or one word with a path separator (``data/in``)."""
+    if "\n" in argument or not argument.strip():
+        return False
+    if Path(argument.strip()).suffix.lower() in TEXT_FILE_SUFFIXES:
+        return True
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return any(sep in argument for sep in separators) and len(argument.split()) == 1
+
+
+def texts_to_classify(argument: str) -> list[str]:
+    """The texts ``xlsearch classify`` labels: the non-blank lines of the file ``argument`` names, else
+    ``argument`` itself as one text.
+
+    Raises:
+        CorpusError: ``argument`` looks like a file name (:func:`looks_like_path`) but no such file
+            exists, names a directory, or the file cannot be read as UTF-8.
+    """
+    source = Path(argument)
+    if source.is_file():
+        try:
+            return [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CorpusError(f"{source}: cannot read ({exc})") from None
+    if looks_like_path(argument):
+        what = "is a directory" if source.is_dir() else "no such file"
+        raise CorpusError(f"{argument}: {what}; give a text file (one text per line), or the text itself")
+    return [argument]
 
 
 def majority_baseline(train: Sequence[tuple[str, str]], test: Sequence[tuple[str, str]]) -> float:

@@ -25,16 +25,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import CLS, MEAN_NO_SPECIAL
 from ..config import POOLINGS as CONFIG_POOLINGS
-from ..text.corpus import JSONL_SUFFIXES, TABLE_SUFFIXES, read_documents
+from ..encoding.pooling import ALIASES, pooling_mode
 from ..errors import CorpusError, XlsearchError
+from ..text.corpus import JSONL_SUFFIXES, TABLE_SUFFIXES, read_documents
 
 if TYPE_CHECKING:
     from ..encoding.encoder import Encoder
 
-POOLING_ALIASES = {"mean": MEAN_NO_SPECIAL, "cls": CLS}  # the short names `xlsearch embed` always took
-POOLINGS = (*POOLING_ALIASES, *(p for p in CONFIG_POOLINGS if p not in POOLING_ALIASES.values()))
+POOLINGS = (*ALIASES, *(p for p in CONFIG_POOLINGS if p not in ALIASES.values()))  # `xlsearch embed --pooling`
 OUTPUT_SUFFIXES = (".npy", ".npz", ".parquet")
 
 
@@ -44,22 +43,6 @@ class Embeddings:
 
     ids: list[str]
     vectors: dict[int, np.ndarray]
-
-
-def parse_layers(text: str) -> list[int]:
-    """``"8,10"`` -> ``[8, 10]`` (duplicates dropped, order kept).
-
-    Raises:
-        XlsearchError: A part is not a non-negative integer.
-    """
-    layers: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part.isdigit():
-            raise XlsearchError(f"bad layer list {text!r}: give comma-separated layer numbers, e.g. 8,10")
-        if int(part) not in layers:
-            layers.append(int(part))
-    return layers
 
 
 def read_texts(path: str | Path) -> tuple[list[str], list[str]]:
@@ -108,12 +91,10 @@ def embed_texts(encoder: Encoder, texts: Sequence[str], layers: Sequence[int],
         ``{layer: (len(texts), dim) float32}``, row i for ``texts[i]``; inner product is cosine.
 
     Raises:
-        XlsearchError: Unknown pooling or a layer the model does not have.
+        ConfigError: Unknown pooling.
+        LayerError: A layer the model does not have.
     """
-    pooling = POOLING_ALIASES.get(pooling, pooling)
-    if pooling not in CONFIG_POOLINGS:
-        raise XlsearchError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    return encoder.encode_layers(texts, layers, pooling=pooling, prompt=prompt)
+    return encoder.encode_layers(texts, layers, pooling=pooling_mode(pooling), prompt=prompt)
 
 
 def write_embeddings(embeddings: Embeddings, out: str | Path) -> list[Path]:

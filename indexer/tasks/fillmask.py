@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelLoadError, XlsearchError
-from ..encoding.model import resolve_device
+from ..encoding.model import from_pretrained, hub_unreachable, model_path, resolve_device
+from ..errors import XlsearchError
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,14 @@ class Prediction:
 
 
 def _from_hub(name: str, filename: str) -> Path | None:
-    """Path of ``filename`` in hub repo ``name`` (cache first, then download), or None if absent."""
+    """Path of ``filename`` in hub repo ``name`` (cache first, then download if the hub can be reached), or None."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - transformers depends on it
         return None
     for local_only in (True, False):
+        if not local_only and hub_unreachable() is not None:
+            return None
         try:
             return Path(hf_hub_download(name, filename, local_files_only=local_only))
         except Exception as exc:  # noqa: BLE001 - any failure means "not available here"
@@ -89,7 +91,7 @@ def _stage_generator(config_file: Path, weights: Path, name: str, staging: Path)
     if "model_type" not in config:
         from transformers import AutoConfig
 
-        config["model_type"] = _load(AutoConfig, name).model_type
+        config["model_type"] = from_pretrained(AutoConfig, name).model_type
     (staging / "config.json").write_text(json.dumps(config), encoding="utf-8")
     target = staging / ("model.safetensors" if weights.suffix == ".safetensors" else "pytorch_model.bin")
     try:
@@ -99,32 +101,18 @@ def _stage_generator(config_file: Path, weights: Path, name: str, staging: Path)
     return staging
 
 
-def _load(loader, name: str, **kwargs):
-    """Cache or local directory first, then the hub; failures become one ModelLoadError line."""
-    try:
-        return loader.from_pretrained(name, local_files_only=True, **kwargs)
-    except OSError:
-        if Path(name).exists():
-            raise
-    try:
-        return loader.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load {name!r} ({first}); use a local copy: --model DIR") from None
-
-
 def _load_checked(source: str, name: str, checkpoint: str):
     """``AutoModelForMaskedLM`` from ``source``; raises when any weight was not in the checkpoint."""
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    config = _load(AutoConfig, source)
-    model, info = _load(AutoModelForMaskedLM, source, config=config, output_loading_info=True)
+    config = from_pretrained(AutoConfig, source)
+    model, info = from_pretrained(AutoModelForMaskedLM, source, config=config, output_loading_info=True)
     missing = list(info.get("missing_keys") or [])
     unexpected = list(info.get("unexpected_keys") or [])
     if missing and hasattr(config, "legacy") and any("predictions" in k for k in unexpected):
         # DeBERTa: the head is stored under the other naming scheme (cls.predictions vs lm_predictions).
         config.legacy = not config.legacy
-        model, info = _load(AutoModelForMaskedLM, source, config=config, output_loading_info=True)
+        model, info = from_pretrained(AutoModelForMaskedLM, source, config=config, output_loading_info=True)
         missing = list(info.get("missing_keys") or [])
     if missing:
         head = [k for k in missing if any(marker in k for marker in HEAD_MARKERS)]
@@ -153,11 +141,8 @@ def load_masked_lm(name: str, device: str = "auto") -> MaskedLM:
     """
     from transformers import AutoTokenizer
 
-    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
-    if looks_local and not Path(name).expanduser().is_dir():
-        raise ModelLoadError(f"model directory {name} does not exist")
-    name = str(Path(name).expanduser()) if looks_local else name
-    tokenizer = _load(AutoTokenizer, name)
+    name = model_path(name)
+    tokenizer = from_pretrained(AutoTokenizer, name)
     generator = find_generator(name)
     if generator is not None:
         log.info("using the generator checkpoint %s", generator[1])

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,34 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import DEFAULT_LAYER
 from ..encoding.encoder import Encoder
-from ..errors import CorpusError, XlsearchError
+from ..encoding.layers import check_layer
 from ..encoding.model import LoadedModel
-from ..encoding.pooling import l2_normalize, mean_pool
-from ..encoding.sentence_config import FINETUNE_POOLING as POOLING_FILE
+from ..encoding.pooling import POOLING_FILE, Pooling  # noqa: F401 - POOLING_FILE: callers read it here
+from ..errors import CorpusError, XlsearchError
+from .training import TrainConfig, seed_everything, train_loop
 
 log = logging.getLogger(__name__)
 
 _PAIR_KEYS = (("query", "positive"), ("source", "target"))
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one fine-tuning run (retrieval or classification)."""
-
-    layer: int = DEFAULT_LAYER
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 2e-5
-    warmup: float = 0.1
-    max_steps: int | None = None
-    held_out: float = 0.1
-    checkpoint_every: int | None = None
-    seed: int = 0
-    temperature: float = 0.05
-    max_tokens: int = 128
-    clip_norm: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -143,17 +123,6 @@ def info_nce(queries: Tensor, positives: Tensor, temperature: float) -> Tensor:
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def pooled(encoder: Encoder, texts: Sequence[str], layer: int, max_tokens: int) -> Tensor:
-    """Mean-pooled (real, non-special tokens), L2-normalised ``layer`` vectors, with gradients."""
-    batch = encoder.tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens,
-                              return_special_tokens_mask=True, return_tensors="pt")
-    device = encoder.loaded.device
-    attention = batch["attention_mask"].to(device)
-    mask = attention * (1 - batch["special_tokens_mask"].to(device))
-    hidden = encoder.hidden_states(batch["input_ids"].to(device), attention, [layer])[layer]
-    return l2_normalize(mean_pool(hidden.float(), mask))
-
-
 def retrieval_accuracy(encoder: Encoder, pairs: Sequence[tuple[str, str]], layer: int) -> tuple[float, float]:
     """Accuracy@1 of finding each pair's partner among all held-out partners, both directions."""
     if not pairs:
@@ -165,63 +134,23 @@ def retrieval_accuracy(encoder: Encoder, pairs: Sequence[tuple[str, str]], layer
     return (float((scores.argmax(1) == gold).float().mean()), float((scores.argmax(0) == gold).float().mean()))
 
 
-def check_layer(loaded: LoadedModel, layer: int) -> None:
-    """Raises XlsearchError unless ``1 <= layer <= num_layers`` (layer 0 has nothing to train)."""
-    if not 1 <= layer <= loaded.num_layers:
-        raise XlsearchError(f"layer {layer} cannot be fine-tuned: {loaded.name} has layers 1..{loaded.num_layers}")
+def check_trainable_layer(loaded: LoadedModel, layer: int) -> int:
+    """``layer`` when ``1 <= layer <= num_layers`` (layer 0 has nothing to train).
 
-
-def total_steps(examples: int, config: TrainConfig) -> int:
-    per_epoch = math.ceil(examples / config.batch_size)
-    steps = per_epoch * config.epochs
-    return min(steps, config.max_steps) if config.max_steps else steps
-
-
-def make_optimizer(params: list[dict], config: TrainConfig, steps: int):
-    """AdamW with linear warm-up (``config.warmup`` of the steps) and linear decay to zero."""
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
-    warm = max(1, int(steps * config.warmup)) if config.warmup > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (steps - step) / max(1, steps - warm))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def batches(count: int, batch_size: int, rng: random.Random, minimum: int = 1) -> Iterator[list[int]]:
-    """Shuffled index batches of one epoch; a last batch smaller than ``minimum`` is dropped."""
-    order = list(range(count))
-    rng.shuffle(order)
-    for start in range(0, count, batch_size):
-        rows = order[start:start + batch_size]
-        if len(rows) >= minimum:
-            yield rows
-
-
-def progress_bar(total: int, desc: str):
-    """A tqdm bar on stderr, silent when stderr is no terminal."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", disable=None, file=sys.stderr)
+    Raises:
+        LayerError: Naming the valid range.
+    """
+    return check_layer(layer, loaded.num_layers, loaded.name, lowest=1, purpose="fine-tuned")
 
 
 def save_checkpoint(loaded: LoadedModel, directory: str | Path, layer: int, extra: dict | None = None) -> Path:
-    """Save encoder, tokenizer and ``xlsearch_pooling.json`` so ``load_model(directory)`` works."""
+    """Save encoder, tokenizer and its :class:`Pooling` stage so ``load_model(directory)`` works."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     loaded.model.save_pretrained(directory)
     loaded.tokenizer.save_pretrained(directory)
-    pooling = {"layer": layer, "pooling": "mean", "exclude_special_tokens": True, "normalize": "l2",
-               "base_model": loaded.name, **(extra or {})}
-    (directory / POOLING_FILE).write_text(json.dumps(pooling, indent=2) + "\n", encoding="utf-8")
+    Pooling(layer).save(directory, {"base_model": loaded.name, **(extra or {})})
     return directory
-
-
-def seed_everything(seed: int) -> random.Random:
-    torch.manual_seed(seed)
-    return random.Random(seed)
 
 
 def train_retrieval(loaded: LoadedModel, pairs: Sequence[tuple[str, str]], out: str | Path,
@@ -234,38 +163,25 @@ def train_retrieval(loaded: LoadedModel, pairs: Sequence[tuple[str, str]], out: 
     Raises:
         XlsearchError: Bad layer, split or too few pairs to train.
     """
-    check_layer(loaded, config.layer)
+    check_trainable_layer(loaded, config.layer)
     rng = seed_everything(config.seed)
     train, held = split_pairs(pairs, config.held_out, config.seed)
     if len(train) < 2:
         raise XlsearchError(f"{len(train)} training pair(s): in-batch negatives need at least 2")
     before = retrieval_accuracy(Encoder(loaded, batch_size=64), held, config.layer)
-    steps = total_steps(len(train), config)
-    optimizer, scheduler = make_optimizer([{"params": loaded.model.parameters()}], config, steps)
     encoder = Encoder(loaded, batch_size=config.batch_size)
-    loaded.model.train()
-    step, loss_value, bar = 0, float("nan"), progress_bar(steps, "fine-tuning")
-    try:
-        while step < steps:
-            for rows in batches(len(train), config.batch_size, rng, minimum=2):
-                queries = pooled(encoder, [train[i][0] for i in rows], config.layer, config.max_tokens)
-                positives = pooled(encoder, [train[i][1] for i in rows], config.layer, config.max_tokens)
-                loss = info_nce(queries, positives, config.temperature)
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(loaded.model.parameters(), config.clip_norm)
-                optimizer.step()
-                scheduler.step()
-                step, loss_value = step + 1, float(loss.detach())
-                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-                bar.update(1)
-                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < steps:
-                    save_checkpoint(loaded, Path(out) / f"checkpoint-{step}", config.layer)
-                if step >= steps:
-                    break
-    finally:
-        bar.close()
-        loaded.model.eval()
+
+    def loss_of(rows: list[int]) -> Tensor:
+        queries, positives = (encoder.pooled([train[i][side] for i in rows], [config.layer],
+                                             max_tokens=config.max_tokens, grad=True)[config.layer] for side in (0, 1))
+        return info_nce(queries, positives, config.temperature)
+
+    def checkpoint(step: int, steps: int) -> None:
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < steps:
+            save_checkpoint(loaded, Path(out) / f"checkpoint-{step}", config.layer)
+
+    step, loss_value = train_loop(loaded.model, [{"params": loaded.model.parameters()}], len(train), config, rng,
+                                  loss_of, minimum=2, after_step=checkpoint)
     save_checkpoint(loaded, out, config.layer, {"objective": "retrieval", "steps": step,
                                                 "temperature": config.temperature})
     after = retrieval_accuracy(Encoder(loaded, batch_size=64), held, config.layer)
