@@ -20,8 +20,8 @@ from ..indexer.text.validation import text_problem
 
 from .fusion import FUSIONS as FUSION_METHODS
 from .fusion import SCORE_BOTH_SIDES, Candidates, fuse
-from .index.loader import LoadedIndex
-from .index.sharded import ShardedIndex, open_index
+from .index.reader import IndexReader
+from .index.sharded import open_index
 
 if TYPE_CHECKING:  # torch loads with the model, on the first dense or hybrid query
     from ..indexer.encoding.encoder import Encoder
@@ -118,7 +118,7 @@ class Searcher:
     def __init__(self, directory: str | Path, model: str | None = None, layer: int | None = None,
                  device: str = "auto", encoder: Encoder | None = None, precision: str = "fp32",
                  nprobe: int | None = None):
-        self.index: LoadedIndex | ShardedIndex = open_index(directory)
+        self.index: IndexReader = open_index(directory)
         config = self.index.manifest.config
         try:
             check_compatible(self.index.manifest)

@@ -17,7 +17,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedIndex:
-    """One generation of an index: manifest, document store, dense and lexical indexes."""
+    """One generation of an index: manifest, document store, dense and lexical indexes.
+
+    Implements :class:`~search.index.reader.IndexReader`: the stores are its ChunkStore,
+    DenseRetriever and LexicalRetriever.
+    """
 
     directory: Path
     manifest: Manifest

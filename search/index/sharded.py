@@ -30,9 +30,10 @@ from ...indexer.store.lexical import Collection
 from ...indexer.store.shard_layout import index_directories, read_shards, shard_of
 
 from .loader import LoadedIndex, load_index
+from .reader import IndexReader
 
 
-def open_index(directory: str | Path) -> LoadedIndex | ShardedIndex:
+def open_index(directory: str | Path) -> IndexReader:
     """Open the committed state of any index: one :class:`LoadedIndex`, or all shards of a sharded one.
 
     Raises:
@@ -60,14 +61,17 @@ def open_index(directory: str | Path) -> LoadedIndex | ShardedIndex:
 
 
 class ShardedIndex:
-    """Every shard of a sharded index, loaded; reads route by chunk id or document id."""
+    """Every shard of a sharded index, loaded; reads route by chunk id or document id.
+
+    Implements :class:`~search.index.reader.IndexReader`, as :class:`LoadedIndex` does.
+    """
 
     def __init__(self, directory: Path, shards: list[LoadedIndex]):
         self.directory = directory
         self.shards = shards
         self.store = _Stores(shards)
         self.dense = _Merged(shards, lambda shard: shard.dense)
-        self.lexical = _Merged(shards, lambda shard: shard.lexical)
+        self.lexical = _MergedLexical(shards, lambda shard: shard.lexical)
         self.centroids = None  # sharded indexes do not center languages
         self._share_statistics()
 
@@ -98,7 +102,7 @@ class ShardedIndex:
 
 
 class _Stores:
-    """The shards' document stores, read as one."""
+    """The shards' document stores, read as one :class:`~search.index.reader.ChunkStore`."""
 
     def __init__(self, shards: list[LoadedIndex]):
         self.shards = shards
@@ -135,7 +139,8 @@ class _Stores:
 
 
 class _Merged:
-    """The shards' dense (or lexical) indexes as one: ``search`` merges the shards' top k,
+    """The shards' dense indexes as one :class:`~search.index.reader.DenseRetriever` (and, as
+    :class:`_MergedLexical`, their BM25 indexes): ``search`` merges the shards' top k,
     ``score_chunks`` routes each chunk to its shard."""
 
     def __init__(self, shards: list[LoadedIndex], part: Callable):
@@ -165,10 +170,6 @@ class _Merged:
         best = order[:cut]
         return ids[best], scores[best]
 
-    def query_weights(self, query_tokens: list[str]) -> np.ndarray:
-        """Lexical only: the shards share the whole collection's statistics, so any shard answers."""
-        return self.part(self.shards[0]).query_weights(query_tokens)
-
     def score_chunks(self, query, chunk_ids: Sequence[int]) -> np.ndarray:
         out = None
         for shard, (positions, ids) in zip(self.shards, _route(chunk_ids, len(self.shards))):
@@ -177,6 +178,15 @@ class _Merged:
                 out = np.zeros(len(chunk_ids), scores.dtype) if out is None else out
                 out[positions] = scores
         return out if out is not None else np.zeros(len(chunk_ids))
+
+
+class _MergedLexical(_Merged):
+    """The shards' BM25 indexes as one :class:`~search.index.reader.LexicalRetriever`; every
+    shard scores with the whole collection's statistics (``_share_statistics``)."""
+
+    def query_weights(self, query_tokens: list[str]) -> np.ndarray:
+        """The shards share the whole collection's statistics, so any shard answers."""
+        return self.part(self.shards[0]).query_weights(query_tokens)
 
 
 def _route(chunk_ids: Sequence[int], shards: int) -> list[tuple[np.ndarray, np.ndarray]]:
