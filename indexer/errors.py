@@ -53,3 +53,20 @@ class ConfigError(XlsearchError, ValueError):
 
 class LayerError(ConfigError):
     """A hidden layer is malformed or outside the model's range; the message gives the valid range."""
+
+
+class ChunkError(XlsearchError, ValueError):
+    """Chunk ids or token lists given to a store are invalid (duplicate, unknown or non-integer ids)."""
+
+
+class MaskedLMHeadMissingError(ModelLoadError):
+    """The checkpoint lacks trained masked-LM weights; predictions would be random."""
+
+
+class BenchmarkError(XlsearchError):
+    """A benchmark file is missing or malformed (the message names the file and line)."""
+
+
+class MetricError(XlsearchError, ValueError):
+    """A metric name is unknown or lacks its cutoff (the message lists the valid ones)."""
+

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 
 from xlsearch.indexer.text.analysis import ANALYZER, analyze
-from xlsearch.indexer.errors import DocumentNotFoundError, IndexFormatError
+from xlsearch.indexer.errors import IndexFormatError
 from xlsearch.indexer.store.lexical import BM25Index, ChunkError, Collection
 from xlsearch.indexer.store.lexical_io import load_bm25, save_bm25
 
@@ -212,7 +212,7 @@ def test_score_chunks_and_edge_cases(corpus, queries):
     ids, scores = index.search(queries[0], 10)
     np.testing.assert_array_equal(index.score_chunks(queries[0], ids), scores)
     np.testing.assert_array_equal(index.score_chunks(queries[0], [3, 0]), index.get_scores(queries[0])[[3, 0]])
-    with pytest.raises(DocumentNotFoundError):
+    with pytest.raises(ChunkError):
         index.score_chunks(queries[0], [10**9])
     assert index.search(["no-such-term"], 10)[0].size == 0 and index.search(queries[0], 0)[0].size == 0
     assert index.search([], 10)[1].dtype == np.float64 and BM25Index().search(queries[0], 3)[0].size == 0

@@ -21,6 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse as StarletteJSONResponse
 
 from ...indexer.errors import (
+    BenchmarkError,
+    ChunkError,
+    ConfigError,
     CorpusError,
     DocumentNotFoundError,
     IndexFormatError,
@@ -28,6 +31,9 @@ from ...indexer.errors import (
     IndexMismatchError,
     IndexNotFoundError,
     IndexWriteError,
+    LayerError,
+    MaskedLMHeadMissingError,
+    MetricError,
     ModelLoadError,
     QueryError,
     XlsearchError,
@@ -38,13 +44,19 @@ log = logging.getLogger(__name__)
 STATUS: dict[type[XlsearchError], tuple[int, str]] = {
     QueryError: (422, "invalid_query"),
     CorpusError: (422, "invalid_document"),
+    ConfigError: (422, "invalid_setting"),
+    LayerError: (422, "invalid_setting"),
     DocumentNotFoundError: (404, "document_not_found"),
     IndexLockedError: (409, "index_locked"),
     IndexMismatchError: (409, "index_mismatch"),
     IndexNotFoundError: (503, "index_unavailable"),
     IndexFormatError: (503, "index_damaged"),
+    ChunkError: (503, "index_damaged"),  # stores that disagree on a chunk id
     IndexWriteError: (503, "write_failed"),
     ModelLoadError: (503, "model_unavailable"),
+    MaskedLMHeadMissingError: (503, "model_unavailable"),
+    BenchmarkError: (400, "bad_request"),  # evaluation only; listed so that every error has its answer
+    MetricError: (400, "bad_request"),
     XlsearchError: (400, "bad_request"),
 }
 MAX_LISTED_ERRORS = 20

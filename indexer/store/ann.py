@@ -95,7 +95,7 @@ def build_ivf(kind: str, ids: np.ndarray, vectors: np.ndarray,
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)
     else:
-        raise ValueError(f"{kind!r} is not an approximate kind; choose one of {', '.join(APPROXIMATE)}")
+        raise ConfigError(f"{kind!r} is not an approximate kind; choose one of {', '.join(APPROXIMATE)}")
     index.own_fields = True
     quantizer.this.disown()  # the IVF index frees its quantizer
     index.cp.seed = seed

@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 from .ann import APPROXIMATE, EXACT, TRAIN_MIN, build_ivf, check_kind, default_nprobe, ivf_ids, kind_of, needs_training
-from ..errors import IndexFormatError
+from ..errors import ConfigError, IndexFormatError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class DenseIndex:
     def __init__(self, dim: int, kind: str = EXACT, index: faiss.Index | None = None,
                  nprobe: int | None = None, train_min: int = TRAIN_MIN):
         if nprobe is not None and nprobe < 1:
-            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+            raise ConfigError(f"nprobe must be >= 1, got {nprobe}")
         self.dim = dim
         self.kind = check_kind(kind)
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))

@@ -24,11 +24,8 @@ from itertools import chain, count, repeat
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import DocumentNotFoundError, XlsearchError
+from ..errors import ChunkError, ConfigError
 
-
-class ChunkError(XlsearchError, ValueError):
-    """Chunk ids or token lists given to :meth:`BM25Index.add` are invalid (e.g. duplicate ids)."""
 
 
 class BM25Index:
@@ -42,7 +39,7 @@ class BM25Index:
 
     def __init__(self, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> None:
         if not (math.isfinite(k1) and k1 >= 0 and 0 <= b <= 1 and math.isfinite(epsilon)):
-            raise ValueError(f"invalid BM25 parameters k1={k1}, b={b}, epsilon={epsilon}: "
+            raise ConfigError(f"invalid BM25 parameters k1={k1}, b={b}, epsilon={epsilon}: "
                              "need k1 >= 0, 0 <= b <= 1 and a finite epsilon")
         self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
         self._vocab: dict[str, int] = {}
@@ -253,13 +250,13 @@ class BM25Index:
         """Exact BM25 of the given chunks, float64 ``(len(chunk_ids),)``, 0 where no term matches.
 
         Raises:
-            DocumentNotFoundError: A chunk id is not in the index.
+            ChunkError: A chunk id is not in the index.
         """
         self._prepare()
         ids = np.asarray(chunk_ids, dtype=np.int64).tolist()
         missing = [i for i in ids if i not in self._row_of]
         if missing:
-            raise DocumentNotFoundError(f"chunk ids not in the lexical index: {missing[:5]}")
+            raise ChunkError(f"chunk ids not in the lexical index: {missing[:5]}")
         wanted = np.array([self._row_of[i] for i in ids], dtype=np.int64)
         scores = np.zeros(len(wanted))
         for rows, contrib in self._postings(query_tokens):

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..encoding.model import from_pretrained, hub_unreachable, model_path, resolve_device
-from ..errors import XlsearchError
+from ..errors import MaskedLMHeadMissingError, XlsearchError
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,6 @@ GENERATOR_WEIGHTS = ("pytorch_model.generator.bin", "model.generator.safetensors
 HEAD_MARKERS = ("lm_predictions", "cls.predictions", "lm_head", "predictions.", "generator_lm_head")
 MASK_PLACEHOLDER = "[MASK]"
 
-
-class MaskedLMHeadMissingError(XlsearchError):
-    """The checkpoint lacks trained masked-LM weights; predictions would be random."""
 
 
 @dataclass

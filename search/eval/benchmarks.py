@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ...indexer.document import Document
-from ...indexer.errors import XlsearchError
+from ...indexer.errors import BenchmarkError
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,6 @@ TATOEBA_XTREME = ("afr", "ara", "ben", "bul", "cmn", "deu", "ell", "est", "eus",
                   "rus", "spa", "swh", "tam", "tel", "tgl", "tha", "tur", "urd", "vie")
 BEIR_DISTRACTORS = 10  # with --limit N, a BEIR slice keeps 10 N unjudged documents besides the judged ones
 
-
-class BenchmarkError(XlsearchError):
-    """A benchmark file is missing or malformed (the message names the file and line)."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ...indexer.errors import XlsearchError
+from ...indexer.errors import MetricError, XlsearchError
 
 Run = Mapping[str, Sequence[str]]  # query id -> document ids, best first
 Qrels = Mapping[str, Mapping[str, int]]  # query id -> document id -> relevance (> 0 relevant)
@@ -33,9 +33,6 @@ Qrels = Mapping[str, Mapping[str, int]]  # query id -> document id -> relevance 
 _FAMILIES = {"mrr": "RR", "ndcg": "nDCG", "recall": "R", "map": "AP", "precision": "P", "accuracy": "Success"}
 _NAME = re.compile(r"^([a-z]+)@([1-9][0-9]*)$")
 
-
-class MetricError(XlsearchError, ValueError):
-    """An unknown or malformed metric name."""
 
 
 def measure(name: str):
