@@ -24,7 +24,7 @@ from .index.reader import IndexReader
 from .index.sharded import open_index
 
 if TYPE_CHECKING:  # torch loads with the model, on the first dense or hybrid query
-    from ..indexer.encoding.encoder import Encoder
+    from ..indexer.encoding.protocol import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Searcher:
     """
 
     def __init__(self, directory: str | Path, model: str | None = None, layer: int | None = None,
-                 device: str = "auto", encoder: Encoder | None = None, precision: str = "fp32",
+                 device: str = "auto", encoder: TextEncoder | None = None, precision: str = "fp32",
                  nprobe: int | None = None):
         self.index: IndexReader = open_index(directory)
         config = self.index.manifest.config
@@ -137,7 +137,7 @@ class Searcher:
         self.nprobe = nprobe
 
     @property
-    def encoder(self) -> Encoder:
+    def encoder(self) -> TextEncoder:
         """The query encoder, loaded and checked against the index on first use."""
         with self._lock:
             if self._encoder is None:

@@ -15,7 +15,7 @@ from .sharded import open_writer
 from .writer import IndexWriter, Progress, UpsertStats
 
 if TYPE_CHECKING:
-    from ..encoding.encoder import Encoder
+    from ..encoding.protocol import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def validate_inputs(paths: Sequence[str | Path], skip_bad: bool = False) -> Corp
     return report
 
 
-def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: Encoder,
+def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: TextEncoder,
                 config: IndexConfig, skip_bad: bool = False,
                 progress_factory: Callable[[int], Progress] | None = None,
                 commit_chunks: int = COMMIT_CHUNKS, shards: int | None = None,
@@ -60,7 +60,7 @@ def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: Enc
     return stats, report
 
 
-def index_documents(directory: Path, docs: Sequence[Document], encoder: Encoder, config: IndexConfig,
+def index_documents(directory: Path, docs: Sequence[Document], encoder: TextEncoder, config: IndexConfig,
                     progress: Progress | None = None) -> None:
     """Index ``docs`` (already in memory) into ``directory``, as an evaluation does.
 

@@ -26,7 +26,7 @@ from ..store.shard_layout import create_shards, read_shards, shard_dir, shard_of
 from ..store.storage import index_exists, open_docstore
 
 if TYPE_CHECKING:
-    from ..encoding.encoder import Encoder
+    from ..encoding.protocol import TextEncoder
 
 
 class ShardedWriter:
@@ -36,7 +36,7 @@ class ShardedWriter:
     ``commit``, ``close``). Takes every shard's writer lock.
     """
 
-    def __init__(self, directory: str | Path, shards: int, encoder: Encoder | None = None,
+    def __init__(self, directory: str | Path, shards: int, encoder: TextEncoder | None = None,
                  config: IndexConfig | None = None):
         self.directory = Path(directory)
         self.writers: list[IndexWriter] = []
@@ -110,7 +110,7 @@ def _add(total: UpsertStats, part: UpsertStats) -> None:
         setattr(total, field.name, getattr(total, field.name) + getattr(part, field.name))
 
 
-def open_writer(directory: str | Path, encoder: Encoder | None = None, config: IndexConfig | None = None,
+def open_writer(directory: str | Path, encoder: TextEncoder | None = None, config: IndexConfig | None = None,
                 shards: int | None = None) -> IndexWriter | ShardedWriter:
     """The writer of the index in ``directory``, sharded or not, creating it when new.
 

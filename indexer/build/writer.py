@@ -47,7 +47,7 @@ from ..store.storage import (
 )
 
 if TYPE_CHECKING:
-    from ..encoding.encoder import Encoder
+    from ..encoding.protocol import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class IndexWriter:
         IndexNotFoundError: No index exists and no encoder and config were given to create one.
     """
 
-    def __init__(self, directory: str | Path, encoder: Encoder | None = None,
+    def __init__(self, directory: str | Path, encoder: TextEncoder | None = None,
                  config: IndexConfig | None = None, chunk_ids: tuple[int, int] = (0, 1)):
         self.directory = Path(directory)
         self.encoder = encoder

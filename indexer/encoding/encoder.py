@@ -31,6 +31,7 @@ from ..errors import XlsearchError
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .layers import check_layers
 from .model import LoadedModel, transformer_blocks
+from .protocol import TextEncoder
 from .pooling import pool, pool_mask, to_numpy
 
 log = logging.getLogger(__name__)
@@ -271,13 +272,13 @@ def model_max_tokens(loaded: LoadedModel) -> int:
     return min(limits)
 
 
-def encode_documents(encoder: Encoder, texts: Sequence[str], config: IndexConfig,
+def encode_documents(encoder: TextEncoder, texts: Sequence[str], config: IndexConfig,
                      progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Vectors of chunk inputs as ``config``'s index embeds them: its layer, pooling and document prompt."""
     return encoder.encode(texts, config.layer, progress, pooling=config.pooling, prompt=config.document_prompt)
 
 
-def encode_queries(encoder: Encoder, texts: Sequence[str], config: IndexConfig,
+def encode_queries(encoder: TextEncoder, texts: Sequence[str], config: IndexConfig,
                    progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Vectors of queries as ``config``'s index embeds them: its layer, pooling and query prompt."""
     return encoder.encode(texts, config.layer, progress, pooling=config.pooling, prompt=config.query_prompt)

@@ -168,12 +168,12 @@ class Evaluation:
 
 
 class LayerCache:
-    """An :class:`Encoder` stand-in that pools all sweep layers from one forward pass per text.
+    """A :class:`~indexer.encoding.protocol.TextEncoder` that pools all sweep layers from one forward pass per text.
 
     ``encode(texts, layer)`` for a layer of the sweep encodes the texts it has not
     seen with ``encode_layers(texts, layers)`` and keeps every layer's vectors, so
     indexing or searching the same texts at another layer costs no forward pass.
-    Other attributes (``loaded``, ``tokenizer``, ``dim``...) are the encoder's.
+    ``loaded``, ``tokenizer``, ``dim`` and ``num_layers`` are the encoder's.
 
     Args:
         encoder: The real encoder.
@@ -187,8 +187,21 @@ class LayerCache:
         self._vectors: dict[tuple[str, str, str], np.ndarray] = {}  # (pooling, prompt, text) -> (layers, dim)
         self.forward_texts = 0  # texts that went through the model
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.encoder, name)
+    @property
+    def loaded(self):
+        return self.encoder.loaded
+
+    @property
+    def tokenizer(self):
+        return self.encoder.tokenizer
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def num_layers(self) -> int:
+        return self.encoder.num_layers
 
     def __len__(self) -> int:
         return len(self._vectors)

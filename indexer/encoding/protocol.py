@@ -1,0 +1,34 @@
+"""What indexing and search need of an encoder, declared once.
+
+:class:`~indexer.encoding.encoder.Encoder` implements it, and so does the evaluation's
+``LayerCache`` (one forward pass per text for a whole layer sweep); the writer, the
+searcher and ``encode_documents``/``encode_queries`` accept either.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
+
+
+class TextEncoder(Protocol):
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model: its name, fingerprint, tokenizer and depth."""
+
+    @property
+    def tokenizer(self): ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def num_layers(self) -> int: ...
+
+    def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
+               *, pooling: str, prompt: str = "") -> np.ndarray:
+        """``(len(texts), dim)`` float32 unit vectors pooled at ``layer``, after ``prompt``."""
