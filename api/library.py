@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..indexer.build.writer import UpsertStats
-from ..indexer.config import DEFAULT_MODEL, IndexConfig, check_compatible
+from ..indexer.config import BATCH_SIZE, DEFAULT_MODEL, IndexConfig, check_compatible
 from ..indexer.document import Document
 from ..indexer.errors import ConfigError
 from ..indexer.store.shard_layout import any_index_exists, index_directories
@@ -37,7 +37,7 @@ SETTINGS = tuple(f.name for f in dataclasses.fields(IndexConfig) if f.name != "m
 class Index:
     """One index directory, read and written from Python (see :func:`open_index`)."""
 
-    def __init__(self, path: str | Path, model: str | None = None, device: str = "auto", batch_size: int = 32,
+    def __init__(self, path: str | Path, model: str | None = None, device: str = "auto", batch_size: int = BATCH_SIZE,
                  **settings: Any):
         self.path = Path(path)
         self._device, self._batch_size = device, batch_size

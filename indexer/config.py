@@ -30,6 +30,8 @@ MEAN = "mean-tokens"  # mean over every token the model saw, special tokens incl
 CLS = "cls"  # the first token's vector
 POOLINGS = (MEAN_NO_SPECIAL, MEAN, CLS)
 PRECISIONS = ("fp32", "bf16", "fp16")  # matmul precisions of the encoder (``indexer.encoding.encoder``)
+BATCH_SIZE = 32  # texts per forward pass of the encoder
+DEVICES = ("auto", "cpu", "cuda")  # where a model runs; auto = cuda when available
 COMMIT_CHUNKS = 4096  # a long indexing run commits at least this often (in new chunks), so it can resume
 
 

@@ -172,7 +172,7 @@ def test_serve_options_reach_the_settings(tmp_path, monkeypatch):
                                           ("clé-secrète", "printable ASCII"), ("two words", "printable ASCII")])
 def test_an_api_key_no_client_could_send_refuses_to_start(tmp_path, monkeypatch, capsys, key, message):
     """An empty XLSEARCH_API_KEY used to turn authentication off without a word."""
-    from xlsearch.api.http.settings import Settings
+    from xlsearch.api.settings import Settings
 
     monkeypatch.setenv("XLSEARCH_API_KEY", key)
     assert main(["serve", "--index", str(tmp_path), "--port", "1"]) == 1

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from xlsearch.api.http.app import create_app
 from xlsearch.api.cli.main import main
-from xlsearch.api.http.settings import Settings
+from xlsearch.api.settings import Settings
 from xlsearch.indexer.config import IndexConfig
 from xlsearch.indexer.document import Document
 from xlsearch.indexer.errors import IndexMismatchError

@@ -13,8 +13,9 @@ from ...indexer.errors import XlsearchError
 from ...indexer.store.ann import KINDS
 from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
 
-from .options import (add_embedding_options, add_model_options, filter_option, layer_option, positive_int,
-                      requested_model, unit_float)
+from ..settings import requested_model
+from .options import (add_batch_size_option, add_chunk_options, add_embedding_options, add_model_options, filter_option,
+                      layer_option, positive_int, unit_float)
 
 
 def add_parsers(subparsers) -> None:
@@ -29,10 +30,8 @@ def add_parsers(subparsers) -> None:
                        "the last layer of a sentence-embedding model, two thirds of the depth of a raw encoder, "
                        "8 of mdeberta-v3-base's 12)")
     add_embedding_options(index)
-    index.add_argument("--chunk-tokens", type=positive_int, help="max tokens per chunk (default 256)")
-    index.add_argument("--chunk-overlap", type=int, help="tokens shared by consecutive chunks (default 32)")
-    index.add_argument("--batch-size", type=positive_int, default=32,
-                       help="texts per forward pass (default 32)")
+    add_chunk_options(index, set_defaults=False)
+    add_batch_size_option(index)
     add_precision_option(index)
     index.add_argument("--dense-index", choices=list(KINDS),
                        help="FAISS index kind: flat-ip exact search (default); ivf-flat or ivf-sq8 approximate "

@@ -12,7 +12,8 @@ from ...indexer.errors import XlsearchError
 from ...indexer.encoding.layers import parse_layers
 from ...indexer.tasks.embed import OUTPUT_SUFFIXES, POOLINGS, Embeddings, embed_texts, read_texts, write_embeddings
 
-from .options import MODEL_ENV, positive_int, requested_model
+from .options import add_batch_size_option, add_device_option, positive_int
+from ..settings import MODEL_ENV, requested_model
 
 
 def add_parsers(subparsers) -> None:
@@ -35,9 +36,8 @@ def add_parsers(subparsers) -> None:
                        "none for models without prompts; default document)")
     embed.add_argument("--out", help=f"output file, one of {', '.join(OUTPUT_SUFFIXES)} "
                        "(default vectors.npy for one layer, vectors.npz for several)")
-    embed.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass (default 32)")
-    embed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="where the encoder runs (default: auto = cuda when available)")
+    add_batch_size_option(embed)
+    add_device_option(embed)
     embed.set_defaults(handler=run_embed)
 
     fill = subparsers.add_parser(
@@ -48,8 +48,7 @@ def add_parsers(subparsers) -> None:
     fill.add_argument("text", help='text with one or more [MASK], e.g. "Paris is the [MASK] of France."')
     fill.add_argument("--top-k", type=positive_int, default=5, help="predictions per mask (default 5)")
     fill.add_argument("--model", help=f"hub id or local model directory (default: ${MODEL_ENV}, else {DEFAULT_MODEL})")
-    fill.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                      help="where the model runs (default: auto = cuda when available)")
+    add_device_option(fill, "the model runs")
     fill.add_argument("--json", action="store_true", help="print one JSON object")
     fill.set_defaults(handler=run_fill_mask)
 

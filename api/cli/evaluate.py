@@ -17,7 +17,8 @@ from ...search.eval.benchmarks import BENCHMARKS, load_benchmark
 from ...search.eval.harness import EvalSettings, Evaluation, evaluate
 from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES
 
-from .options import add_embedding_options, add_model_options, layers_option, positive_int, requested_model, unit_float
+from .options import add_batch_size_option, add_chunk_options, add_embedding_options, add_model_options, layers_option, positive_int, unit_float
+from ..settings import requested_model
 
 
 def add_parsers(subparsers) -> None:
@@ -55,14 +56,11 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--index", type=Path, metavar="DIR",
                         help="keep the evaluation indexes in DIR and reuse them next time (default: a temporary "
                         "folder); if DIR is an xlsearch index, search it as it is")
-    parser.add_argument("--chunk-tokens", type=positive_int, default=256,
-                        help="max tokens per chunk of the evaluation indexes (default 256)")
-    parser.add_argument("--chunk-overlap", type=int, default=32,
-                        help="tokens shared by consecutive chunks (default 32)")
+    add_chunk_options(parser, set_defaults=True, of=" of the evaluation indexes")
     parser.add_argument("--center-languages", action="store_true",
                         help="build the evaluation indexes with language centering; run once with and once "
                         "without to compare")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="texts per forward pass (default 32)")
+    add_batch_size_option(parser)
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the results as one JSON object")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a Markdown report")
     parser.add_argument("--plot", type=Path, metavar="FILE",

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from ...indexer.config import DEFAULT_LAYER
 
-from .options import positive_int, unit_float
+from .options import add_batch_size_option, add_device_option, positive_int, unit_float
 
-DEVICES = ["auto", "cpu", "cuda"]
 
 
 def _labels(text: str) -> list[str]:
@@ -40,15 +39,14 @@ def _training_options(parser: argparse.ArgumentParser, lr: float, epochs: int) -
     parser.add_argument("--layer", type=positive_int, default=DEFAULT_LAYER,
                         help=f"hidden layer to pool and train; use the layer you index with (default {DEFAULT_LAYER})")
     parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"passes over the data (default {epochs})")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="examples per step (default 32)")
+    add_batch_size_option(parser, "examples per step")
     parser.add_argument("--lr", type=_positive_float, default=lr, help=f"peak encoder learning rate (default {lr})")
     parser.add_argument("--warmup", type=unit_float, default=0.1,
                         help="fraction of steps of linear learning-rate warm-up, then linear decay (default 0.1)")
     parser.add_argument("--max-steps", type=positive_int, help="stop after this many steps (default: all epochs)")
     parser.add_argument("--max-tokens", type=positive_int, default=128,
                         help="truncate each text to this many tokens while training (default 128)")
-    parser.add_argument("--device", default="auto", choices=DEVICES,
-                        help="where training runs (default: auto = cuda when available)")
+    add_device_option(parser, "training runs")
     parser.add_argument("--seed", type=int, default=0, help="seed of shuffling, split and initialisation (default 0)")
 
 
@@ -93,8 +91,7 @@ def add_parsers(subparsers) -> None:
                          help="a text file (one text per line) or the text itself; a name that looks like a file "
                          "(.txt, .jsonl, .csv, .tsv, a/b) and does not exist is an error")
     predict.add_argument("--model", required=True, help="directory written by `xlsearch finetune classify`")
-    predict.add_argument("--device", default="auto", choices=DEVICES,
-                         help="where the encoder runs (default: auto = cuda when available)")
+    add_device_option(predict)
     predict.add_argument("--json", action="store_true", help="print one JSON object per text")
     predict.set_defaults(handler=run_classify)
 

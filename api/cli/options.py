@@ -4,18 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 
-from ...indexer.config import DEFAULT_MODEL, POOLINGS
+from ...indexer.config import BATCH_SIZE, DEFAULT_MODEL, DEVICES, POOLINGS, IndexConfig
 from ...indexer.encoding.layers import parse_layer, parse_layers
 from ...indexer.errors import LayerError
 
-MODEL_ENV = "XLSEARCH_MODEL"
 
-
-def requested_model(option: str | None) -> str | None:
-    """The model a command was asked for: ``--model``, else ``$XLSEARCH_MODEL``, else None."""
-    return option or os.environ.get(MODEL_ENV) or None
 
 
 def positive_int(text: str) -> int:
@@ -36,8 +30,26 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model`` and ``--device``, shared by every subcommand that loads the encoder."""
     parser.add_argument("--model", help="hub id or local model directory (default: $XLSEARCH_MODEL, "
                         f"else the index's own model, else {DEFAULT_MODEL})")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="where the encoder runs (default: auto = cuda when available)")
+    add_device_option(parser)
+
+
+def add_device_option(parser: argparse.ArgumentParser, runs: str = "the encoder runs") -> None:
+    parser.add_argument("--device", default="auto", choices=list(DEVICES),
+                        help=f"where {runs} (default: auto = cuda when available)")
+
+
+def add_batch_size_option(parser: argparse.ArgumentParser, unit: str = "texts per forward pass") -> None:
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help=f"{unit} (default {BATCH_SIZE})")
+
+
+def add_chunk_options(parser: argparse.ArgumentParser, *, set_defaults: bool, of: str = "") -> None:
+    """``--chunk-tokens`` and ``--chunk-overlap``; without ``set_defaults`` they stay None (an existing
+    index keeps its own), and the help still gives :class:`IndexConfig`'s defaults."""
+    tokens, overlap = IndexConfig.chunk_tokens, IndexConfig.chunk_overlap
+    parser.add_argument("--chunk-tokens", type=positive_int, default=tokens if set_defaults else None,
+                        help=f"max tokens per chunk{of} (default {tokens})")
+    parser.add_argument("--chunk-overlap", type=int, default=overlap if set_defaults else None,
+                        help=f"tokens shared by consecutive chunks (default {overlap})")
 
 
 def layer_option(text: str) -> int | None:

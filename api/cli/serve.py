@@ -5,8 +5,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from .options import add_model_options, positive_int, requested_model
-from ..http.settings import API_KEY_ENV, MAX_BODY_BYTES, Settings, api_key_from_env
+from .options import add_batch_size_option, add_model_options, positive_int
+from ..settings import requested_model
+from ..settings import API_KEY_ENV, MAX_BODY_BYTES, Settings, api_key_from_env
 
 
 def add_parsers(subparsers) -> None:
@@ -22,8 +23,7 @@ def add_parsers(subparsers) -> None:
     serve.add_argument("--protect-reads", action="store_true",
                        help=f"require the ${API_KEY_ENV} key on reads too (search, info, documents, embed)")
     add_model_options(serve)
-    serve.add_argument("--batch-size", type=positive_int, default=32,
-                       help="texts per forward pass when documents are added (default 32)")
+    add_batch_size_option(serve, "texts per forward pass when documents are added")
     serve.add_argument("--threads", type=positive_int, help="CPU threads torch may use for encoding (default: "
                        "torch's own choice, one per core; 1 is often faster for short queries on a busy machine)")
     serve.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2 ** 20,

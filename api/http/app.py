@@ -21,7 +21,7 @@ from .errors import JSONResponse, install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestLogMiddleware
 from .routes import router
 from .service import IndexService
-from .settings import Settings
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

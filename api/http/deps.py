@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .errors import ApiError
 from .service import IndexService
-from .settings import Settings
+from ..settings import Settings
 
 
 @lru_cache

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ...indexer.config import BATCH_SIZE
 from ...indexer.document import Document
 from ...indexer.encoding.encoder import Encoder, encode_documents, encode_queries
 from ...indexer.errors import DocumentNotFoundError
@@ -45,7 +46,7 @@ class IndexService:
     """
 
     def __init__(self, directory: str | Path, model: str | None = None, device: str = "auto",
-                 batch_size: int = 32):
+                 batch_size: int = BATCH_SIZE):
         self.directory = Path(directory)
         store, manifest = open_docstore(index_directories(self.directory)[0])
         store.close()

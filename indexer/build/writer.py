@@ -63,8 +63,15 @@ class UpsertStats:
     chunks: int = 0
 
 
-def resolve_config(directory: str | Path, **given) -> IndexConfig:
-    """The existing index's settings (or the defaults) with the given non-None ones on top."""
+def resolve_config(directory: str | Path, *, model_name: str | None = None, layer: int | None = None,
+                   pooling: str | None = None, query_prompt: str | None = None, document_prompt: str | None = None,
+                   chunk_tokens: int | None = None, chunk_overlap: int | None = None,
+                   center_languages: bool | None = None, dense_index: str | None = None) -> IndexConfig:
+    """The existing index's settings (or the defaults) with the given ones (not None) on top;
+    a given setting that differs from an existing index's is refused when the writer opens it."""
+    given = dict(model_name=model_name, layer=layer, pooling=pooling, query_prompt=query_prompt,
+                 document_prompt=document_prompt, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+                 center_languages=center_languages, dense_index=dense_index)
     base = IndexConfig()
     directory = index_directories(directory)[0]  # shard 0 of a sharded index
     if index_exists(directory):

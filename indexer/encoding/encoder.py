@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import MEAN_NO_SPECIAL, IndexConfig, check_pooling
+from ..config import BATCH_SIZE, MEAN_NO_SPECIAL, IndexConfig, check_pooling
 from ..errors import XlsearchError
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .layers import check_layers
@@ -61,7 +61,7 @@ class Encoder:
         XlsearchError: Bad batch size or unknown precision.
     """
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 32, max_tokens: int | None = None,
+    def __init__(self, loaded: LoadedModel, batch_size: int = BATCH_SIZE, max_tokens: int | None = None,
                  precision: str = "fp32"):
         if batch_size < 1:
             raise XlsearchError(f"batch size must be >= 1, got {batch_size}")

@@ -1,17 +1,23 @@
-"""Settings of one HTTP API server; no web framework imported here, so the CLI stays quick."""
+"""Settings both faces of the API read: the model asked for through the environment, and one HTTP
+server's settings. No web framework is imported here, so the CLI stays quick."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...indexer.errors import XlsearchError
+from ..indexer.config import BATCH_SIZE
+from ..indexer.errors import XlsearchError
 
-from ..cli.options import requested_model
-
+MODEL_ENV = "XLSEARCH_MODEL"
 API_KEY_ENV = "XLSEARCH_API_KEY"
 INDEX_ENV = "XLSEARCH_INDEX"
 MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def requested_model(option: str | None) -> str | None:
+    """The model a command was asked for: ``--model``, else ``$XLSEARCH_MODEL``, else None."""
+    return option or os.environ.get(MODEL_ENV) or None
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Settings:
     device: str = "auto"
     api_key: str | None = None
     protect_reads: bool = False
-    batch_size: int = 32
+    batch_size: int = BATCH_SIZE
     threads: int | None = None
     max_body_bytes: int = MAX_BODY_BYTES
 
