@@ -113,7 +113,7 @@ import sys
 from xlsearch.indexer.text.analysis import analyze
 from xlsearch.indexer.text.chunking import _SENTENCE_END
 from xlsearch.api.http.errors import _ABSOLUTE_PATH
-from xlsearch.indexer.text.corpus import _INVALID_BYTE
+from xlsearch.indexer.text.records import _INVALID_BYTE
 from xlsearch.indexer.text.validation import _CONTROL, _SURROGATE
 for unit in %r:
     text = unit * (200_000 // len(unit))

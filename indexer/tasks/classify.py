@@ -24,6 +24,7 @@ from torch import nn
 from ..encoding.encoder import Encoder
 from ..encoding.model import LoadedModel, load_model
 from ..errors import CorpusError, ModelLoadError, XlsearchError
+from ..text.records import read_records, record_format
 from .finetune import check_trainable_layer, save_checkpoint
 from .training import TrainConfig, seed_everything, train_loop
 
@@ -46,59 +47,30 @@ class Prediction:
 def read_labelled(path: str | Path, labels: Sequence[str]) -> list[tuple[str, str]]:
     """``(text, label)`` records from JSONL (``text``, ``label``) or TSV/CSV with a header naming them.
 
-    ``category`` is accepted for ``label`` (SIB-200's files read as they are).
+    ``category`` is accepted for ``label`` (SIB-200's files read as they are: in a TSV,
+    quotes are text).
 
     Raises:
         CorpusError: Unreadable file, missing field or a label not in ``labels`` (``file:line: ...``).
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{path}: cannot read ({exc})") from None
-    if path.suffix.lower() in (".jsonl", ".json"):
-        rows = [(number, _json_record(line, f"{path}:{number}"))
-                for number, line in enumerate(lines, 1) if line.strip()]
-    else:
-        rows = _table_records(lines, path)
+    fmt = record_format(path) or "tsv"
     records = []
-    for number, record in rows:
-        text, label = record.get("text"), next((record[k] for k in _LABEL_KEYS if k in record), None)
+    for where, fields in read_records(path, fmt, required=("text", _LABEL_KEYS),
+                                      quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL):
+        if isinstance(fields, CorpusError):
+            raise fields
+        if not any(isinstance(v, str) and v.strip() for v in fields.values()):
+            continue  # a blank row of a table
+        text, label = fields.get("text"), next((fields[k] for k in _LABEL_KEYS if k in fields), None)
         if not isinstance(text, str) or not text.strip():
-            raise CorpusError(f"{path}:{number}: no text")
+            raise CorpusError(f"{where}: no text")
         if label not in labels:
-            raise CorpusError(f"{path}:{number}: label {label!r} is not one of {', '.join(labels)}")
+            raise CorpusError(f"{where}: label {label!r} is not one of {', '.join(labels)}")
         records.append((text, label))
     if not records:
         raise CorpusError(f"{path}: no labelled records found")
     return records
-
-
-def _json_record(line: str, where: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise CorpusError(f"{where}: invalid JSON ({exc.msg})") from None
-    if not isinstance(record, dict):
-        raise CorpusError(f"{where}: expected an object with text and label")
-    return record
-
-
-def _table_records(lines: list[str], path: Path) -> list[tuple[int, dict]]:
-    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
-    reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-    rows = list(reader)
-    if not rows or "text" not in rows[0] or not any(k in rows[0] for k in _LABEL_KEYS):
-        raise CorpusError(f"{path}:1: header must name a text column and a label (or category) column")
-    header = rows[0]
-    out = []
-    for number, cells in enumerate(rows[1:], 2):
-        if not any(cell.strip() for cell in cells):
-            continue
-        if len(cells) != len(header):
-            raise CorpusError(f"{path}:{number}: {len(cells)} column(s), the header has {len(header)}")
-        out.append((number, dict(zip(header, cells))))
-    return out
 
 
 class Classifier:

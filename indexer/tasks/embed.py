@@ -28,7 +28,8 @@ import numpy as np
 from ..config import POOLINGS as CONFIG_POOLINGS
 from ..encoding.pooling import ALIASES, pooling_mode
 from ..errors import CorpusError, XlsearchError
-from ..text.corpus import JSONL_SUFFIXES, TABLE_SUFFIXES, read_documents
+from ..text.corpus import read_documents
+from ..text.records import record_format
 
 if TYPE_CHECKING:
     from ..encoding.encoder import Encoder
@@ -52,7 +53,7 @@ def read_texts(path: str | Path) -> tuple[list[str], list[str]]:
         CorpusError: The input is missing, unreadable or holds no text (``file:line: ...``).
     """
     path = Path(path)
-    if path.is_dir() or path.suffix.lower() in JSONL_SUFFIXES or path.suffix.lower() in TABLE_SUFFIXES:
+    if path.is_dir() or record_format(path) is not None:
         docs = list(read_documents([path]))
         ids, texts = [d.id for d in docs], [d.text for d in docs]
     else:

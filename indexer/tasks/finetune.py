@@ -9,7 +9,7 @@ its tokenizer and ``xlsearch_pooling.json``; ``xlsearch index --model DIR`` load
 """
 from __future__ import annotations
 
-import json
+import csv
 import logging
 import random
 from collections.abc import Sequence
@@ -25,6 +25,7 @@ from ..encoding.layers import check_layer
 from ..encoding.model import LoadedModel
 from ..encoding.pooling import POOLING_FILE, Pooling  # noqa: F401 - POOLING_FILE: callers read it here
 from ..errors import CorpusError, XlsearchError
+from ..text.records import read_records, record_format
 from .training import TrainConfig, seed_everything, train_loop
 
 log = logging.getLogger(__name__)
@@ -45,39 +46,29 @@ class RetrievalReport:
 
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
-    """Text pairs from JSONL (``query``/``positive`` or ``source``/``target``) or a two-column TSV.
+    """Text pairs from JSONL (``query``/``positive`` or ``source``/``target``) or a two-column TSV
+    (any other suffix; an optional header row naming one of those pairs).
 
     Raises:
         CorpusError: Unreadable file or bad record, as ``file:line: what is wrong``.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{path}: cannot read pairs ({exc})") from None
-    is_jsonl = path.suffix.lower() in (".jsonl", ".json")
+    fmt = "jsonl" if record_format(path) == "jsonl" else "tsv"
     pairs = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if is_jsonl:
-            pairs.append(_json_pair(line, f"{path}:{number}"))
-        else:
-            pair = _tsv_pair(line, f"{path}:{number}")
-            if number > 1 or tuple(cell.strip().lower() for cell in pair) not in _PAIR_KEYS:  # skip a header
-                pairs.append(pair)
+    for where, fields in read_records(path, fmt, columns=None if fmt == "jsonl" else ("first", "second"),
+                                      quoting=csv.QUOTE_NONE):
+        if isinstance(fields, CorpusError):
+            raise fields
+        pair = _pair(fields, where) if fmt == "jsonl" else _columns(fields, where)
+        is_header = where.endswith(":1") and tuple(cell.strip().lower() for cell in pair) in _PAIR_KEYS
+        if not is_header:
+            pairs.append(pair)
     if not pairs:
         raise CorpusError(f"{path}: no pairs found")
     return pairs
 
 
-def _json_pair(line: str, where: str) -> tuple[str, str]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise CorpusError(f"{where}: invalid JSON ({exc.msg})") from None
-    if not isinstance(record, dict):
-        raise CorpusError(f"{where}: expected an object with query/positive or source/target")
+def _pair(record: dict, where: str) -> tuple[str, str]:
     for first, second in _PAIR_KEYS:
         if first in record or second in record:
             a, b = record.get(first), record.get(second)
@@ -87,11 +78,11 @@ def _json_pair(line: str, where: str) -> tuple[str, str]:
     raise CorpusError(f"{where}: no pair: give query/positive or source/target")
 
 
-def _tsv_pair(line: str, where: str) -> tuple[str, str]:
-    cells = line.split("\t")
-    if len(cells) != 2 or not cells[0].strip() or not cells[1].strip():
-        raise CorpusError(f"{where}: expected two non-empty tab-separated columns, got {len(cells)} column(s)")
-    return cells[0], cells[1]
+def _columns(row: dict, where: str) -> tuple[str, str]:
+    a, b = row.get("first"), row.get("second")
+    if not a or not a.strip() or not b or not b.strip():
+        raise CorpusError(f"{where}: expected two non-empty tab-separated columns")
+    return a, b
 
 
 def split_pairs(pairs: Sequence[tuple[str, str]], held_out: float,

@@ -13,11 +13,7 @@ counted when ``skip_bad`` is set.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +21,13 @@ from typing import Any
 
 from ..document import Document
 from ..errors import CorpusError
-from .validation import id_problem, strict_json, text_problem
+from .records import read_records, record_format
+from .validation import id_problem, text_problem
 
 log = logging.getLogger(__name__)
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 TEXT_SUFFIXES = (".txt", ".md")
 _RESERVED = {"id", "_id", "text", "title", "lang"}
-_INVALID_BYTE = re.compile("[\udc80-\udcff]")
 
 
 @dataclass
@@ -67,63 +61,6 @@ def document_from_record(fields: dict[str, Any], where: str) -> Document:
             raise CorpusError(f"{where}: {problem}")
     metadata = {k: v for k, v in fields.items() if k not in _RESERVED}
     return Document(id=str(raw_id), text=text, title=title or None, lang=lang or None, metadata=metadata)
-
-
-def _jsonl(path: Path) -> Iterator[tuple[str, Document | CorpusError]]:
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark starts some files
-            except UnicodeDecodeError as exc:
-                yield where, CorpusError(f"{where}: invalid UTF-8 at byte {exc.start}")
-                continue
-            if not line.strip():
-                continue
-            try:
-                fields = strict_json(line)
-            except json.JSONDecodeError as exc:
-                yield where, CorpusError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            except ValueError as exc:  # NaN or Infinity, or an integer of more than 4,300 digits
-                yield where, CorpusError(f"{where}: invalid JSON ({str(exc).splitlines()[0]})")
-                continue
-            except RecursionError:
-                yield where, CorpusError(f"{where}: invalid JSON (nested too deeply)")
-                continue
-            if not isinstance(fields, dict):
-                yield where, CorpusError(f"{where}: expected a JSON object, got {type(fields).__name__}")
-                continue
-            yield where, _safe(fields, where)
-
-
-def _table(path: Path, delimiter: str) -> Iterator[tuple[str, Document | CorpusError]]:
-    # Invalid bytes become lone surrogates U+DC80..U+DCFF, so only the rows holding them are bad.
-    content = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
-    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
-    header = reader.fieldnames or []
-    if "id" not in header and "_id" not in header or "text" not in header:
-        yield f"{path}:1", CorpusError(f"{path}:1: header needs 'id' and 'text' columns, got {header}")
-        return
-    line = 1
-    while True:
-        where = f"{path}:{line + 1}"
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131,072 characters)
-            line = reader.line_num
-            yield where, CorpusError(f"{where}: {exc}")
-            continue
-        line = reader.line_num
-        if None in row:
-            yield where, CorpusError(f"{where}: more fields than the header has")
-            continue
-        if any(_INVALID_BYTE.search(v) for v in row.values() if isinstance(v, str)):
-            yield where, CorpusError(f"{where}: invalid UTF-8")
-            continue
-        yield where, _safe({k: v for k, v in row.items() if v is not None}, where)
 
 
 def _folder(root: Path) -> Iterator[tuple[str, Document | CorpusError]]:
@@ -160,12 +97,11 @@ def _records(path: Path) -> Iterator[tuple[str, Document | CorpusError]]:
         return _folder(path)
     if not path.is_file():
         raise CorpusError(f"{path}: no such file or directory")
-    suffix = path.suffix.lower()
-    if suffix in JSONL_SUFFIXES:
-        return _jsonl(path)
-    if suffix in TABLE_SUFFIXES:
-        return _table(path, TABLE_SUFFIXES[suffix])
-    if suffix in TEXT_SUFFIXES:
+    fmt = record_format(path)
+    if fmt is not None:
+        return ((where, _safe(fields, where) if isinstance(fields, dict) else fields)
+                for where, fields in read_records(path, fmt, required=(("id", "_id"), "text")))
+    if path.suffix.lower() in TEXT_SUFFIXES:
         return iter([_text_file(path, path.parent)])
     raise CorpusError(f"{path}: unknown corpus format; use .jsonl, .csv, .tsv, .txt, .md or a folder")
 
