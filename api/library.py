@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..indexer.build.writer import UpsertStats
+from ..indexer.writing.writer import UpsertStats
 from ..indexer.config import BATCH_SIZE, DEFAULT_MODEL, IndexConfig, check_compatible
 from ..indexer.document import Document
 from ..indexer.errors import ConfigError
@@ -90,7 +90,7 @@ class Index:
         Raises:
             CorpusError: A record is invalid (naming its position and field); nothing is written.
         """
-        from ..indexer.build.sharded import open_writer
+        from ..indexer.writing.sharded import open_writer
 
         docs = [d if isinstance(d, Document) else document_from_record(dict(d), f"document {i}")
                 for i, d in enumerate(documents)]
@@ -101,7 +101,7 @@ class Index:
 
     def delete(self, doc_ids: Iterable[str]) -> list[str]:
         """Remove documents by id in one commit; returns the ids that were there."""
-        from ..indexer.build.sharded import open_writer
+        from ..indexer.writing.sharded import open_writer
 
         with open_writer(self.path) as writer:
             found = writer.delete(list(doc_ids))

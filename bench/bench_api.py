@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args: argparse.Namespace, work: Path) -> dict:
     from xlsearch.indexer.config import IndexConfig
     from xlsearch.indexer.encoding.encoder import Encoder
-    from xlsearch.indexer.build.pipeline import build_index
+    from xlsearch.indexer.writing.pipeline import build_index
     from xlsearch.indexer.encoding.model import load_model
 
     model = args.model or (build_exact_shape(args.exact_shape) if args.exact_shape else build_tiny(work / "tiny"))

@@ -110,7 +110,7 @@ class StandInEncoder:
 
 
 def build(index: Path, model: Path, chunks: int, layer: int) -> dict:
-    from xlsearch.indexer.build.writer import IndexWriter
+    from xlsearch.indexer.writing.writer import IndexWriter
     from xlsearch.indexer.config import IndexConfig
     from xlsearch.indexer.document import Document
     from xlsearch.indexer.encoding.model import load_model
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"`python bench/bench_api.py --exact-shape {args.model} --queries 1`")
     load_start = os.getloadavg()
     index = args.index or Path(f"/tmp/xlsearch-e2e-{args.chunks}")
-    record = index.with_name(index.name + ".build.json")
+    record = index.with_name(index.name + ".writing.json")
     if args.rebuild and index.exists():
         shutil.rmtree(index)
     if (index / "manifest.json").exists() or (record.is_file() and index.is_dir()):

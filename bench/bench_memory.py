@@ -203,9 +203,9 @@ def child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     marks: dict = {"rss_start_mib": round(status_kib("VmRSS") / 1024, 1)}
 
-    import xlsearch.indexer.build.writer as build
+    import xlsearch.indexer.writing.writer as build
     from xlsearch.indexer.config import IndexConfig
-    from xlsearch.indexer.build.pipeline import build_index
+    from xlsearch.indexer.writing.pipeline import build_index
     from xlsearch.indexer.encoding.model import load_model
 
     marks["rss_after_imports_mib"] = round(status_kib("VmRSS") / 1024, 1)

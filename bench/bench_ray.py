@@ -35,9 +35,9 @@ from bench_api import xquad_texts  # noqa: E402
 
 from xlsearch.indexer.config import IndexConfig  # noqa: E402
 from xlsearch.indexer.encoding.encoder import Encoder  # noqa: E402
-from xlsearch.indexer.build.pipeline import build_index  # noqa: E402
+from xlsearch.indexer.writing.pipeline import build_index  # noqa: E402
 from xlsearch.indexer.encoding.model import load_model  # noqa: E402
-from xlsearch.indexer.build.ray import RayOptions, build_index_ray  # noqa: E402
+from xlsearch.indexer.writing.ray import RayOptions, build_index_ray  # noqa: E402
 
 
 def timed(run) -> dict:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from xlsearch.indexer.text.analysis import analyze  # noqa: E402
-from xlsearch.indexer.build.writer import with_language  # noqa: E402
+from xlsearch.indexer.writing.writer import with_language  # noqa: E402
 from xlsearch.indexer.text.pieces import document_pieces
 from xlsearch.indexer.config import IndexConfig  # noqa: E402
 from xlsearch.indexer.encoding.encoder import Encoder  # noqa: E402

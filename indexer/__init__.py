@@ -10,8 +10,8 @@ _EXPORTS = {
     "Document": ".document", "DocStore": ".store.docstore", "IndexConfig": ".config", "Manifest": ".config",
     "check_compatible": ".config", "XlsearchError": ".errors",
     "Encoder": ".encoding.encoder", "LoadedModel": ".encoding.model", "load_model": ".encoding.model",
-    "IndexWriter": ".build.writer", "UpsertStats": ".build.writer", "resolve_config": ".build.writer",
-    "build_index": ".build.pipeline",
+    "IndexWriter": ".writing.writer", "UpsertStats": ".writing.writer", "resolve_config": ".writing.writer",
+    "build_index": ".writing.pipeline",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,7 +16,7 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
 
     Args:
         package: The package's ``__name__``.
-        exports: Public name -> module that defines it, relative to ``package`` (``".build.writer"``).
+        exports: Public name -> module that defines it, relative to ``package`` (``".writing.writer"``).
     """
     def __getattr__(name: str) -> Any:
         module = exports.get(name)

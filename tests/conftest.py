@@ -143,7 +143,7 @@ def encoder(tiny_model):
 def sample_index_master(tmp_path_factory, encoder) -> Path:
     """The shipped sample collection indexed once with the tiny model."""
     from xlsearch.indexer.config import IndexConfig
-    from xlsearch.indexer.build.pipeline import build_index
+    from xlsearch.indexer.writing.pipeline import build_index
 
     directory = tmp_path_factory.mktemp("indexes") / "sample"
     config = IndexConfig(model_name=str(encoder.loaded.name), layer=2, chunk_tokens=64, chunk_overlap=8)

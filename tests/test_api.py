@@ -20,7 +20,7 @@ from xlsearch.api.http.app import create_app
 from xlsearch.api.http.deps import get_settings
 from xlsearch.api.http.errors import public_message
 from xlsearch.api.settings import Settings
-from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.writing.writer import IndexWriter
 from xlsearch.indexer.errors import IndexMismatchError
 from xlsearch.search.searcher import Searcher
 

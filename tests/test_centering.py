@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from conftest import SAMPLE
 
-from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.writing.writer import IndexWriter
 from xlsearch.indexer.store.centering import center, compute_centroids
 from xlsearch.indexer.store.check import check_index
 from xlsearch.indexer.config import IndexConfig
 from xlsearch.indexer.document import Document
-from xlsearch.indexer.build.pipeline import build_index
+from xlsearch.indexer.writing.pipeline import build_index
 from xlsearch.search.index.loader import load_index
 from xlsearch.search.searcher import Searcher
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from xlsearch.indexer.build.pipeline import index_documents
+from xlsearch.indexer.writing.pipeline import index_documents
 from xlsearch.api.cli.main import main
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.errors import XlsearchError

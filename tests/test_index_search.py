@@ -8,7 +8,7 @@ import pytest
 from conftest import SAMPLE
 
 from xlsearch.indexer.text.analysis import analyze
-from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.writing.writer import IndexWriter
 from xlsearch.indexer.config import IndexConfig
 from xlsearch.indexer.document import Document
 from xlsearch.indexer.encoding.encoder import Encoder, encode_queries
@@ -20,7 +20,7 @@ from xlsearch.indexer.errors import (
     IndexWriteError,
     QueryError,
 )
-from xlsearch.indexer.build.pipeline import build_index
+from xlsearch.indexer.writing.pipeline import build_index
 from xlsearch.indexer.encoding.model import load_model
 from xlsearch.indexer.store.storage import open_docstore
 from xlsearch.search.fusion import Candidates, fuse
@@ -275,7 +275,7 @@ def test_failed_commit_keeps_the_old_generation(sample_index, encoder, monkeypat
     config = load_index(sample_index).manifest.config
     writer = IndexWriter(sample_index, encoder, config)
     writer.upsert([Document(id="doomed", text="This write will fail.")])
-    monkeypatch.setattr("xlsearch.indexer.build.writer.write_chunks", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr("xlsearch.indexer.writing.writer.write_chunks", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(IndexWriteError, match="could not commit \\(disk full\\); the index is unchanged"):
         writer.commit()
     writer.close()

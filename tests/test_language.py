@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import sib_sentences
-from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.writing.writer import IndexWriter
 from xlsearch.indexer.document import Document
 from xlsearch.indexer.text.language import detect_language
 from xlsearch.search.index.loader import load_index

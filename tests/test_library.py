@@ -36,7 +36,7 @@ def test_open_add_search_delete_in_a_few_lines(tmp_path, tiny_deberta_dir):
 
 def test_manifest_names_the_model_that_made_the_vectors(tmp_path, encoder):
     """A writer given an encoder and a config naming another model records the encoder's."""
-    from xlsearch.indexer.build.writer import IndexWriter
+    from xlsearch.indexer.writing.writer import IndexWriter
     from xlsearch.indexer.config import IndexConfig
 
     with IndexWriter(tmp_path / "i", encoder, IndexConfig(layer=2)) as writer:  # default model_name

@@ -26,7 +26,7 @@ def test_wheel_holds_one_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"xlsearch"}
-    for module in ("xlsearch/__init__.py", "xlsearch/indexer/build/writer.py", "xlsearch/search/searcher.py",
+    for module in ("xlsearch/__init__.py", "xlsearch/indexer/writing/writer.py", "xlsearch/search/searcher.py",
                    "xlsearch/api/cli/main.py", "xlsearch/api/http/app.py"):
         assert module in names
 

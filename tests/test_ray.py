@@ -12,8 +12,8 @@ from conftest import REPO, xquad_documents
 
 from xlsearch.indexer.config import IndexConfig
 from xlsearch.indexer.store.docstore import DOCS_FILE, DocStore
-from xlsearch.indexer.build.pipeline import build_index
-from xlsearch.indexer.build.ray import RayOptions, build_index_ray
+from xlsearch.indexer.writing.pipeline import build_index
+from xlsearch.indexer.writing.ray import RayOptions, build_index_ray
 from xlsearch.indexer.store.shard_layout import index_directories
 from xlsearch.indexer.store.check import check_any
 from xlsearch.search.searcher import Searcher

@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pytest
 
-from xlsearch.indexer.build.pipeline import index_documents
-from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.writing.pipeline import index_documents
+from xlsearch.indexer.writing.writer import IndexWriter
 from xlsearch.indexer.config import CLS, MEAN, MEAN_NO_SPECIAL, IndexConfig
 from xlsearch.indexer.document import Document
 from xlsearch.indexer.encoding.encoder import Encoder

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, sib_sentences
-from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.writing.writer import IndexWriter
 from xlsearch.indexer.store.check import check_index
 from xlsearch.indexer.document import Document
 from xlsearch.indexer.errors import IndexFormatError, IndexWriteError
@@ -159,7 +159,7 @@ def test_injected_disk_full_keeps_the_old_index(sample_index, encoder, monkeypat
 
     with IndexWriter(sample_index, encoder, config) as writer:
         writer.upsert([Document(id="more", text="One more document.")])
-        monkeypatch.setattr("xlsearch.indexer.build.writer.save_bm25", full)
+        monkeypatch.setattr("xlsearch.indexer.writing.writer.save_bm25", full)
         with pytest.raises(IndexWriteError, match="No space left on device.*the index is unchanged"):
             writer.commit()
     assert stored_ids(sample_index) == before and check_index(sample_index) == []

@@ -15,9 +15,9 @@ from xlsearch.api.settings import Settings
 from xlsearch.indexer.config import IndexConfig
 from xlsearch.indexer.document import Document
 from xlsearch.indexer.errors import IndexMismatchError
-from xlsearch.indexer.build.pipeline import build_index
+from xlsearch.indexer.writing.pipeline import build_index
 from xlsearch.indexer.store.shard_layout import read_shards, shard_dir, shard_of
-from xlsearch.indexer.build.sharded import ShardedWriter, open_writer
+from xlsearch.indexer.writing.sharded import ShardedWriter, open_writer
 from xlsearch.indexer.store.check import check_any
 from xlsearch.indexer.store.shard_layout import sharded_info
 from xlsearch.search.searcher import Searcher
@@ -98,7 +98,7 @@ def test_check_finds_a_document_in_the_wrong_shard(pair, tmp_path, encoder, conf
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(sharded, copy)
-    from xlsearch.indexer.build.writer import IndexWriter
+    from xlsearch.indexer.writing.writer import IndexWriter
     with IndexWriter(shard_dir(copy, wrong), encoder, config, chunk_ids=(wrong, SHARDS)) as writer:
         writer.upsert([doc])
         writer.commit()

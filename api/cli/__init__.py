@@ -1,1 +1,1 @@
-"""api.cli."""
+"""The xlsearch command: one module per group of subcommands."""

@@ -123,8 +123,8 @@ def _progress_factory(total: int):
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from ...indexer.build.pipeline import build_index, validate_inputs
-    from ...indexer.build.writer import resolve_config
+    from ...indexer.writing.pipeline import build_index, validate_inputs
+    from ...indexer.writing.writer import resolve_config
     from ...indexer.encoding.encoder import Encoder
     from ...indexer.encoding.model import load_model
 
@@ -136,7 +136,7 @@ def run_index(args: argparse.Namespace) -> int:
     if args.workers is not None and args.ray is None:
         raise XlsearchError("--workers needs --ray")
     if args.ray is not None:
-        from ...indexer.build.ray import RayOptions, build_index_ray
+        from ...indexer.writing.ray import RayOptions, build_index_ray
 
         options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.workers)
         stats, report = build_index_ray(args.paths, args.index, config, options, device=args.device,
@@ -192,7 +192,7 @@ def format_result(result: SearchResult, width: int = 160) -> str:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    from ...indexer.build.sharded import open_writer
+    from ...indexer.writing.sharded import open_writer
 
     with open_writer(args.index) as writer:
         found = writer.delete(args.ids)

@@ -119,7 +119,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
                             center_languages=args.center_languages, index_dir=args.index,
                             keep_runs=args.run_file is not None)
-    from ...indexer.build.pipeline import index_documents
+    from ...indexer.writing.pipeline import index_documents
 
     progress, close = _progress_factory()
     try:

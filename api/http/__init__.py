@@ -1,1 +1,1 @@
-"""api.http."""
+"""The HTTP API: a FastAPI app factory, its routes, dependencies, schemas, errors and middleware."""

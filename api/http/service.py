@@ -3,7 +3,7 @@
 Each method is blocking (model forward passes, disk, SQLite); routes call them in
 the thread pool. Reads go through :class:`search.searcher.Searcher`, which picks up
 every committed generation on its next query; each write opens an
-:class:`indexer.build.IndexWriter`, commits, and closes it, so a 200 means durable.
+:class:`indexer.writing.IndexWriter`, commits, and closes it, so a 200 means durable.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ...indexer.encoding.encoder import Encoder, encode_documents, encode_querie
 from ...indexer.errors import DocumentNotFoundError
 from ...indexer.encoding.model import load_model
 from ...indexer.store.shard_layout import document_directory, index_directories
-from ...indexer.build.sharded import open_writer
+from ...indexer.writing.sharded import open_writer
 from ...indexer.store.shard_layout import sharded_info
 from ...indexer.store.storage import open_docstore
 from ...search.searcher import Searcher

@@ -1,1 +1,1 @@
-"""indexer.store."""
+"""The files of an index: layout and generations, SQLite documents, FAISS vectors, BM25 postings, checks."""

@@ -8,7 +8,7 @@ Tables:
 The database runs in WAL mode: readers keep reading the last committed state while
 a writer works. Writes go through :meth:`DocStore.transaction`, one SQLite
 transaction per index commit; that commit is the switch point of a whole index
-generation (see ``indexer.build``).
+generation (see ``indexer.writing``).
 """
 from __future__ import annotations
 

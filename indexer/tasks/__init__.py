@@ -1,1 +1,1 @@
-"""indexer.tasks."""
+"""Model jobs that never touch an index: embed, fill-mask, fine-tuning and classification."""

@@ -1,1 +1,1 @@
-"""indexer.text."""
+"""Text before the model sees it: record files, corpora, validation, language, chunking, lexical analysis."""

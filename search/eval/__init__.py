@@ -1,1 +1,1 @@
-"""search.eval."""
+"""xlsearch evaluate: benchmark readers, metrics, and the harness that asks and scores."""

@@ -1,7 +1,7 @@
 """The evaluation harness: index a benchmark with the product's own code, ask its queries, score the runs.
 
 Retrieval goes through the same code as ``xlsearch search``. With a model, each
-collection is indexed by :class:`~indexer.build.IndexWriter` (chunking, title,
+collection is indexed by :class:`~indexer.writing.IndexWriter` (chunking, title,
 analyzer, BM25, FAISS) once per layer and searched by :class:`~search.Searcher`
 in every mode. A layer sweep encodes each text once: :class:`LayerCache` stands in
 for the encoder, pools every requested layer from one forward pass and serves the
@@ -264,7 +264,7 @@ def evaluate(benchmark: Benchmark, encoder: Encoder | None, settings: EvalSettin
         progress: Called as ``progress(stage, done, total)`` for the stages
             ``encoding`` (query texts), ``indexing`` (documents) and ``searching`` (queries).
         build: Indexes a collection for a dense or hybrid sweep
-            (``indexer.build.pipeline.index_documents``; search reads indexes, it never writes them).
+            (``indexer.writing.pipeline.index_documents``; search reads indexes, it never writes them).
 
     Raises:
         XlsearchError: A mode needs a model and none was given, a layer does not exist,

@@ -6,8 +6,8 @@
     documents --iter_rows--> the driver's writer (IndexWriter or ShardedWriter) --> atomic commits
 
 Each actor of the pool loads the model once (on a GPU when the cluster has them) and
-chunks and embeds batches of documents exactly as :class:`indexer.build.IndexWriter`
-does (same :func:`indexer.build.document_pieces`, same encoder). The driver keeps the
+chunks and embeds batches of documents exactly as :class:`indexer.writing.IndexWriter`
+does (same :func:`indexer.writing.document_pieces`, same encoder). The driver keeps the
 pipeline's order, so chunk ids and every stored row equal a single-process build; the
 vectors equal it to floating-point tolerance (batches are padded differently). The
 driver stores, analyzes for BM25 and commits every ``commit_chunks`` chunks, each

@@ -1,1 +1,0 @@
-"""indexer.build."""
