@@ -18,7 +18,7 @@ from .store.ann import check_kind
 from .errors import ConfigError, IndexFormatError, IndexMismatchError
 
 if TYPE_CHECKING:
-    from .encoding.encoder import Encoder
+    from .encoding.protocol import TextEncoder
 
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "microsoft/mdeberta-v3-base"
@@ -165,7 +165,7 @@ class Manifest:
         return dataclasses.replace(self, **changes)
 
 
-def check_compatible(manifest: Manifest, encoder: Encoder | None = None,
+def check_compatible(manifest: Manifest, encoder: TextEncoder | None = None,
                      config: IndexConfig | None = None) -> None:
     """Refuse to use an index with another model, layer or build setting.
 
