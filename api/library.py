@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..indexer.writing.writer import UpsertStats
-from ..indexer.config import BATCH_SIZE, DEFAULT_MODEL, IndexConfig, check_compatible
+from ..indexer.compat import check_compatible
+from ..indexer.config import BATCH_SIZE, DEFAULT_MODEL, IndexConfig
 from ..indexer.document import Document
 from ..indexer.errors import ConfigError
 from ..indexer.store.shard_layout import any_index_exists, index_directories

@@ -22,7 +22,8 @@ from rank_bm25 import BM25Okapi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
-from xlsearch.indexer.text.analysis import ANALYZER, analyze  # noqa: E402
+from xlsearch.indexer.config import ANALYZER  # noqa: E402
+from xlsearch.indexer.text.analysis import analyze  # noqa: E402
 from xlsearch.indexer.store.lexical import BM25Index  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"

@@ -52,7 +52,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
 
-from xlsearch.indexer.store.ann import APPROXIMATE, bytes_per_vector, default_nprobe, nlist_for
+from xlsearch.indexer.config import APPROXIMATE  # noqa: E402
+from xlsearch.indexer.store.ann import bytes_per_vector, default_nprobe, nlist_for
 from xlsearch.indexer.store.dense import DenseIndex
 
 BENCHMARKS = REPO.parent / "shared" / "benchmarks"

@@ -8,7 +8,7 @@ from .lazy import lazy_exports
 
 _EXPORTS = {
     "Document": ".document", "DocStore": ".store.docstore", "IndexConfig": ".config", "Manifest": ".config",
-    "check_compatible": ".config", "XlsearchError": ".errors",
+    "check_compatible": ".compat", "XlsearchError": ".errors",
     "Encoder": ".encoding.encoder", "LoadedModel": ".encoding.model", "load_model": ".encoding.model",
     "IndexWriter": ".writing.writer", "UpsertStats": ".writing.writer", "resolve_config": ".writing.writer",
     "build_index": ".writing.pipeline",

@@ -11,16 +11,18 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .text.analysis import ANALYZER
-from .store.ann import check_kind
-from .errors import ConfigError, IndexFormatError, IndexMismatchError
-
-if TYPE_CHECKING:
-    from .encoding.protocol import TextEncoder
+from .errors import ConfigError, IndexFormatError
 
 FORMAT_VERSION = 1
+# Name of the lexical analyzer (indexer.text.analysis); changed whenever its output changes,
+# so that an index analyzed otherwise is refused rather than searched with mismatched terms.
+ANALYZER = "unicode-bigram-arabic-prefix5-v2"
+# Dense index kinds (indexer.store.dense, indexer.store.ann): exact, and approximate inverted files.
+EXACT = "flat-ip"
+APPROXIMATE = ("ivf-flat", "ivf-sq8")
+KINDS = (EXACT, *APPROXIMATE)
 DEFAULT_MODEL = "microsoft/mdeberta-v3-base"
 DEFAULT_LAYER = 8  # the layer `auto` picks for DEFAULT_MODEL: two thirds of its 12 (indexer.sentence_config)
 NORMALIZATION = "l2"
@@ -33,6 +35,17 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # matmul precisions of the encoder (``ind
 BATCH_SIZE = 32  # texts per forward pass of the encoder
 DEVICES = ("auto", "cpu", "cuda")  # where a model runs; auto = cuda when available
 COMMIT_CHUNKS = 4096  # a long indexing run commits at least this often (in new chunks), so it can resume
+
+
+def check_kind(kind: str) -> str:
+    """Return ``kind`` if it is a known dense index kind.
+
+    Raises:
+        ConfigError: Unknown kind (a ValueError); the message lists the valid ones.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown dense index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    return kind
 
 
 def check_pooling(pooling: str) -> str:
@@ -163,26 +176,3 @@ class Manifest:
 
     def replace(self, **changes: Any) -> Manifest:
         return dataclasses.replace(self, **changes)
-
-
-def check_compatible(manifest: Manifest, encoder: TextEncoder | None = None,
-                     config: IndexConfig | None = None) -> None:
-    """Refuse to use an index with another model, layer or build setting.
-
-    Raises:
-        IndexMismatchError: Naming the setting, the index's value and the asked one.
-    """
-    if manifest.config.analyzer != ANALYZER:
-        raise IndexMismatchError(
-            f"the index was built with the lexical analyzer {manifest.config.analyzer!r}; this xlsearch "
-            f"analyzes with {ANALYZER!r}, so its BM25 terms would not match. Rebuild it with `xlsearch index`.")
-    if encoder is not None and encoder.loaded.fingerprint != manifest.model_fingerprint:
-        raise IndexMismatchError(
-            f"the index was built with model {manifest.config.model_name!r} (fingerprint "
-            f"{manifest.model_fingerprint}), not {encoder.loaded.name!r} ({encoder.loaded.fingerprint}); "
-            "use the index's model, or build a new index")
-    for setting in dataclasses.fields(IndexConfig):
-        ours, asked = getattr(manifest.config, setting.name), getattr(config, setting.name, None)
-        if config is not None and setting.name != "model_name" and asked is not None and ours != asked:
-            raise IndexMismatchError(f"the index was built with {setting.name}={ours!r}, not {asked!r}; "
-                                     "drop the option or build a new index")

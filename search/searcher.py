@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..indexer.config import check_compatible
+from ..indexer.compat import check_compatible
 from ..indexer.text.analysis import analyze
 from ..indexer.store.centering import center
 from ..indexer.store.docstore import ChunkRow

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlsearch.indexer.store.ann import APPROXIMATE, KINDS, nlist_for
+from xlsearch.indexer.config import APPROXIMATE, KINDS
+from xlsearch.indexer.store.ann import nlist_for
 from xlsearch.indexer.config import IndexConfig, Manifest
 from xlsearch.indexer.store.dense import DenseIndex
 from xlsearch.indexer.errors import IndexFormatError

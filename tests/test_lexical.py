@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 
-from xlsearch.indexer.text.analysis import ANALYZER, analyze
+from xlsearch.indexer.config import ANALYZER
+from xlsearch.indexer.text.analysis import analyze
 from xlsearch.indexer.errors import IndexFormatError
 from xlsearch.indexer.store.lexical import BM25Index, ChunkError, Collection
 from xlsearch.indexer.store.lexical_io import load_bm25, save_bm25

@@ -8,9 +8,8 @@ import argparse
 import json
 import sys
 
-from ...indexer.config import COMMIT_CHUNKS, PRECISIONS
+from ...indexer.config import COMMIT_CHUNKS, KINDS, PRECISIONS
 from ...indexer.errors import XlsearchError
-from ...indexer.store.ann import KINDS
 from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
 
 from ..settings import requested_model

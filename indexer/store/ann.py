@@ -17,11 +17,9 @@ import math
 import faiss
 import numpy as np
 
+from ..config import APPROXIMATE, EXACT
 from ..errors import ConfigError
 
-EXACT = "flat-ip"
-APPROXIMATE = ("ivf-flat", "ivf-sq8")
-KINDS = (EXACT, *APPROXIMATE)
 
 TRAIN_MIN = 50_000
 """Vectors an approximate index needs before it trains; below that it stays exact
@@ -32,17 +30,6 @@ TRAIN_POINTS_PER_LIST = 64  # k-means sample: enough for stable centroids, cheap
 MAX_NLIST = 65_536
 HASH_ENTRY_BYTES = 40  # std::unordered_map<int64, int64> node plus bucket, typical
 RETRAIN_GROWTH = 4  # retrain once the list count suited to the size is 4x the current one
-
-
-def check_kind(kind: str) -> str:
-    """Return ``kind`` if it is a known dense index kind.
-
-    Raises:
-        ConfigError: Unknown kind (a ValueError); the message lists the valid ones.
-    """
-    if kind not in KINDS:
-        raise ConfigError(f"unknown dense index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    return kind
 
 
 def nlist_for(n: int) -> int:

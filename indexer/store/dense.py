@@ -23,7 +23,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .ann import APPROXIMATE, EXACT, TRAIN_MIN, build_ivf, check_kind, default_nprobe, ivf_ids, kind_of, needs_training
+from ..config import APPROXIMATE, EXACT, check_kind
+from .ann import TRAIN_MIN, build_ivf, default_nprobe, ivf_ids, kind_of, needs_training
 from ..errors import ConfigError, IndexFormatError
 
 log = logging.getLogger(__name__)

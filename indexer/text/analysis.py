@@ -42,7 +42,7 @@ place of the words, keeping the word with its article, and unigrams beside CJK
 bigrams; README "Results" lists the numbers.
 
 The function is pure, deterministic and does no I/O. Its behaviour is named by
-:data:`ANALYZER`, which the index manifest records; bump it on any change.
+:data:`indexer.config.ANALYZER`, which the index manifest records; bump it on any change.
 Character classes are built at import from :mod:`unicodedata` (40-70 ms), so
 the analysis of newly assigned characters follows the Python version's Unicode
 database (:data:`UNICODE_VERSION`).
@@ -60,7 +60,6 @@ import unicodedata
 from collections.abc import Iterable
 from typing import NamedTuple
 
-ANALYZER = "unicode-bigram-arabic-prefix5-v2"
 PREFIX_CHARS = 5
 UNICODE_VERSION = unicodedata.unidata_version
 

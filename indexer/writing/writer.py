@@ -20,7 +20,8 @@ import numpy as np
 from ..text.analysis import analyze
 from ..store.centering import center, compute_centroids
 from ..text.pieces import Piece, document_pieces, with_language
-from ..config import IndexConfig, Manifest, check_compatible, utc_now
+from ..compat import check_compatible
+from ..config import IndexConfig, Manifest, utc_now
 from ..store.dense import DenseIndex
 from ..document import Document
 from ..store.docstore import DOCS_FILE, ChunkRow, DocStore, delete_documents, set_meta, write_chunks, write_documents

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...indexer.text.analysis import ANALYZER, analyze
+from ...indexer.config import ANALYZER
+from ...indexer.text.analysis import analyze
 from ...indexer.config import MEAN_NO_SPECIAL, IndexConfig
 from ...indexer.document import Document
 from ...indexer.errors import QueryError, XlsearchError

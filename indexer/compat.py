@@ -1,0 +1,35 @@
+"""Whether an index can be used with a given encoder and settings: the check the writer and the
+searcher both make before they touch an index."""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from .config import ANALYZER, IndexConfig, Manifest
+from .errors import IndexMismatchError
+
+if TYPE_CHECKING:
+    from .encoding.protocol import TextEncoder
+
+
+def check_compatible(manifest: Manifest, encoder: TextEncoder | None = None,
+                     config: IndexConfig | None = None) -> None:
+    """Refuse to use an index with another model, layer or build setting.
+
+    Raises:
+        IndexMismatchError: Naming the setting, the index's value and the asked one.
+    """
+    if manifest.config.analyzer != ANALYZER:
+        raise IndexMismatchError(
+            f"the index was built with the lexical analyzer {manifest.config.analyzer!r}; this xlsearch "
+            f"analyzes with {ANALYZER!r}, so its BM25 terms would not match. Rebuild it with `xlsearch index`.")
+    if encoder is not None and encoder.loaded.fingerprint != manifest.model_fingerprint:
+        raise IndexMismatchError(
+            f"the index was built with model {manifest.config.model_name!r} (fingerprint "
+            f"{manifest.model_fingerprint}), not {encoder.loaded.name!r} ({encoder.loaded.fingerprint}); "
+            "use the index's model, or build a new index")
+    for setting in dataclasses.fields(IndexConfig):
+        ours, asked = getattr(manifest.config, setting.name), getattr(config, setting.name, None)
+        if config is not None and setting.name != "model_name" and asked is not None and ours != asked:
+            raise IndexMismatchError(f"the index was built with {setting.name}={ours!r}, not {asked!r}; "
+                                     "drop the option or build a new index")
