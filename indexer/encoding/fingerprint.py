@@ -4,7 +4,7 @@ A model directory's fingerprint hashes its config and tokenizer files and the co
 weight files, so two fine-tuning checkpoints of one model (same shapes, same file sizes) differ.
 Hashing a weight file reads it once: its SHA-256 is remembered by path, size, inode and
 ``mtime_ns``, in this process and in ``<cache>/weight-hashes.json`` (the cache root of
-:func:`~indexer.encoding.e5_small.default_cache_dir`). A file modified in the last couple of seconds
+:func:`~indexer.encoding.cache.default_cache_dir`). A file modified in the last couple of seconds
 is hashed again on every load (as git treats "racily clean" files), since a rewrite within one
 timestamp tick could keep its size and mtime. A hub id is identified by its revision and config.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .e5_small import default_cache_dir
+from .cache import default_cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def file_sha256(path: Path) -> str:
     if entry is not None and [entry.get(k) for k in ("size", "inode", "mtime_ns")] == list(key[1:]):
         digest = str(entry.get("sha256"))
     else:
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if settled:
             entries[key[0]] = {"size": key[1], "inode": key[2], "mtime_ns": key[3], "sha256": digest}
             _write_cache(entries)
@@ -74,13 +74,6 @@ def file_sha256(path: Path) -> str:
             _memo[key] = digest
     return digest
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cache_path() -> Path:

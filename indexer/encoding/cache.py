@@ -1,0 +1,26 @@
+"""xlsearch's cache of derived model files: where it lives, and the content hash both of its
+users take (the e5 converter's source file, the fingerprint's weight files)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+CACHE_ENV = "XLSEARCH_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """xlsearch's cache root: ``$XLSEARCH_CACHE``, else ``$XDG_CACHE_HOME/xlsearch``, else ``~/.cache/xlsearch``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "xlsearch"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's contents, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
