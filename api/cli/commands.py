@@ -18,7 +18,13 @@ from .options import (add_batch_size_option, add_chunk_options, add_embedding_op
 
 
 def add_parsers(subparsers) -> None:
-    """Register index, search, delete and info on the ``xlsearch`` parser."""
+    """Register index, search, delete, info and check on the ``xlsearch`` parser."""
+    _add_index(subparsers)
+    _add_search(subparsers)
+    _add_maintenance(subparsers)
+
+
+def _add_index(subparsers) -> None:
     index = subparsers.add_parser("index", help="add or update documents in an index",
                                   description="Chunk, embed and index documents (JSONL, CSV/TSV, BEIR "
                                   "corpus.jsonl, or folders of .txt/.md). Re-indexing an id replaces it.")
@@ -54,6 +60,8 @@ def add_parsers(subparsers) -> None:
                        f"(default {COMMIT_CHUNKS}, or an eighth of the index if larger)")
     index.set_defaults(handler=run_index)
 
+
+def _add_search(subparsers) -> None:
     search = subparsers.add_parser("search", help="query an index",
                                    description="Search an index with a query in any language.")
     search.add_argument("query", help="query text")
@@ -80,6 +88,9 @@ def add_parsers(subparsers) -> None:
     add_precision_option(search)
     search.set_defaults(handler=run_search)
 
+
+def _add_maintenance(subparsers) -> None:
+    """delete, info and check: commands that need no model."""
     delete = subparsers.add_parser("delete", help="remove documents from an index",
                                    description="Remove documents by id from all three stores.")
     delete.add_argument("ids", nargs="+", metavar="ID", help="document ids")
