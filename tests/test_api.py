@@ -75,6 +75,8 @@ def test_info_shows_the_manifest_and_counts(shared_client):
     assert info["config"]["layer"] == 2 and info["config"]["chunk_tokens"] == 64
     assert info["format_version"] == 1 and info["documents"] >= 52
     assert info["stored"]["documents"] == info["documents"] and info["stored"]["chunks"] == info["chunks"]
+    assert info["config"]["model_name"] == "tiny-deberta"  # a local model by its folder's name
+    assert "/tmp" not in shared_client.get("/info").text  # no path of the server's disk
 
 
 def test_openapi_schema_documents_every_endpoint(shared_client):

@@ -48,9 +48,12 @@ def test_index_search_json_info_delete(tmp_path, model_env, capsys):
     assert main(["search", "--index", index, "火山", "--mode", "lexical", "--lang", "ja"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("  1. ja-volcano-01 [ja]") and "[zh]" not in out
-    assert main(["info", "--index", index]) == 0
+    assert main(["info", "--index", index, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["config"]["chunk_tokens"] == 96 and info["stored"]["documents"] == 52
+    assert main(["info", "--index", index]) == 0
+    summary = capsys.readouterr().out
+    assert summary.startswith("documents  52 in ") and "up to 96 tokens, " in summary and "{" not in summary
     assert main(["delete", "--index", index, "zh-tea-01", "missing-id"]) == 0
     captured = capsys.readouterr()
     assert "deleted 1 of 2" in captured.out and "no document with id 'missing-id'" in captured.err

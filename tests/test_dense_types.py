@@ -160,7 +160,7 @@ def test_cli_records_the_kind_and_refuses_another(tmp_path, tiny_deberta_dir, mo
     common = ["--layer", "2", "--chunk-tokens", "64", "--chunk-overlap", "8"]
     assert main(["index", str(SAMPLE), "--index", index, "--dense-index", "ivf-sq8", *common]) == 0
     capsys.readouterr()
-    assert main(["info", "--index", index]) == 0
+    assert main(["info", "--index", index, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["dense_index"] == "ivf-sq8"
     assert main(["search", "--index", index, "green tea", "--nprobe", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hits"]

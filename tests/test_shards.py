@@ -137,7 +137,7 @@ def test_cli_builds_searches_and_checks_a_sharded_index(tmp_path, corpus, tiny_d
                  "--shards", "2"]) == 0
     assert main(["search", "--index", index, corpus[1][0], "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out.splitlines()[-1])["hits"]) == 10
-    assert main(["info", "--index", index]) == 0
+    assert main(["info", "--index", index, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["documents"] == 240 and len(info["shards"]) == 2
     assert main(["check", "--index", index]) == 0

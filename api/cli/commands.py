@@ -97,8 +97,11 @@ def _add_maintenance(subparsers) -> None:
     delete.add_argument("--index", required=True, metavar="DIR", help="index directory")
     delete.set_defaults(handler=run_delete)
 
-    info = subparsers.add_parser("info", help="show an index's manifest and counts")
+    info = subparsers.add_parser("info", help="show an index's model, settings and counts",
+                                 description="Summarise an index: model, settings, counts and files "
+                                 "(--json: the committed manifest itself, with every file's size and SHA-256).")
     info.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    info.add_argument("--json", action="store_true", help="print the manifest and stored counts as JSON")
     info.set_defaults(handler=run_info)
 
     check = subparsers.add_parser("check", help="verify an index's files and stores",
@@ -217,8 +220,33 @@ def run_delete(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     from ...indexer.store.shard_layout import sharded_info
 
-    print(json.dumps(sharded_info(args.index), indent=2, ensure_ascii=False, sort_keys=True))
+    info = sharded_info(args.index)
+    print(json.dumps(info, indent=2, ensure_ascii=False, sort_keys=True) if args.json else format_info(info))
     return 0
+
+
+def format_info(info: dict) -> str:
+    """``xlsearch info`` for a person: what the index holds and how it was built."""
+    config = info["config"]
+    prompts = (f"prompts {config['query_prompt']!r} / {config['document_prompt']!r}"
+               if config.get("query_prompt") or config.get("document_prompt") else "no prompts")
+    lines = [
+        f"documents  {info['documents']:,} in {info['chunks']:,} chunks"
+        + (f" (generation {info['generation']})" if "generation" in info else ""),
+        f"model      {config['model_name']} (fingerprint {info['model_fingerprint']})",
+        f"vectors    layer {config['layer']} of {info['num_layers']}, {config['pooling']}, {prompts}, "
+        f"{info['dim']} dimensions, {config['dense_index']}"
+        + (", languages centered" if config.get("center_languages") else ""),
+        f"chunks     up to {config['chunk_tokens']} tokens, {config['chunk_overlap']} shared",
+        f"lexical    BM25 k1={config['bm25_k1']} b={config['bm25_b']}, analyzer {config['analyzer']}",
+        f"updated    {info['updated']} (created {info['created']})",
+    ]
+    if "files" in info:
+        size = sum(f["size"] for f in info["files"].values())
+        lines.append(f"files      {len(info['files'])}, {size / 2 ** 20:.1f} MiB besides the document store")
+    for shard in info.get("shards", []):
+        lines.append(f"shard      {shard['directory']}: {shard['documents']:,} documents, {shard['chunks']:,} chunks")
+    return "\n".join(lines)
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -77,8 +77,13 @@ class IndexService:
         return doc
 
     def info(self) -> dict[str, Any]:
-        """The committed manifest plus the counts in the document store, as ``xlsearch info`` prints."""
-        return sharded_info(self.directory)
+        """The committed manifest plus the counts in the document store, as ``xlsearch info --json``
+        prints, but naming a local model by its folder's name: no path of the server's disk goes out."""
+        info = sharded_info(self.directory)
+        model = info["config"]["model_name"]
+        if Path(model).is_absolute():
+            info["config"]["model_name"] = Path(model).name
+        return info
 
     def embed(self, texts: Sequence[str], layer: int, input_type: str = "document") -> np.ndarray:
         """``(len(texts), dim)`` unit vectors, pooled and prompted as the index does for documents
