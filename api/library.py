@@ -111,7 +111,7 @@ class Index:
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", lang: str | None = None,
                filter: dict[str, str | int | float | bool] | None = None, fusion: str = DEFAULT_FUSION,
-               alpha: float = 0.5) -> list[Hit]:
+               alpha: float = 0.5, offset: int = 0) -> list[Hit]:
         """The top ``k`` documents for ``query``, best first (see :meth:`Searcher.search`).
 
         Raises:
@@ -121,7 +121,7 @@ class Index:
         if self._searcher is None:
             self._searcher = Searcher(self.path, model=self.model, device=self._device, encoder=self._encoder)
         return self._searcher.search(query, k=k, mode=mode, fusion=fusion, alpha=alpha, lang=lang,
-                                     filter=filter).hits
+                                     filter=filter, offset=offset).hits
 
 
 def open_index(path: str | Path, model: str | None = None, **settings: Any) -> Index:

@@ -77,7 +77,7 @@ class SearchResult:
 
 
 def validate_query(query: str, k: int, mode: str, fusion: str, alpha: float,
-                   filter: dict[str, Any] | None = None) -> None:
+                   filter: dict[str, Any] | None = None, offset: int = 0) -> None:
     """Raises QueryError naming the bad argument."""
     for key, value in (filter or {}).items():
         if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
@@ -89,6 +89,9 @@ def validate_query(query: str, k: int, mode: str, fusion: str, alpha: float,
         raise QueryError(problem)
     if not 1 <= k <= MAX_K:
         raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+    if not 0 <= offset <= MAX_K - k:
+        raise QueryError(f"offset must be between 0 and {MAX_K - k} (offset + k reaches at most hit {MAX_K}), "
+                         f"got {offset}")
     if mode not in MODES:
         raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if fusion not in FUSIONS:
@@ -161,8 +164,8 @@ class Searcher:
     def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str = DEFAULT_FUSION,
                alpha: float = 0.5, lang: str | None = None,
                filter: dict[str, str | int | float | bool] | None = None,
-               query_lang: str | None = None) -> SearchResult:
-        """Top-``k`` documents for ``query``.
+               query_lang: str | None = None, offset: int = 0) -> SearchResult:
+        """Top-``k`` documents for ``query``, after the first ``offset``.
 
         Args:
             query: Query text in any language.
@@ -176,6 +179,8 @@ class Searcher:
                 (``{"source": "wiki"}``). Filters apply before the top ``k`` is cut.
             query_lang: Language of the query, for indexes built with
                 ``center_languages`` (default: detected from the query).
+            offset: Hits to skip, for paging: ``offset=10, k=10`` is the second page
+                (``offset + k`` at most 1000).
 
         All reads of one query come from one committed generation: the vectors,
         the postings and the documents of the same commit.
@@ -184,7 +189,7 @@ class Searcher:
             QueryError: An argument is out of range.
             IndexFormatError: The index is damaged.
         """
-        validate_query(query, k, mode, fusion, alpha, filter)
+        validate_query(query, k, mode, fusion, alpha, filter, offset)
         vector = self._query_vector(query) if mode != "lexical" else None
         tokens = analyze(query)
         for attempt in range(SNAPSHOT_RETRIES):
@@ -198,7 +203,7 @@ class Searcher:
                     if lang is not None or filter:
                         allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)
                     query_vector = self._center_query(vector, query, query_lang)
-                    hits = self._search(query_vector, tokens, k, mode, fusion, alpha, allowed)
+                    hits = self._search(query_vector, tokens, offset + k, mode, fusion, alpha, allowed)[offset:]
                 return SearchResult(query=query, mode=mode, hits=hits)
             except IndexFormatError:
                 # Two commits landed while this snapshot was open and the generation it

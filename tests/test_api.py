@@ -70,6 +70,13 @@ def test_health_is_503_until_the_model_and_index_are_loaded(sample_index, tiny_d
         assert client.get("/health").json() == {"status": "ok"}
 
 
+def test_search_pages_with_offset(shared_client):
+    first = shared_client.get("/search", params={"q": "tea volcano", "k": 6}).json()["hits"]
+    second = shared_client.post("/search", json={"query": "tea volcano", "k": 3, "offset": 3})
+    assert len(first) == 6 and [h["id"] for h in second.json()["hits"]] == [h["id"] for h in first[3:]]
+    assert shared_client.post("/search", json={"query": "tea", "k": 10, "offset": 995}).status_code == 422
+
+
 def test_info_shows_the_manifest_and_counts(shared_client):
     info = shared_client.get("/info").json()
     assert info["config"]["layer"] == 2 and info["config"]["chunk_tokens"] == 64

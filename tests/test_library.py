@@ -79,3 +79,20 @@ def test_commands_that_need_no_model_load_no_torch(argv, sample_index):
             "try:\n    main()\nexcept SystemExit:\n    pass")
     loaded = _modules_after(code)
     assert "torch" not in loaded and "transformers" not in loaded
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_pages_follow_one_ranking(sample_index, mode):
+    """offset skips hits of the same ranking: page 2 of 5 is hits 6..10 of one top 10."""
+    from xlsearch.indexer.errors import QueryError
+    from xlsearch.search.searcher import Searcher
+
+    searcher = Searcher(sample_index)
+    try:
+        top = [h.id for h in searcher.search("tea volcano", k=10, mode=mode).hits]
+        page = [h.id for h in searcher.search("tea volcano", k=5, mode=mode, offset=5).hits]
+        assert len(top) == 10 and page == top[5:]
+        with pytest.raises(QueryError, match="offset must be between 0 and 995"):
+            searcher.search("tea", k=5, offset=996)
+    finally:
+        searcher.close()

@@ -67,6 +67,8 @@ def _add_search(subparsers) -> None:
     search.add_argument("query", help="query text")
     search.add_argument("--index", required=True, metavar="DIR", help="index directory")
     search.add_argument("-k", type=int, default=10, help="number of documents (default 10)")
+    search.add_argument("--offset", type=int, default=0, help="hits to skip, for paging: --offset 10 -k 10 is "
+                        "the second page (offset + k at most 1000; default 0)")
     search.add_argument("--mode", default="hybrid", choices=list(MODES), help="retrieval mode (default hybrid)")
     search.add_argument("--fusion", default=DEFAULT_FUSION, choices=list(FUSIONS),
                         help="hybrid fusion (default evidence: each side votes with a probability over the "
@@ -180,22 +182,22 @@ def run_search(args: argparse.Namespace) -> int:
     try:
         result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion, alpha=args.alpha,
                                  lang=args.lang, filter=dict(args.filter) if args.filter else None,
-                                 query_lang=args.query_lang)
+                                 query_lang=args.query_lang, offset=args.offset)
     finally:
         searcher.close()
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
-        print(format_result(result))
+        print(format_result(result, first_rank=args.offset + 1))
     return 0
 
 
-def format_result(result: SearchResult, width: int = 160) -> str:
+def format_result(result: SearchResult, width: int = 160, first_rank: int = 1) -> str:
     """Human-readable listing of a result, one block per hit."""
     if not result.hits:
         return f"no documents match {result.query!r}"
     lines = []
-    for rank, hit in enumerate(result.hits, 1):
+    for rank, hit in enumerate(result.hits, first_rank):
         scores = "  ".join(f"{name} {value:.4f}" for name, value in hit.scores.items() if value is not None)
         title = f"  {hit.title}" if hit.title else ""
         lines.append(f"{rank:>3}. {hit.id} [{hit.lang or '?'}] score {hit.score:.4f} ({scores}){title}")

@@ -61,7 +61,7 @@ async def info(service: ServiceDep) -> dict[str, Any]:
              summary="Top-k documents for a query; the hits of `xlsearch search --json`")
 async def search(body: SearchRequest, service: ServiceDep) -> Any:
     return await run_in_threadpool(service.search, body.query, body.k, body.mode, body.fusion, body.alpha,
-                                   body.lang, body.filter, body.query_lang)
+                                   body.lang, body.filter, body.query_lang, body.offset)
 
 
 @router.get("/search", response_model=SearchResponse, dependencies=READ, responses=_errors(401, 422, 503),
@@ -70,11 +70,12 @@ async def search_get(
         service: ServiceDep,
         q: Annotated[Query, QueryParam(description="query text")],
         k: Annotated[int, QueryParam(ge=1, le=MAX_K)] = 10,
+        offset: Annotated[int, QueryParam(ge=0, le=MAX_K - 1, description="hits to skip, for paging")] = 0,
         mode: Mode = "hybrid",
         fusion: Fusion = "evidence",
         alpha: Annotated[float, QueryParam(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.5,
         lang: Annotated[str | None, QueryParam(min_length=1, max_length=MAX_LANG_CHARS)] = None) -> Any:
-    return await run_in_threadpool(service.search, q, k, mode, fusion, alpha, lang, None)
+    return await run_in_threadpool(service.search, q, k, mode, fusion, alpha, lang, None, None, offset)
 
 
 @router.post("/documents", response_model=UpsertResponse, dependencies=WRITE,

@@ -99,6 +99,7 @@ class SearchRequest(StrictModel):
 
     query: Query = Field(description=f"query text in any language, 1..{MAX_QUERY_CHARS} characters")
     k: int = Field(10, ge=1, le=MAX_K, description="number of documents to return")
+    offset: int = Field(0, ge=0, le=MAX_K - 1, description="hits to skip, for paging (offset + k <= 1000)")
     mode: Mode = Field("hybrid", description="hybrid fuses dense and lexical; or one of them alone")
     fusion: Fusion = Field("evidence", description="hybrid fusion: evidence (default; each side votes with a "
                            "probability over the candidates, the lexical vote scaled down when the dense side is "

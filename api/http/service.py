@@ -60,10 +60,11 @@ class IndexService:
 
     # -- reads -------------------------------------------------------------
     def search(self, query: str, k: int, mode: str, fusion: str, alpha: float, lang: str | None,
-               filter: dict[str, str | int | float | bool] | None, query_lang: str | None = None) -> dict[str, Any]:
+               filter: dict[str, str | int | float | bool] | None, query_lang: str | None = None,
+               offset: int = 0) -> dict[str, Any]:
         """The same object ``xlsearch search --json`` prints."""
         return self.searcher.search(query, k=k, mode=mode, fusion=fusion, alpha=alpha, lang=lang,
-                                    filter=filter, query_lang=query_lang).to_dict()
+                                    filter=filter, query_lang=query_lang, offset=offset).to_dict()
 
     def get_document(self, doc_id: str) -> Document:
         """Raises DocumentNotFoundError."""
