@@ -77,6 +77,16 @@ def test_search_pages_with_offset(shared_client):
     assert shared_client.post("/search", json={"query": "tea", "k": 10, "offset": 995}).status_code == 422
 
 
+def test_documents_are_listed_a_page_at_a_time(shared_client):
+    first = shared_client.get("/documents", params={"limit": 30}).json()
+    rest = shared_client.get("/documents", params={"offset": 30, "limit": 1000}).json()
+    ids = [d["id"] for d in first["documents"] + rest["documents"]]
+    assert first["total"] == rest["total"] == len(ids) >= 52 and ids == sorted(ids)
+    assert set(first["documents"][0]) == {"id", "text", "title", "lang", "metadata"}
+    assert shared_client.get("/documents", params={"offset": first["total"]}).json()["documents"] == []
+    assert shared_client.get("/documents", params={"limit": 0}).status_code == 422
+
+
 def test_info_shows_the_manifest_and_counts(shared_client):
     info = shared_client.get("/info").json()
     assert info["config"]["layer"] == 2 and info["config"]["chunk_tokens"] == 64

@@ -96,3 +96,17 @@ def test_pages_follow_one_ranking(sample_index, mode):
             searcher.search("tea", k=5, offset=996)
     finally:
         searcher.close()
+
+
+def test_listing_a_sharded_index_merges_shards_in_id_order(tmp_path, encoder):
+    from xlsearch.indexer.config import IndexConfig
+    from xlsearch.indexer.store.shard_layout import list_documents
+    from xlsearch.indexer.writing.sharded import open_writer
+
+    docs = [xlsearch.Document(f"doc-{i:03d}", f"text number {i}") for i in range(40)]
+    with open_writer(tmp_path / "s", encoder, IndexConfig(layer=2), shards=3) as writer:
+        writer.upsert(docs)
+        writer.commit()
+    page, total = list_documents(tmp_path / "s", 7, 10)
+    assert total == 40 and [d.id for d in page] == [f"doc-{i:03d}" for i in range(7, 17)]
+    assert [d.id for d in list_documents(tmp_path / "s", 35, 10)[0]] == [f"doc-{i:03d}" for i in range(35, 40)]

@@ -19,6 +19,7 @@ from .schemas import (
     MAX_DOCUMENTS,
     MAX_LANG_CHARS,
     DeleteResponse,
+    DocumentList,
     DocumentIn,
     DocumentOut,
     EmbedRequest,
@@ -32,7 +33,9 @@ from .schemas import (
     SearchResponse,
     UpsertResponse,
 )
-from .service import shorten
+from .service import document_out, shorten
+
+MAX_PAGE = 1000  # documents one GET /documents returns at most
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -95,11 +98,20 @@ async def add_documents(
         return await run_in_threadpool(service.upsert, docs)
 
 
+@router.get("/documents", response_model=DocumentList, dependencies=READ, responses=_errors(401, 422, 503),
+            summary="The stored documents in id order, a page at a time")
+async def list_documents(
+        service: ServiceDep,
+        offset: Annotated[int, QueryParam(ge=0, le=2 ** 62, description="documents to skip")] = 0,
+        limit: Annotated[int, QueryParam(ge=1, le=MAX_PAGE, description=f"documents to return (1..{MAX_PAGE})")] = 100,
+) -> Any:
+    return await run_in_threadpool(service.list_documents, offset, limit)
+
+
 @router.get("/documents/{doc_id:path}", response_model=DocumentOut, dependencies=READ,
             responses=_errors(401, 404, 503), summary="A stored document (URL-encode ids with / ? # %)")
 async def get_document(doc_id: Annotated[str, Path()], service: ServiceDep) -> Any:
-    doc = await run_in_threadpool(service.get_document, doc_id)
-    return {"id": doc.id, "text": doc.text, "title": doc.title, "lang": doc.lang, "metadata": doc.metadata}
+    return document_out(await run_in_threadpool(service.get_document, doc_id))
 
 
 @router.delete("/documents/{doc_id:path}", response_model=DeleteResponse, dependencies=WRITE,

@@ -171,6 +171,13 @@ class DocumentOut(BaseModel):
     metadata: dict[str, Any]
 
 
+class DocumentList(BaseModel):
+    documents: list[DocumentOut] = Field(description="in id order (by code point)")
+    offset: int
+    limit: int
+    total: int = Field(description="documents in the index")
+
+
 class UpsertResponse(BaseModel):
     added: int
     replaced: int

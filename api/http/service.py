@@ -23,7 +23,7 @@ from ...indexer.errors import DocumentNotFoundError
 from ...indexer.encoding.model import load_model
 from ...indexer.store.shard_layout import document_directory, index_directories
 from ...indexer.writing.sharded import open_writer
-from ...indexer.store.shard_layout import sharded_info
+from ...indexer.store.shard_layout import list_documents, sharded_info
 from ...indexer.store.storage import open_docstore
 from ...search.searcher import Searcher
 
@@ -77,6 +77,11 @@ class IndexService:
             raise DocumentNotFoundError(f"no document with id {shorten(doc_id)!r}")
         return doc
 
+    def list_documents(self, offset: int, limit: int) -> dict[str, Any]:
+        """A page of the stored documents in id order, and how many there are, from one snapshot."""
+        docs, total = list_documents(self.directory, offset, limit)
+        return {"documents": [document_out(doc) for doc in docs], "offset": offset, "limit": limit, "total": total}
+
     def info(self) -> dict[str, Any]:
         """The committed manifest plus the counts in the document store, as ``xlsearch info --json``
         prints, but naming a local model by its folder's name: no path of the server's disk goes out."""
@@ -111,6 +116,10 @@ class IndexService:
                 raise DocumentNotFoundError(f"no document with id {shorten(doc_id)!r}")
             manifest = writer.commit()
         return {"deleted": doc_id, "documents": manifest.documents, "generation": manifest.generation}
+
+
+def document_out(doc: Document) -> dict[str, Any]:
+    return {"id": doc.id, "text": doc.text, "title": doc.title, "lang": doc.lang, "metadata": doc.metadata}
 
 
 def shorten(text: str, limit: int = 200) -> str:

@@ -105,11 +105,21 @@ class DocStore:
             IndexFormatError: The row is damaged (its checksum does not match).
         """
         row = self._read("SELECT id, title, text, lang, metadata, checksum FROM documents WHERE id = ?", [doc_id])
-        if not row:
-            return None
-        values = row[0]
+        return self._document(row[0]) if row else None
+
+    def list_documents(self, offset: int, limit: int) -> list[Document]:
+        """Documents in id order (by code point), ``limit`` of them after the first ``offset``.
+
+        Raises:
+            IndexFormatError: A row is damaged.
+        """
+        rows = self._read("SELECT id, title, text, lang, metadata, checksum FROM documents ORDER BY id "
+                          "LIMIT ? OFFSET ?", [limit, offset])
+        return [self._document(row) for row in rows]
+
+    def _document(self, values: Sequence[Any]) -> Document:
         if row_checksum(values[:5]) != values[5]:
-            raise IndexFormatError(f"{self.path}: document {doc_id!r} is damaged (checksum mismatch); "
+            raise IndexFormatError(f"{self.path}: document {values[0]!r} is damaged (checksum mismatch); "
                                    "run `xlsearch check` and re-index it")
         return Document(id=values[0], title=values[1], text=values[2], lang=values[3],
                         metadata=json.loads(values[4] or "{}"))

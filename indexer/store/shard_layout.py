@@ -14,12 +14,15 @@ sharded or is not; the number of shards is fixed for the life of the index.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import os
 from pathlib import Path
 
 from ..errors import ConfigError, IndexFormatError
-from .storage import fsync_dir, fsync_tree, index_exists, index_info
+from ..document import Document
+from .storage import fsync_dir, fsync_tree, index_exists, index_info, open_docstore
 
 SHARDS_FILE = "shards.json"
 FORMAT = "xlsearch-shards"
@@ -106,3 +109,26 @@ def sharded_info(directory: str | Path) -> dict:
                        "generation": s["generation"]} for d, s in zip(directories, shards)]
     del info["files"], info["generation"]
     return info
+
+
+def list_documents(directory: str | Path, offset: int, limit: int) -> tuple[list[Document], int]:
+    """A page of any index's documents in id order (by code point), and how many it holds.
+
+    Each shard is read in one snapshot; a sharded index merges each shard's first
+    ``offset + limit``.
+    """
+    directories = index_directories(directory)
+    pages, total = [], 0
+    for path in directories:
+        store, _ = open_docstore(path)
+        try:
+            with store.snapshot():
+                first = offset if len(directories) == 1 else 0
+                pages.append(store.list_documents(first, offset + limit - first))
+                total += store.count("documents")
+        finally:
+            store.close()
+    if len(pages) == 1:
+        return pages[0], total
+    return list(itertools.islice(heapq.merge(*pages, key=lambda doc: doc.id), offset, offset + limit)), total
+
