@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ...indexer.config import COMMIT_CHUNKS, KINDS, PRECISIONS
-from ...indexer.errors import XlsearchError
+from ...indexer.errors import QueryError, XlsearchError
+from ...search.queries import read_queries
 from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
 
 from ..settings import requested_model
@@ -63,8 +65,14 @@ def _add_index(subparsers) -> None:
 
 def _add_search(subparsers) -> None:
     search = subparsers.add_parser("search", help="query an index",
-                                   description="Search an index with a query in any language.")
-    search.add_argument("query", help="query text")
+                                   description="Search an index with a query in any language, or with every "
+                                   "query of a file (--queries), writing a TREC run (--run) as Pyserini does.")
+    search.add_argument("query", nargs="?", help="query text (or give --queries)")
+    search.add_argument("--queries", type=Path, metavar="FILE", help="answer every query of FILE in one process: "
+                        "JSONL (id and query/text), TSV (id<TAB>query) or TREC topics (<top> <num> <title>)")
+    search.add_argument("--run", type=Path, metavar="FILE", help="with --queries: write the hits as a TREC run "
+                        "(qid Q0 docid rank score tag) instead of printing them")
+    search.add_argument("--run-tag", help="the run's tag (default xlsearch-MODE)")
     search.add_argument("--index", required=True, metavar="DIR", help="index directory")
     search.add_argument("-k", type=int, default=10, help="number of documents (default 10)")
     search.add_argument("--offset", type=int, default=0, help="hits to skip, for paging: --offset 10 -k 10 is "
@@ -177,19 +185,47 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    if (args.query is None) == (args.queries is None):
+        raise XlsearchError("give a query or --queries FILE (one of them)")
+    if args.run is not None and args.queries is None:
+        raise XlsearchError("--run needs --queries")
+    queries = [(None, args.query)] if args.queries is None else read_queries(args.queries)
     searcher = Searcher(args.index, model=requested_model(args.model),
                         layer=args.layer, device=args.device, precision=args.precision, nprobe=args.nprobe)
+    run: dict[str, list[tuple[str, float]]] = {}
     try:
-        result = searcher.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion, alpha=args.alpha,
-                                 lang=args.lang, filter=dict(args.filter) if args.filter else None,
-                                 query_lang=args.query_lang, offset=args.offset)
+        for qid, text in queries:
+            result = _search_one(searcher, args, qid, text)
+            if result is None:
+                continue
+            if args.run is not None:
+                run[qid] = [(hit.id, hit.score) for hit in result.hits]
+            elif args.json:
+                print(json.dumps({**({"qid": qid} if qid is not None else {}), **result.to_dict()}, ensure_ascii=False))
+            else:
+                print((f"query {qid}: {text}\n" if qid is not None else "")
+                      + format_result(result, first_rank=args.offset + 1))
     finally:
         searcher.close()
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
-    else:
-        print(format_result(result, first_rank=args.offset + 1))
+    if args.run is not None:
+        from ...search.eval.metrics import write_trec_run
+
+        write_trec_run(args.run, {args.run_tag or f"xlsearch-{args.mode}": run})
+        print(f"answered {len(run)} of {len(queries)} queries; run written to {args.run}")
     return 0
+
+
+def _search_one(searcher: Searcher, args: argparse.Namespace, qid: str | None, text: str) -> SearchResult | None:
+    """One query's result; in a batch, a query that cannot be asked is reported and skipped."""
+    try:
+        return searcher.search(text, k=args.k, mode=args.mode, fusion=args.fusion, alpha=args.alpha,
+                               lang=args.lang, filter=dict(args.filter) if args.filter else None,
+                               query_lang=args.query_lang, offset=args.offset)
+    except QueryError as exc:
+        if qid is None:
+            raise
+        print(f"warning: query {qid}: {exc}; skipped", file=sys.stderr)
+        return None
 
 
 def format_result(result: SearchResult, width: int = 160, first_rank: int = 1) -> str:
