@@ -20,6 +20,7 @@ from ..indexer.text.validation import text_problem
 
 from .fusion import FUSIONS as FUSION_METHODS
 from .fusion import SCORE_BOTH_SIDES, Candidates, fuse
+from .highlight import highlights
 from .index.reader import IndexReader
 from .index.sharded import open_index
 
@@ -49,6 +50,8 @@ class Hit:
             is None in lexical mode, where the model is not loaded.
         metadata: The document's metadata (every field of its record beyond id, text,
             title and lang).
+        highlights: ``[start, end)`` spans of ``passage`` whose words match the query's
+            terms, in order (see :func:`search.highlight.highlights`).
     """
 
     id: str
@@ -61,6 +64,7 @@ class Hit:
     end: int
     scores: dict[str, float | None] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    highlights: list[tuple[int, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -285,5 +289,5 @@ class Searcher:
             hits.append(Hit(id=doc.id, score=float(score), title=doc.title, lang=doc.lang,
                             passage=row.text, chunk_id=chunk_id, start=row.start, end=row.end,
                             scores={"dense": None if den is None else float(den), "lexical": float(lex)},
-                            metadata=doc.metadata))
+                            metadata=doc.metadata, highlights=highlights(row.text, tokens)))
         return hits

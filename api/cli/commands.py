@@ -204,7 +204,7 @@ def run_search(args: argparse.Namespace) -> int:
                 print(json.dumps({**({"qid": qid} if qid is not None else {}), **result.to_dict()}, ensure_ascii=False))
             else:
                 print((f"query {qid}: {text}\n" if qid is not None else "")
-                      + format_result(result, first_rank=args.offset + 1))
+                      + format_result(result, first_rank=args.offset + 1, bold=sys.stdout.isatty()))
     finally:
         searcher.close()
     if args.run is not None:
@@ -228,8 +228,8 @@ def _search_one(searcher: Searcher, args: argparse.Namespace, qid: str | None, t
         return None
 
 
-def format_result(result: SearchResult, width: int = 160, first_rank: int = 1) -> str:
-    """Human-readable listing of a result, one block per hit."""
+def format_result(result: SearchResult, width: int = 160, first_rank: int = 1, bold: bool = False) -> str:
+    """Human-readable listing of a result, one block per hit (``bold``: the matched words in ANSI bold)."""
     if not result.hits:
         return f"no documents match {result.query!r}"
     lines = []
@@ -237,9 +237,17 @@ def format_result(result: SearchResult, width: int = 160, first_rank: int = 1) -
         scores = "  ".join(f"{name} {value:.4f}" for name, value in hit.scores.items() if value is not None)
         title = f"  {hit.title}" if hit.title else ""
         lines.append(f"{rank:>3}. {hit.id} [{hit.lang or '?'}] score {hit.score:.4f} ({scores}){title}")
-        passage = " ".join(hit.passage.split())
-        lines.append("     " + (passage[:width] + "..." if len(passage) > width else passage))
+        lines.append("     " + _passage(hit, width, bold))
     return "\n".join(lines)
+
+
+def _passage(hit, width: int, bold: bool) -> str:
+    """The passage on one line, cut at ``width`` characters, its highlights in bold on a terminal."""
+    text, marks = hit.passage[:width], [(a, b) for a, b in hit.highlights if b <= width]
+    if bold:
+        for start, end in reversed(marks):
+            text = f"{text[:start]}\033[1m{text[start:end]}\033[0m{text[end:]}"
+    return " ".join(text.split()) + ("..." if len(hit.passage) > width else "")
 
 
 def run_delete(args: argparse.Namespace) -> int:

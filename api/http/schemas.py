@@ -155,6 +155,9 @@ class HitOut(BaseModel):
     end: int
     scores: dict[str, float | None] = Field(description="the best chunk's dense (cosine) and lexical (BM25) scores")
     metadata: dict[str, Any] = Field(default_factory=dict, description="the document's metadata")
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list, description="[start, end) character spans of the passage whose words match "
+        "the query's terms (what BM25 matched), in order")
 
 
 class SearchResponse(BaseModel):
