@@ -39,9 +39,9 @@ def check_index(directory: str | Path) -> list[str]:
     except XlsearchError as exc:
         return [str(exc)]
     try:
-        problems = (_store_problems(store) + _safe(store.damaged_rows) + _metadata_problems(store)
-                    + verify_files(directory, manifest))
-        dense, lexical = _load(directory, manifest, problems)
+        damaged = verify_files(directory, manifest)
+        problems = _store_problems(store) + _safe(store.damaged_rows) + _metadata_problems(store) + damaged
+        dense, lexical = _load(directory, manifest, problems, damaged)
         problems += _consistency_problems(store, manifest, dense, lexical)
         problems += _copy_problems(directory, manifest)
     finally:
@@ -80,17 +80,22 @@ def _store_problems(store) -> list[str]:
     return [] if result == ["ok"] else [f"{store.path}: {line}" for line in result]
 
 
-def _load(directory: Path, manifest, problems: list[str]) -> tuple[DenseIndex | None, BM25Index | None]:
+def _load(directory: Path, manifest, problems: list[str],
+          damaged: list[str]) -> tuple[DenseIndex | None, BM25Index | None]:
+    """The dense and lexical indexes, each loaded only when its files passed the size and SHA-256
+    checks: a damaged file is never handed to FAISS or numpy."""
     dense = lexical = None
-    try:
-        dense = DenseIndex.load(dense_path(directory, manifest.generation), manifest.dim,
-                                manifest.config.dense_index)
-    except XlsearchError as exc:
-        problems.append(str(exc))
-    try:
-        lexical = load_bm25(lexical_path(directory, manifest.generation))
-    except XlsearchError as exc:
-        problems.append(str(exc))
+    dense_file, lexical_dir = dense_path(directory, manifest.generation), lexical_path(directory, manifest.generation)
+    if not any(p.startswith(f"{dense_file}:") for p in damaged):
+        try:
+            dense = DenseIndex.load(dense_file, manifest.dim, manifest.config.dense_index)
+        except XlsearchError as exc:
+            problems.append(str(exc))
+    if not any(p.startswith(f"{lexical_dir}/") for p in damaged):
+        try:
+            lexical = load_bm25(lexical_dir)
+        except XlsearchError as exc:
+            problems.append(str(exc))
     return dense, lexical
 
 

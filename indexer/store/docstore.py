@@ -174,20 +174,37 @@ class DocStore:
 
     def chunk_ids_where(self, lang: str | None = None,
                         metadata: dict[str, str | int | float | bool] | None = None) -> list[int]:
-        """Chunk ids of documents with this ``lang`` and these exact metadata values."""
+        """Chunk ids of documents with this ``lang`` and these exact metadata values.
+
+        A value matches a top-level metadata field of the same JSON type and equal value:
+        a string only a string, ``true``/``false`` only that boolean, a number any equal
+        number (``1`` matches ``1.0``). A list or object field matches no filter. Keys are
+        compared as given (any character, quotes included).
+        """
         clauses, params = [], []
         if lang is not None:
             clauses.append("d.lang = ?")
             params.append(lang)
         for key, value in (metadata or {}).items():
-            clauses.append("json_extract(d.metadata, ?) = ?")
-            params += ['$."' + key.replace('"', '""') + '"', value]
+            kind, value = _json_kind(value)
+            clauses.append("EXISTS (SELECT 1 FROM json_each(d.metadata) AS m WHERE m.key = ? AND m.type IN "
+                           f"({', '.join('?' * len(kind))}) AND m.value = ?)")
+            params += [key, *kind, value]
         where = " AND ".join(clauses) or "1"
         return [r[0] for r in self._read(
             f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE {where}", params)]
 
     def count(self, table: str) -> int:
         return int(self._read(f"SELECT COUNT(*) FROM {table}", [])[0][0])
+
+
+def _json_kind(value: str | int | float | bool) -> tuple[tuple[str, ...], str | int | float]:
+    """The ``json_each`` types a filter value matches, and the value as ``json_each`` gives it."""
+    if isinstance(value, bool):
+        return ("true",) if value else ("false",), int(value)
+    if isinstance(value, (int, float)):
+        return ("integer", "real"), value
+    return ("text",), value
 
 
 def write_documents(conn: sqlite3.Connection, docs: Sequence[Document]) -> None:

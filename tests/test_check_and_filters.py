@@ -1,0 +1,66 @@
+"""Exact filter semantics, and `check` never loading a file that failed its checksum."""
+from __future__ import annotations
+
+import pytest
+
+from xlsearch.indexer.config import IndexConfig
+from xlsearch.indexer.document import Document
+from xlsearch.indexer.store import check
+from xlsearch.indexer.store.check import check_index
+from xlsearch.indexer.writing.writer import IndexWriter
+from xlsearch.search.searcher import Searcher
+
+DOCS = [
+    Document("quoted", "alpha text", metadata={'say "hi"': "yes", "n": 1}),
+    Document("listed", "alpha text", metadata={"tags": ["x", "y"], "tag": "x", "n": 1.0}),
+    Document("flags", "alpha text", metadata={"ok": True, "n": "1", "zero": 0}),
+    Document("nested", "alpha text", metadata={"o": {"k": "v"}, "ok": False}),
+]
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, encoder):
+    directory = tmp_path_factory.mktemp("filters") / "i"
+    with IndexWriter(directory, encoder, IndexConfig(layer=2)) as writer:
+        writer.upsert(DOCS)
+        writer.commit()
+    return directory
+
+
+@pytest.mark.parametrize("filter, expected", [
+    ({'say "hi"': "yes"}, {"quoted"}),  # a key with a quote matches
+    ({"tags": '["x", "y"]'}, set()),  # a string never matches a list's JSON text
+    ({"tags": "x"}, set()),  # nor an element of it: lists match no filter
+    ({"tag": "x"}, {"listed"}),
+    ({"n": 1}, {"quoted", "listed"}),  # numbers by value: 1 == 1.0, the string "1" is not a number
+    ({"n": "1"}, {"flags"}),
+    ({"ok": True}, {"flags"}),
+    ({"ok": False}, {"nested"}),
+    ({"zero": False}, set()),  # 0 is a number, not false
+    ({"o": '{"k": "v"}'}, set()),
+])
+def test_filters_match_one_json_type_exactly(index, filter, expected):
+    searcher = Searcher(index)
+    try:
+        found = {hit.id for hit in searcher.search("alpha", k=10, mode="lexical", filter=filter).hits}
+    finally:
+        searcher.close()
+    assert found == expected
+
+
+def test_check_never_loads_a_file_that_failed_its_checksum(tmp_path, index, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(index, copy)
+    (dense,) = copy.glob("dense.*.faiss")
+    data = bytearray(dense.read_bytes())
+    data[-1] ^= 0xFF  # same size, other content
+    dense.write_bytes(bytes(data))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a damaged file was handed to FAISS")
+
+    monkeypatch.setattr(check.DenseIndex, "load", refuse)
+    problems = check_index(copy)
+    assert any("does not match the manifest's SHA-256" in p and dense.name in p for p in problems)
