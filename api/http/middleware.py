@@ -62,8 +62,15 @@ class BodyLimitMiddleware:
                              "send fewer documents per request")(scope, receive, send)
 
 
+CLIENT_CLOSED = 499  # nginx's code for a request whose client went away before any answer
+
+
 class RequestLogMiddleware:
-    """Log ``METHOD /path STATUS 12.3ms`` at INFO once per request (no query string, no body)."""
+    """Log ``METHOD /path STATUS 12.3ms`` at INFO once per request (no query string, no body).
+
+    A request that ended without an answer is logged as 499 when the client went away
+    (nothing failed: the body never arrived), as 500 when the app raised.
+    """
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -73,7 +80,8 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status: int | None = None
+        failed = True
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -83,7 +91,10 @@ class RequestLogMiddleware:
 
         try:
             await self.app(scope, receive, send_and_note)
+            failed = False
         finally:
+            if status is None:
+                status = 500 if failed else CLIENT_CLOSED
             path = scope["path"] if scope["path"].isprintable() else ascii(scope["path"])
             log.info("%s %s %d %.1fms", scope["method"], path, status,
                      (time.perf_counter() - start) * 1000)

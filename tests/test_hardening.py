@@ -1,4 +1,4 @@
-"""Exact filter semantics, and `check` never loading a file that failed its checksum."""
+"""Exact filter semantics, `check` never loading a damaged file, and a client abort that is no 500."""
 from __future__ import annotations
 
 import pytest
@@ -64,3 +64,26 @@ def test_check_never_loads_a_file_that_failed_its_checksum(tmp_path, index, monk
     monkeypatch.setattr(check.DenseIndex, "load", refuse)
     problems = check_index(copy)
     assert any("does not match the manifest's SHA-256" in p and dense.name in p for p in problems)
+
+
+def test_a_client_that_goes_away_is_logged_as_499_not_500(caplog):
+    """The body limit stops reading when the client disconnects; that is no server error."""
+    import asyncio
+    import logging
+
+    from xlsearch.api.http.middleware import BodyLimitMiddleware, RequestLogMiddleware
+
+    async def app(scope, receive, send):  # never reached: the body never arrives
+        raise AssertionError("the app ran without a body")
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        raise AssertionError("nothing should be sent to a client that left")
+
+    stack = RequestLogMiddleware(BodyLimitMiddleware(app, max_bytes=1024))
+    scope = {"type": "http", "method": "POST", "path": "/documents", "headers": []}
+    with caplog.at_level(logging.INFO, logger="xlsearch.api.http.middleware"):
+        asyncio.run(stack(scope, receive, send))
+    assert [r.getMessage().split()[:3] for r in caplog.records] == [["POST", "/documents", "499"]]
