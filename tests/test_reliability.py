@@ -1,11 +1,15 @@
 """Lose nothing: killed runs, damaged files, full or read-only disks, concurrent readers and writers."""
 from __future__ import annotations
 
+import dataclasses
+import errno
+import hashlib
 import json
 import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,14 +17,16 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, sib_sentences
-from xlsearch.indexer.build.writer import IndexWriter
+from xlsearch.indexer.build.writer import IndexWriter, Piece, UpsertStats, document_pieces
+from xlsearch.indexer.encoding.encoder import encode_documents
 from xlsearch.indexer.store.check import check_index
 from xlsearch.indexer.store.docstore import Document
 from xlsearch.indexer.errors import IndexFormatError, IndexWriteError
-from xlsearch.indexer.store.storage import committed_manifest, open_docstore
+from xlsearch.indexer.store.storage import committed_manifest, dense_path, lexical_path, open_docstore
 from xlsearch.search.index.loader import load_index
 from xlsearch.search.searcher import Searcher
 
@@ -150,30 +156,229 @@ def test_healthy_index_passes_check_and_cli_exit_codes(sample_index, capsys):
     assert "problems" in err and "dense.1.faiss" in err
 
 
-def test_injected_disk_full_keeps_the_old_index(sample_index, encoder, monkeypatch):
+# -- full and read-only disks ------------------------------------------------------------------
+def listing(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file of an index directory but the writer's lock file and SQLite's own
+    write-ahead log and shared memory (come and go with connections; uncommitted frames in the
+    log are never read)."""
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != ".lock" and not p.name.endswith(("-wal", "-shm"))}
+
+
+def assert_unchanged(directory: Path, before: dict[str, str], ids: set[str], generation: int) -> None:
+    """The index is the one from before the failed commit: the same files byte for byte (no new
+    generation, nothing half-written left behind), the same documents, healthy and searchable."""
+    assert listing(directory) == before
+    assert committed_manifest(directory).generation == generation
+    assert stored_ids(directory) == ids and check_index(directory) == []
+    searcher = Searcher(directory)
+    try:
+        assert searcher.search("green tea", k=3, mode="lexical").hits[0].id == "en-tea-01"
+    finally:
+        searcher.close()
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def sqlite_full(*args, **kwargs):
+    raise sqlite3.OperationalError("database or disk is full")  # SQLite's SQLITE_FULL
+
+
+@pytest.mark.parametrize("target, fail, message", [
+    ("xlsearch.indexer.build.writer.save_bm25", no_space, "No space left on device"),  # the lexical files
+    ("os.fsync", no_space, "No space left on device"),  # the first fsync of a commit: the dense file's
+    ("xlsearch.indexer.build.writer.write_chunks", sqlite_full, "database or disk is full"),  # the store
+])
+def test_injected_disk_full_keeps_the_old_index(sample_index, encoder, monkeypatch, target, fail, message):
+    """A full disk reported at each step of a commit (simulated here; real ones below)."""
     config = load_index(sample_index).manifest.config
-    before = stored_ids(sample_index)
-
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
+    before, ids = listing(sample_index), stored_ids(sample_index)
     with IndexWriter(sample_index, encoder, config) as writer:
         writer.upsert([Document(id="more", text="One more document.")])
-        monkeypatch.setattr("xlsearch.indexer.build.writer.save_bm25", full)
-        with pytest.raises(IndexWriteError, match="No space left on device.*the index is unchanged"):
+        with monkeypatch.context() as patch:
+            patch.setattr(target, fail)
+            with pytest.raises(IndexWriteError, match=f"could not commit \\({message}\\); the index is unchanged"):
+                writer.commit()
+    assert_unchanged(sample_index, before, ids, 1)
+
+
+# A full disk made by the kernel without mounting anything: under RLIMIT_FSIZE every write past
+# the limit fails with EFBIG ("File too large"), in Python, FAISS's C++ and SQLite's C alike, so
+# the limit decides which file of a commit is the first that cannot be written. The limit is set
+# in a child process only (pytest's own files must stay writable); SIGXFSZ is ignored there so a
+# write past it fails instead of killing the process. The documents come chunked and embedded by
+# this process (IndexWriter.add_encoded, as from Ray workers), so the child loads no model.
+FULL_DISK_CHILD = """
+import json, resource, signal, sys, traceback
+from pathlib import Path
+import numpy as np
+from xlsearch.indexer.build.writer import IndexWriter, Piece, UpsertStats
+from xlsearch.indexer.errors import IndexWriteError
+from xlsearch.indexer.store.docstore import Document
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+for case in json.loads(sys.stdin.read()):
+    with IndexWriter(case["directory"]) as writer:
+        for doc, pieces, vectors in case["documents"]:
+            writer.add_encoded(Document(**doc), [Piece(*p) for p in pieces], np.array(vectors, np.float32),
+                               UpsertStats())
+        resource.setrlimit(resource.RLIMIT_FSIZE, (case["limit"], hard))
+        try:
             writer.commit()
-    assert stored_ids(sample_index) == before and check_index(sample_index) == []
+            result = {"committed": True}
+        except IndexWriteError as exc:
+            frames = traceback.extract_tb(exc.__cause__.__traceback__)
+            result = {"committed": False, "error": str(exc),
+                      "frames": [Path(f.filename).name + ":" + f.name for f in frames]}
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # lifted only once the writer has closed
+    print(json.dumps({"name": case["name"], **result}), flush=True)
+"""
+
+# The files a commit writes, in the order it writes them (see IndexWriter.commit and save_bm25);
+# the document store's transaction goes to docs.sqlite-wal last.
+BM25_ORDER = ["chunk_ids.npy", "doc_len.npy", "indptr.npy", "rows.npy", "tf.npy", "terms.json", "meta.json"]
+
+
+def encoded(encoder, config, docs: list[Document]) -> list[tuple[Document, list[Piece], np.ndarray]]:
+    """Each document with its chunks and their vectors, as IndexWriter.upsert would make them."""
+    pieces = [document_pieces(doc, encoder.tokenizer, config) for doc in docs]
+    vectors = encode_documents(encoder, [p.input for ps in pieces for p in ps], config)
+    ends = np.cumsum([len(ps) for ps in pieces])
+    return list(zip(docs, pieces, np.split(vectors, ends[:-1])))
+
+
+def add_encoded(directory: Path, items) -> None:
+    with IndexWriter(directory) as writer:
+        for doc, pieces, vectors in items:
+            writer.add_encoded(doc, pieces, vectors, UpsertStats())
+        writer.commit()
+
+
+def commit_sizes(base: Path, scratch: Path, items) -> list[tuple[str, int]]:
+    """(file, size) of everything a commit of ``items`` onto a copy of ``base`` writes, in write order."""
+    shutil.copytree(base, scratch)
+    generation = committed_manifest(scratch).generation + 1
+    with IndexWriter(scratch) as writer:
+        for doc, pieces, vectors in items:
+            writer.add_encoded(doc, pieces, vectors, UpsertStats())
+        writer.commit()
+        wal = (scratch / "docs.sqlite-wal").stat().st_size  # before close() checkpoints it away
+    bm25 = lexical_path(scratch, generation)
+    assert sorted(p.name for p in bm25.iterdir()) == sorted(BM25_ORDER), "save_bm25 writes other files now"
+    return ([("dense", dense_path(scratch, generation).stat().st_size)]
+            + [(name, (bm25 / name).stat().st_size) for name in BM25_ORDER] + [("docs.sqlite-wal", wal)])
+
+
+def limit_failing_at(sizes: list[tuple[str, int]], name: str) -> int:
+    """A file size limit under which ``name`` is the first file of the commit that does not fit."""
+    at = [n for n, _ in sizes].index(name)
+    limit = sizes[at][1] - 1
+    assert all(size <= limit for _, size in sizes[:at]), f"no limit fails first at {name}: {sizes}"
+    return limit
+
+
+def as_json(items) -> list:
+    return [({"id": doc.id, "text": doc.text, "lang": doc.lang, "metadata": doc.metadata},
+             [dataclasses.astuple(p) for p in pieces], vectors.tolist()) for doc, pieces, vectors in items]
+
+
+@pytest.fixture(scope="module")
+def full_disk(sample_index_master, encoder, tmp_path_factory):
+    """Commits onto copies of two indexes under file size limits, each made to stop the commit in
+    one of its steps, all run in one child process. Returns ({case: child's report}, {case: (index
+    directory, its files, ids, generation) before the commit}, {case: ids of the documents added})."""
+    root = tmp_path_factory.mktemp("full-disk")
+    config = committed_manifest(sample_index_master).config
+    sample = root / "sample"
+    shutil.copytree(sample_index_master, sample)
+    # An index whose dense file is its largest (long English documents: many chunks, few new terms),
+    # so a small commit onto it can run out of room in the dense file's last buffer and nowhere else.
+    large = root / "large"
+    shutil.copytree(sample_index_master, large)
+    text = " ".join(sib_sentences("eng_Latn", limit=60))
+    [(_, pieces, vectors)] = encoded(encoder, config, [Document("big", text, lang="en")])
+    add_encoded(large, [(Document(f"big-{i}", text, lang="en"), pieces, vectors) for i in range(3)])
+    # Real sentences in 8 scripts (many new terms: the lexical files outgrow the dense one) and a
+    # document whose metadata makes the store's transaction the largest write of the commit.
+    varied = encoded(encoder, config, [Document(f"full-{lang}-{i}", text, lang=lang[:2]) for lang in CRASH_LANGS
+                                       for i, text in enumerate(sib_sentences(lang, "test", 5))]
+                     + [Document("full-notes", "Field notes of the survey.", lang="en",
+                                 metadata={"notes": " ".join(sib_sentences("eng_Latn", "test", 400))})])
+    one = encoded(encoder, config, [Document("one-more", "One more short document.", lang="en")])
+    sizes = commit_sizes(sample, root / "dry-varied", varied)
+    small = commit_sizes(large, root / "dry-one", one)
+    plans = {
+        "dense file": (sample, varied, dict(sizes)["dense"] // 2),
+        "lexical files": (sample, varied, limit_failing_at(sizes, "terms.json")),
+        "document store": (sample, varied, limit_failing_at(sizes, "docs.sqlite-wal")),
+        "dense file, last buffer": (large, one, limit_failing_at(small, "dense")),
+        "room enough": (sample, varied, max(size for _, size in sizes) + 1),
+    }
+    assert limit_failing_at(small, "dense") >= max(size for _, size in small[1:]), small
+    cases, before, added = [], {}, {}
+    for n, (name, (base, items, limit)) in enumerate(plans.items()):
+        directory = root / f"case-{n}"
+        shutil.copytree(base, directory)
+        (directory / ".lock").unlink(missing_ok=True)
+        before[name] = (directory, listing(directory), stored_ids(directory), committed_manifest(directory).generation)
+        added[name] = {doc.id for doc, _, _ in items}
+        cases.append({"name": name, "directory": str(directory), "limit": limit, "documents": as_json(items)})
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD], input=json.dumps(cases),
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = {r["name"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(reports) == set(plans), done.stderr[-3000:]
+    return reports, before, added
+
+
+FAISS_CLOSE_BUG = ("product bug: faiss.write_index only prints 'close error: File too large' when the final "
+                   "buffered write fails at fclose, so DenseIndex.save returns and commit() publishes a "
+                   "truncated dense file (check then reports it unreadable)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, layer", [
+    ("dense file", "dense.py:save"),
+    ("lexical files", "lexical_io.py:save_bm25"),
+    ("document store", "writer.py:_commit_store"),
+    pytest.param("dense file, last buffer", "dense.py:save", marks=pytest.mark.xfail(strict=True, reason=FAISS_CLOSE_BUG)),
+])
+def test_file_size_limit_in_each_step_keeps_the_old_index(full_disk, case, layer):
+    """Real write errors from the kernel in FAISS, numpy and SQLite, wherever the commit is when
+    the room runs out: the commit fails naming the cause, and the old index is intact."""
+    reports, before, _ = full_disk
+    report = reports[case]
+    assert not report["committed"], f"{case}: the commit went through although a file could not be written"
+    assert report["error"].endswith("; the index is unchanged") and "could not commit (" in report["error"]
+    assert layer in report["frames"], (layer, report["frames"])
+    assert_unchanged(*before[case])
+
+
+@pytest.mark.slow
+def test_file_size_limit_with_room_enough_commits(full_disk):
+    """The control: under a limit every file of the commit fits in, the same commit succeeds."""
+    reports, before, added = full_disk
+    assert reports["room enough"]["committed"], reports["room enough"]
+    directory, _, ids, generation = before["room enough"]
+    assert committed_manifest(directory).generation == generation + 1
+    assert stored_ids(directory) == ids | added["room enough"] and check_index(directory) == []
 
 
 @pytest.fixture
 def small_mount(tmp_path):
-    """A 1 MiB tmpfs (root only); the test fails with the reason when mounting is impossible."""
+    """A 1 MiB tmpfs. Mounting needs root (CAP_SYS_ADMIN); where that is refused the test is
+    skipped, saying so: the file size limit tests above make the same failures without a mount."""
     mount = tmp_path / "mnt"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                          check=False)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); "
-                    "test_injected_disk_full_keeps_the_old_index covers the same path")
+        pytest.skip(f"SKIPPED, NOT RUN: cannot mount a tmpfs here ({done.stderr.decode().strip()}); a real "
+                    "ENOSPC and a read-only remount are not tested (test_file_size_limit_* still run)")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
@@ -192,7 +397,7 @@ def test_real_full_disk_and_read_only_disk_keep_the_old_index(sample_index_maste
     shutil.copytree(sample_index_master, directory)
     (directory / ".lock").unlink(missing_ok=True)
     config = load_index(directory).manifest.config
-    before = stored_ids(directory)
+    before, ids = listing(directory), stored_ids(directory)
     text = " ".join(sib_sentences("eng_Latn", limit=60))
     filler = fill(small_mount, leave=16 * 1024)
     with IndexWriter(directory, encoder, config) as writer:
@@ -200,14 +405,14 @@ def test_real_full_disk_and_read_only_disk_keep_the_old_index(sample_index_maste
         with pytest.raises(IndexWriteError, match="No space left on device.*the index is unchanged"):
             writer.commit()
     filler.unlink()
-    assert stored_ids(directory) == before and check_index(directory) == []
+    assert_unchanged(directory, before, ids, 1)
     subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
     try:
         with pytest.raises(IndexWriteError, match="cannot write to the index .*Read-only file system"):
             IndexWriter(directory, encoder, config)
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_mount)], check=True)
-    assert stored_ids(directory) == before and check_index(directory) == []
+    assert_unchanged(directory, before, ids, 1)
 
 
 def test_concurrent_searches_see_only_committed_states(sample_index, encoder):
