@@ -57,54 +57,92 @@ def stored_ids(directory: Path) -> set[str]:
         store.close()
 
 
+KILL_TRIALS = 20
+KILLS_AT_ONCE = 2  # trials run side by side; where each kill lands is set by its own run's progress
+
+
 @pytest.mark.slow
 def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_corpus, tmp_path):
-    """Kill `xlsearch index` at random moments; each time the index opens, passes check,
-    holds exactly a committed prefix of the input, and a rerun finishes without re-embedding it."""
+    """Kill `xlsearch index` 20 times at points spread over its run; each time the index opens,
+    passes check, holds exactly a committed prefix of the input, no less than what was committed
+    before the kill, and a rerun finishes without re-embedding it.
+
+    Where a kill lands is set by the run's progress, not by the clock, so a slow or loaded machine
+    moves every kill alike: each trial waits until the index has committed its own number of
+    documents (20 numbers spread from the first commit to well before the last), then a random
+    moment more, so a kill may also land inside a commit."""
     corpus, ids = crash_corpus
     base = tmp_path / "base"
     head = tmp_path / "head.jsonl"
     head.write_text("".join(corpus.read_text(encoding="utf-8").splitlines(keepends=True)[:40]), encoding="utf-8")
     done = run_cli(["index", str(head), "--index", str(base), "--layer", "2"], tiny_deberta_dir)
     assert done.wait(timeout=120) == 0, done.stderr.read()
-    rng = random.Random(1234)
     base_generation = committed_manifest(base).generation
-    prefixes = []
-    for trial in range(20):
-        directory = tmp_path / f"trial{trial}"
-        shutil.copytree(base, directory)
-        process = run_cli(["index", str(corpus), "--index", str(directory), "--commit-chunks", "4"], tiny_deberta_dir)
-        wait_for_new_commit(directory, base_generation, process)
-        time.sleep(rng.uniform(0.0, 2.5))  # somewhere in the stream of commits, wherever it falls
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        assert check_index(directory) == [], f"trial {trial}"
+    rng = random.Random(1234)
+    # 40 documents are in; the run adds 120 more, committing every 8 to 20. Thresholds from 41 to
+    # 130 leave at least one commit after each (and the final one), so every run is still going.
+    thresholds = [41 + (89 * trial) // (KILL_TRIALS - 1) for trial in range(KILL_TRIALS)]
+    trials = [{"trial": trial, "threshold": threshold, "directory": tmp_path / f"trial{trial}"}
+              for trial, threshold in enumerate(thresholds)]
+    waiting, running = list(trials), []
+    deadline = time.monotonic() + 900
+    while waiting or running:
+        assert time.monotonic() < deadline, f"kill trials still running: {running}"
+        while waiting and len(running) < KILLS_AT_ONCE:
+            trial = waiting.pop(0)
+            shutil.copytree(base, trial["directory"])
+            trial["process"] = run_cli(["index", str(corpus), "--index", str(trial["directory"]),
+                                        "--commit-chunks", "4"], tiny_deberta_dir)
+            running.append(trial)
+        for trial in list(running):
+            process = trial["process"]
+            if process.poll() is not None:
+                raise AssertionError(f"trial {trial['trial']}: the run ended ({process.returncode}) before the kill; "
+                                     f"{trial.get('reached')} of {trial['threshold']} documents were committed\n"
+                                     + process.stderr.read()[-2000:])
+            if "kill_at" not in trial:
+                committed = committed_documents(trial["directory"], base_generation)
+                if committed >= trial["threshold"]:
+                    trial["reached"] = committed
+                    trial["kill_at"] = time.monotonic() + rng.uniform(0.0, 0.3)
+            elif time.monotonic() >= trial["kill_at"]:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+                process.stdout.close()
+                process.stderr.close()
+                running.remove(trial)
+        time.sleep(0.02)
+    prefixes, inside_commits = [], 0
+    for trial in trials:
+        directory, name = trial["directory"], f"trial {trial['trial']}"
+        assert trial["process"].returncode == -signal.SIGKILL, name
+        assert check_index(directory) == [], name
         kept = stored_ids(directory)
         n = len(kept)
-        assert n >= 40 and kept == set(ids[:n]), f"trial {trial}: not a prefix of the input"
+        assert kept == set(ids[:n]), f"{name}: not a prefix of the input"
+        assert n >= trial["reached"], f"{name}: {trial['reached']} documents were committed before the kill, {n} kept"
         index = load_index(directory)
         assert index.manifest.documents == n and len(index.dense) == index.manifest.chunks
+        inside_commits += any(p.name.startswith(("dense.", "bm25.")) and int(p.name.split(".")[1]) > index.manifest.generation
+                              for p in directory.iterdir())
         index.close()
         prefixes.append(n)
-    assert len(set(prefixes)) > 3, f"kills did not spread over the run: {prefixes}"
+    spread = f"{prefixes} (thresholds {thresholds}; {inside_commits} kills inside a commit)"
+    assert len(set(prefixes)) > 3, f"kills did not spread over the run: {spread}"
     resume = run_cli(["index", str(corpus), "--index", str(tmp_path / f"trial{prefixes.index(min(prefixes))}")],
                      tiny_deberta_dir)
     out, err = resume.communicate(timeout=180)
     assert resume.returncode == 0, err
-    assert f"{len(ids) - min(prefixes)} added" in out and f"{min(prefixes)} unchanged" in out
+    assert f"{len(ids) - min(prefixes)} added" in out and f"{min(prefixes)} unchanged" in out, spread
 
 
-def wait_for_new_commit(directory: Path, generation: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Return once the index in ``directory`` has a commit newer than ``generation``."""
-    end = time.time() + timeout
-    while time.time() < end and process.poll() is None:
-        try:
-            if committed_manifest(directory).generation > generation:
-                return
-        except IndexFormatError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"no new commit in {directory} (exit code {process.poll()})")
+def committed_documents(directory: Path, base_generation: int) -> int:
+    """Documents in the index's newest commit after ``base_generation``; 0 before there is one."""
+    try:
+        manifest = committed_manifest(directory)
+    except (IndexFormatError, sqlite3.Error):  # the store is being written: read again next time
+        return 0
+    return manifest.documents if manifest is not None and manifest.generation > base_generation else 0
 
 
 def damaged_copies(sample_index: Path, tmp_path: Path):
