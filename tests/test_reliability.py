@@ -491,8 +491,11 @@ def test_concurrent_searches_see_only_committed_states(sample_index, encoder):
 
 
 def test_another_process_reads_while_this_one_writes(sample_index, encoder, tiny_deberta_dir):
+    """A reader in another process sees whole pairs only, and sees the writes go by: the writes start
+    once it reads (it used to be given 3 s to start, and a reader that started late saw only the last
+    pair, which passed as well), and it must see at least two commits' pairs."""
     script = (
-        "import sys, time\n"
+        "import json, sys, time\n"
         "from xlsearch.search.searcher import Searcher\n"
         "s = Searcher(sys.argv[1])\n"
         "seen = set()\n"
@@ -500,12 +503,14 @@ def test_another_process_reads_while_this_one_writes(sample_index, encoder, tiny
         "while time.time() < end and 'pair-5-a' not in seen:\n"
         "    ids = sorted(h.id for h in s.search('zymurgy', k=10, mode='lexical').hits)\n"
         "    assert len(ids) in (0, 2) and (not ids or ids[0][:-1] == ids[1][:-1]), ids\n"
-        "    seen.update(ids)\n"
-        "print(len(seen))\n")
+        "    if not seen:\n"
+        "        print('reading', flush=True)\n"
+        "    seen.update(ids or ['none'])\n"
+        "print(json.dumps(sorted(seen)))\n")
     reader = subprocess.Popen([sys.executable, "-c", script, str(sample_index)], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     config = load_index(sample_index).manifest.config
-    time.sleep(3)
+    assert reader.stdout.readline() == "reading\n", reader.communicate(timeout=60)[1]
     for i in range(6):
         with IndexWriter(sample_index, encoder, config) as writer:
             writer.delete([f"pair-{i - 1}-a", f"pair-{i - 1}-b"])
@@ -515,7 +520,8 @@ def test_another_process_reads_while_this_one_writes(sample_index, encoder, tiny
         time.sleep(0.3)
     out, err = reader.communicate(timeout=60)
     assert reader.returncode == 0, err
-    assert int(out) >= 2
+    pairs = {doc_id[:-2] for doc_id in json.loads(out) if doc_id != "none"}
+    assert len(pairs) >= 2 and "pair-5" in pairs, out
 
 
 def test_two_writers_in_two_processes_are_refused(sample_index, tiny_deberta_dir, encoder):
