@@ -106,6 +106,7 @@ def test_bad_record_stops_the_run_and_leaves_the_index(sample_index, tmp_path, m
     assert "1 added" in captured.out and "skipped 2 bad records" in captured.err
 
 
+@pytest.mark.slow
 def test_model_download_failure_is_one_clear_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "XLSEARCH_MODEL": "microsoft/mdeberta-v3-base",
            "HF_HOME": str(tmp_path / "hf")}

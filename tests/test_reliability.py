@@ -430,6 +430,7 @@ def fill(mount: Path, leave: int) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_real_full_disk_and_read_only_disk_keep_the_old_index(sample_index_master, encoder, small_mount):
     directory = small_mount / "index"
     shutil.copytree(sample_index_master, directory)
@@ -490,6 +491,7 @@ def test_concurrent_searches_see_only_committed_states(sample_index, encoder):
     searcher.close()
 
 
+@pytest.mark.slow
 def test_another_process_reads_while_this_one_writes(sample_index, encoder, tiny_deberta_dir):
     """A reader in another process sees whole pairs only, and sees the writes go by: the writes start
     once it reads (it used to be given 3 s to start, and a reader that started late saw only the last
@@ -524,6 +526,7 @@ def test_another_process_reads_while_this_one_writes(sample_index, encoder, tiny
     assert len(pairs) >= 2 and "pair-5" in pairs, out
 
 
+@pytest.mark.slow
 def test_two_writers_in_two_processes_are_refused(sample_index, tiny_deberta_dir, encoder):
     config = load_index(sample_index).manifest.config
     with IndexWriter(sample_index, encoder, config):
