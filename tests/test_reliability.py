@@ -70,7 +70,7 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
     Where a kill lands is set by the run's progress, not by the clock, so a slow or loaded machine
     moves every kill alike: each trial waits until the index has committed its own number of
     documents (20 numbers spread from the first commit to well before the last), then a random
-    moment more, so a kill may also land inside a commit."""
+    moment more (so a kill may also land inside a commit) but no later than the next commit."""
     corpus, ids = crash_corpus
     base = tmp_path / "base"
     head = tmp_path / "head.jsonl"
@@ -79,9 +79,10 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
     assert done.wait(timeout=120) == 0, done.stderr.read()
     base_generation = committed_manifest(base).generation
     rng = random.Random(1234)
-    # 40 documents are in; the run adds 120 more, committing every 8 to 20. Thresholds from 41 to
-    # 130 leave at least one commit after each (and the final one), so every run is still going.
-    thresholds = [41 + (89 * trial) // (KILL_TRIALS - 1) for trial in range(KILL_TRIALS)]
+    # 40 documents are in; the run adds 120 more, one chunk each, committing every 8 to 20 as the
+    # index grows (at 48, 56, 64, 76, 88, 100, 116, 132, 152 and 160). Thresholds from 41 to 100
+    # leave two commits after the one that ends the kill's wait: every run is still going when killed.
+    thresholds = [41 + (59 * trial) // (KILL_TRIALS - 1) for trial in range(KILL_TRIALS)]
     trials = [{"trial": trial, "threshold": threshold, "directory": tmp_path / f"trial{trial}"}
               for trial, threshold in enumerate(thresholds)]
     waiting, running = list(trials), []
@@ -100,12 +101,13 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
                 raise AssertionError(f"trial {trial['trial']}: the run ended ({process.returncode}) before the kill; "
                                      f"{trial.get('reached')} of {trial['threshold']} documents were committed\n"
                                      + process.stderr.read()[-2000:])
+            committed = committed_documents(trial["directory"], base_generation)
             if "kill_at" not in trial:
-                committed = committed_documents(trial["directory"], base_generation)
                 if committed >= trial["threshold"]:
                     trial["reached"] = committed
                     trial["kill_at"] = time.monotonic() + rng.uniform(0.0, 0.3)
-            elif time.monotonic() >= trial["kill_at"]:
+            elif time.monotonic() >= trial["kill_at"] or committed > trial["reached"]:
+                trial["reached"] = max(trial["reached"], committed)
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=30)
                 process.stdout.close()
@@ -128,6 +130,7 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
         index.close()
         prefixes.append(n)
     spread = f"{prefixes} (thresholds {thresholds}; {inside_commits} kills inside a commit)"
+    print(f"documents kept after each kill: {spread}")
     assert len(set(prefixes)) > 3, f"kills did not spread over the run: {spread}"
     resume = run_cli(["index", str(corpus), "--index", str(tmp_path / f"trial{prefixes.index(min(prefixes))}")],
                      tiny_deberta_dir)
