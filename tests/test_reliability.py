@@ -87,33 +87,38 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
               for trial, threshold in enumerate(thresholds)]
     waiting, running = list(trials), []
     deadline = time.monotonic() + 900
-    while waiting or running:
-        assert time.monotonic() < deadline, f"kill trials still running: {running}"
-        while waiting and len(running) < KILLS_AT_ONCE:
-            trial = waiting.pop(0)
-            shutil.copytree(base, trial["directory"])
-            trial["process"] = run_cli(["index", str(corpus), "--index", str(trial["directory"]),
-                                        "--commit-chunks", "4"], tiny_deberta_dir)
-            running.append(trial)
-        for trial in list(running):
-            process = trial["process"]
-            if process.poll() is not None:
-                raise AssertionError(f"trial {trial['trial']}: the run ended ({process.returncode}) before the kill; "
-                                     f"{trial.get('reached')} of {trial['threshold']} documents were committed\n"
-                                     + process.stderr.read()[-2000:])
-            committed = committed_documents(trial["directory"], base_generation)
-            if "kill_at" not in trial:
-                if committed >= trial["threshold"]:
-                    trial["reached"] = committed
-                    trial["kill_at"] = time.monotonic() + rng.uniform(0.0, 0.3)
-            elif time.monotonic() >= trial["kill_at"] or committed > trial["reached"]:
-                trial["reached"] = max(trial["reached"], committed)
-                process.send_signal(signal.SIGKILL)
-                process.wait(timeout=30)
-                process.stdout.close()
-                process.stderr.close()
-                running.remove(trial)
-        time.sleep(0.02)
+    try:
+        while waiting or running:
+            assert time.monotonic() < deadline, f"kill trials still running: {running}"
+            while waiting and len(running) < KILLS_AT_ONCE:
+                trial = waiting.pop(0)
+                shutil.copytree(base, trial["directory"])
+                trial["process"] = run_cli(["index", str(corpus), "--index", str(trial["directory"]),
+                                            "--commit-chunks", "4"], tiny_deberta_dir)
+                running.append(trial)
+            for trial in list(running):
+                process = trial["process"]
+                if process.poll() is not None:
+                    raise AssertionError(f"trial {trial['trial']}: the run ended ({process.returncode}) before "
+                                         f"the kill; {trial.get('reached')} of {trial['threshold']} documents "
+                                         "were committed\n" + process.stderr.read()[-2000:])
+                committed = committed_documents(trial["directory"], base_generation)
+                if "kill_at" not in trial:
+                    if committed >= trial["threshold"]:
+                        trial["reached"] = committed
+                        trial["kill_at"] = time.monotonic() + rng.uniform(0.0, 0.3)
+                elif time.monotonic() >= trial["kill_at"] or committed > trial["reached"]:
+                    trial["reached"] = max(trial["reached"], committed)
+                    process.send_signal(signal.SIGKILL)
+                    process.wait(timeout=30)
+                    process.stdout.close()
+                    process.stderr.close()
+                    running.remove(trial)
+            time.sleep(0.02)
+    finally:  # a failed trial leaves no run behind
+        for trial in running:
+            trial["process"].kill()
+            trial["process"].wait(timeout=30)
     prefixes, inside_commits = [], 0
     for trial in trials:
         directory, name = trial["directory"], f"trial {trial['trial']}"
@@ -125,8 +130,8 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
         assert n >= trial["reached"], f"{name}: {trial['reached']} documents were committed before the kill, {n} kept"
         index = load_index(directory)
         assert index.manifest.documents == n and len(index.dense) == index.manifest.chunks
-        inside_commits += any(p.name.startswith(("dense.", "bm25.")) and int(p.name.split(".")[1]) > index.manifest.generation
-                              for p in directory.iterdir())
+        inside_commits += any(p.name.startswith(("dense.", "bm25."))
+                              and int(p.name.split(".")[1]) > index.manifest.generation for p in directory.iterdir())
         index.close()
         prefixes.append(n)
     spread = f"{prefixes} (thresholds {thresholds}; {inside_commits} kills inside a commit)"
@@ -386,7 +391,8 @@ FAISS_CLOSE_BUG = ("product bug: faiss.write_index only prints 'close error: Fil
     ("dense file", "dense.py:save"),
     ("lexical files", "lexical_io.py:save_bm25"),
     ("document store", "writer.py:_commit_store"),
-    pytest.param("dense file, last buffer", "dense.py:save", marks=pytest.mark.xfail(strict=True, reason=FAISS_CLOSE_BUG)),
+    pytest.param("dense file, last buffer", "dense.py:save",
+                 marks=pytest.mark.xfail(strict=True, reason=FAISS_CLOSE_BUG)),
 ])
 def test_file_size_limit_in_each_step_keeps_the_old_index(full_disk, case, layer):
     """Real write errors from the kernel in FAISS, numpy and SQLite, wherever the commit is when
