@@ -60,10 +60,87 @@ def stored_ids(directory: Path) -> set[str]:
 KILL_TRIALS = 20
 KILLS_AT_ONCE = 2  # trials run side by side; where each kill lands is set by its own run's progress
 
+# Starts `xlsearch index` runs as forks of one process that has imported the CLI and what it
+# runs (torch, transformers), so 20 runs do not pay for 20 interpreter starts; each fork runs
+# main(argv) as the command line does, from parsing its arguments and loading the model on.
+# One command a line on stdin, one answer a line on stdout:
+#   start {"argv": [...], "log": path} -> pid;  poll PID -> running | exit code;
+#   kill PID -> exit code (-9 if SIGKILL ended it; gone if a poll had already seen it end).
+KILL_FORKSERVER = """
+import json, os, signal, sys, traceback
+from xlsearch.api.cli.main import main
+import xlsearch.api.cli.commands, xlsearch.indexer.build.pipeline, xlsearch.indexer.encoding.model
+import transformers
+transformers.AutoTokenizer, transformers.AutoModel, transformers.DebertaV2Model  # resolve lazy imports
+print("ready", flush=True)
+for line in sys.stdin:
+    command, argument = line.split(" ", 1)
+    if command == "start":
+        request = json.loads(argument)
+        pid = os.fork()
+        if pid == 0:
+            log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            try:
+                code = main(request["argv"])
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        answer = pid
+    elif command == "poll":
+        pid, status = os.waitpid(int(argument), os.WNOHANG)
+        answer = "running" if pid == 0 else os.waitstatus_to_exitcode(status)
+    else:
+        try:
+            os.kill(int(argument), signal.SIGKILL)
+            answer = os.waitstatus_to_exitcode(os.waitpid(int(argument), 0)[1])
+        except (ProcessLookupError, ChildProcessError):  # already reaped by a poll
+            answer = "gone"
+    print(answer, flush=True)
+"""
+
+
+class ForkServer:
+    """The process that runs KILL_FORKSERVER, and its three commands."""
+
+    def __init__(self, model_dir: Path):
+        env = {**os.environ, "XLSEARCH_MODEL": str(model_dir), "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "-c", KILL_FORKSERVER], cwd=REPO, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline() == "ready\n", "the fork server did not start"
+
+    def ask(self, command: str) -> str:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer, f"the fork server died ({self.process.wait()})"
+        return answer.strip()
+
+    def start(self, argv: list[str], log: Path) -> int:
+        return int(self.ask("start " + json.dumps({"argv": argv, "log": str(log)})))
+
+    def exit_code(self, pid: int) -> int | None:
+        answer = self.ask(f"poll {pid}")
+        return None if answer == "running" else int(answer)
+
+    def kill(self, pid: int) -> int | None:
+        answer = self.ask(f"kill {pid}")
+        return None if answer == "gone" else int(answer)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
 
 @pytest.mark.slow
 def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_corpus, tmp_path):
-    """Kill `xlsearch index` 20 times at points spread over its run; each time the index opens,
+    """Kill `xlsearch index` 20 times at points spread over its run (forks of one process that has
+    imported the CLI, see KILL_FORKSERVER; the first run and the rerun are fresh processes); each
+    time the index opens,
     passes check, holds exactly a committed prefix of the input, no less than what was committed
     before the kill, and a rerun finishes without re-embedding it.
 
@@ -87,21 +164,23 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
               for trial, threshold in enumerate(thresholds)]
     waiting, running = list(trials), []
     deadline = time.monotonic() + 900
+    server = ForkServer(tiny_deberta_dir)
     try:
         while waiting or running:
             assert time.monotonic() < deadline, f"kill trials still running: {running}"
             while waiting and len(running) < KILLS_AT_ONCE:
                 trial = waiting.pop(0)
                 shutil.copytree(base, trial["directory"])
-                trial["process"] = run_cli(["index", str(corpus), "--index", str(trial["directory"]),
-                                            "--commit-chunks", "4"], tiny_deberta_dir)
+                trial["log"] = tmp_path / f"trial{trial['trial']}.log"
+                trial["pid"] = server.start(["index", str(corpus), "--index", str(trial["directory"]),
+                                             "--commit-chunks", "4"], trial["log"])
                 running.append(trial)
             for trial in list(running):
-                process = trial["process"]
-                if process.poll() is not None:
-                    raise AssertionError(f"trial {trial['trial']}: the run ended ({process.returncode}) before "
-                                         f"the kill; {trial.get('reached')} of {trial['threshold']} documents "
-                                         "were committed\n" + process.stderr.read()[-2000:])
+                ended = server.exit_code(trial["pid"])
+                if ended is not None:
+                    raise AssertionError(f"trial {trial['trial']}: the run ended ({ended}) before the kill; "
+                                         f"{trial.get('reached')} of {trial['threshold']} documents were "
+                                         "committed\n" + trial["log"].read_text()[-2000:])
                 committed = committed_documents(trial["directory"], base_generation)
                 if "kill_at" not in trial:
                     if committed >= trial["threshold"]:
@@ -109,20 +188,17 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
                         trial["kill_at"] = time.monotonic() + rng.uniform(0.0, 0.3)
                 elif time.monotonic() >= trial["kill_at"] or committed > trial["reached"]:
                     trial["reached"] = max(trial["reached"], committed)
-                    process.send_signal(signal.SIGKILL)
-                    process.wait(timeout=30)
-                    process.stdout.close()
-                    process.stderr.close()
+                    trial["exit_code"] = server.kill(trial["pid"])
                     running.remove(trial)
             time.sleep(0.02)
     finally:  # a failed trial leaves no run behind
         for trial in running:
-            trial["process"].kill()
-            trial["process"].wait(timeout=30)
+            server.kill(trial["pid"])
+        server.close()
     prefixes, inside_commits = [], 0
     for trial in trials:
         directory, name = trial["directory"], f"trial {trial['trial']}"
-        assert trial["process"].returncode == -signal.SIGKILL, name
+        assert trial["exit_code"] == -signal.SIGKILL, name
         assert check_index(directory) == [], name
         kept = stored_ids(directory)
         n = len(kept)
