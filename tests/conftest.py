@@ -140,6 +140,36 @@ def encoder(tiny_model):
 
 
 @pytest.fixture(scope="session")
+def remembering_encoder(tiny_model):
+    """The tiny DeBERTa as an Encoder that embeds each text once per session (per layer, pooling
+    and prompt) and hands the same vectors out again: for tests that build one collection into
+    several indexes (one index and a sharded one, in one process and on Ray workers) to compare them."""
+    import numpy as np
+
+    from xlsearch.indexer.config import MEAN_NO_SPECIAL
+    from xlsearch.indexer.encoding.encoder import Encoder
+
+    class RememberingEncoder(Encoder):
+        def __init__(self, loaded):
+            super().__init__(loaded, batch_size=4)
+            self.vectors: dict[tuple, np.ndarray] = {}
+
+        def encode(self, texts, layer, progress=None, *, pooling=MEAN_NO_SPECIAL, prompt=""):
+            keys = [(text, layer, pooling, prompt) for text in texts]
+            new = list(dict.fromkeys(key for key in keys if key not in self.vectors))
+            if new:
+                fresh = super().encode([key[0] for key in new], layer, pooling=pooling, prompt=prompt)
+                self.vectors.update(zip(new, fresh))
+            if progress:
+                progress(len(texts))
+            if not keys:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            return np.stack([self.vectors[key] for key in keys])
+
+    return RememberingEncoder(tiny_model)
+
+
+@pytest.fixture(scope="session")
 def sample_index_master(tmp_path_factory, encoder) -> Path:
     """The shipped sample collection indexed once with the tiny model."""
     from xlsearch.indexer.config import IndexConfig

@@ -75,6 +75,7 @@ def search_ids(client: httpx.Client, query: str, **options) -> list[str]:
     return [hit["id"] for hit in response.json()["hits"]]
 
 
+@pytest.mark.slow
 def test_add_search_delete_search_over_http(server):
     url, log = server
     doc = {"id": "srv-axolotl", "title": "Axolotl", "text": "The axolotl regrows its limbs in Lake Xochimilco.",
@@ -96,6 +97,7 @@ def test_add_search_delete_search_over_http(server):
     assert "POST /documents 401 " in lines and "POST /documents 200 " in lines and "DELETE /documents/srv-axolotl 200" in lines
 
 
+@pytest.mark.slow
 def test_concurrent_searches_during_writes(server):
     """4 clients search while documents are added and deleted: every answer is 200 and whole."""
     url, _ = server

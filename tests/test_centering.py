@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -34,13 +35,23 @@ def test_centroids_and_centering_by_hand():
     assert center(np.zeros((0, 2), np.float32), [], centroids).shape == (0, 2)
 
 
-@pytest.fixture
-def centered_index(tmp_path, encoder):
-    directory = tmp_path / "centered"
+@pytest.fixture(scope="module")
+def centered_master(tmp_path_factory, encoder):
+    """The sample built with centering, once for this module."""
+    directory = tmp_path_factory.mktemp("centered") / "index"
     config = IndexConfig(model_name=encoder.loaded.name, layer=2, chunk_tokens=64, chunk_overlap=8,
                          center_languages=True)
     build_index([SAMPLE], directory, encoder, config)
     return directory
+
+
+@pytest.fixture
+def centered_index(centered_master, tmp_path):
+    """A private copy of the centered index for one test."""
+    copy = tmp_path / "centered"
+    shutil.copytree(centered_master, copy)
+    (copy / ".lock").unlink(missing_ok=True)
+    return copy
 
 
 def stored_vectors(index):

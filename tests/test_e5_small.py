@@ -145,6 +145,7 @@ def test_load_model_keeps_the_short_name(e5_loaded, e5_small_dir):
     assert len(e5_loaded.fingerprint) == 16
 
 
+@pytest.mark.slow
 def test_same_token_ids_and_vectors_as_the_engine(engine, e5_loaded):
     texts = tatoeba_sentences()
     assert len(texts) >= 200 and len(set(TATOEBA.values())) >= 10

@@ -82,9 +82,12 @@ def assert_same_index(one: Path, other: Path, questions: list[str], encoder) -> 
 
 
 @pytest.mark.parametrize("shards", [None, 2])
-def test_ray_index_equals_the_single_process_index(ray_cluster, corpus, encoder, tmp_path, shards):
+def test_ray_index_equals_the_single_process_index(ray_cluster, corpus, encoder, remembering_encoder, tmp_path,
+                                                   shards):
     config = IndexConfig(model_name=encoder.loaded.name, layer=2, chunk_tokens=64, chunk_overlap=8)
-    build_index([corpus[0]], tmp_path / "local", encoder, config, shards=shards)
+    # the reference: chunks embedded in this process, once for both parametrisations (the Ray
+    # workers below embed everything themselves, in their own processes)
+    build_index([corpus[0]], tmp_path / "local", remembering_encoder, config, shards=shards)
     stats, report = build_index_ray([corpus[0]], tmp_path / "ray", config, RayOptions(workers=2), device="cpu",
                                     batch_size=8, commit_chunks=300, shards=shards)
     assert (stats.added, report.documents) == (300, 300)

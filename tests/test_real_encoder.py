@@ -32,6 +32,7 @@ def e5(e5_small_dir) -> Encoder:
     return Encoder(load_model(str(e5_small_dir), "cpu"), batch_size=32)
 
 
+@pytest.mark.slow
 def test_settings_come_from_the_sentence_transformers_files(e5):
     defaults = model_defaults(e5.loaded)
     assert defaults.layer == 12 and defaults.pooling == MEAN
@@ -72,6 +73,7 @@ def test_a_finetuned_checkpoint_pools_the_layer_it_was_trained_at(tiny_deberta_d
     assert model_defaults(loaded).layer == 1 and model_defaults(loaded).pooling == MEAN_NO_SPECIAL
 
 
+@pytest.mark.slow
 def test_prompts_reach_documents_and_queries(e5, tmp_path):
     docs = [Document("de", "Der Rhein fließt durch Basel, Straßburg und Köln in die Nordsee.", lang="de"),
             Document("es", "La paella es un plato de arroz originario de Valencia.", lang="es")]
@@ -107,12 +109,14 @@ def xquad_scores(e5) -> dict[tuple[str, str], float]:
     return {(s.mode, s.key): s.value for s in result.scores if s.metric == "mrr@10"}
 
 
+@pytest.mark.slow
 def test_dense_retrieval_is_good_across_languages(xquad_scores):
     for pair in PAIRS.split(","):
         assert xquad_scores[("dense", pair)] >= 0.75, (pair, xquad_scores[("dense", pair)])
     assert np.mean([xquad_scores[("dense", p)] for p in PAIRS.split(",")]) >= 0.85
 
 
+@pytest.mark.slow
 def test_default_hybrid_does_not_lose_to_dense_across_languages(xquad_scores):
     assert DEFAULT_FUSION != "rrf"
     for pair in PAIRS.split(","):
@@ -120,6 +124,7 @@ def test_default_hybrid_does_not_lose_to_dense_across_languages(xquad_scores):
         assert hybrid >= max(dense, lexical) - 0.02, (pair, dense, lexical, hybrid)
 
 
+@pytest.mark.slow
 def test_quickstart_finds_the_moon_landing_in_other_languages(tmp_path, capsys, monkeypatch, e5_small_dir):
     """The README's first command, minus the installs: index the sample with the offline model, ask in Chinese."""
     from xlsearch.api.cli.main import main

@@ -40,11 +40,24 @@ def config(encoder) -> IndexConfig:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory, corpus, encoder, config) -> tuple[Path, Path]:
-    """The same collection as one index and as a 3-shard index."""
+def cli_corpus(tmp_path_factory, corpus) -> Path:
+    """The first 10 documents of each language of ``corpus`` (60), for the command-line tests."""
+    docs = [json.loads(line) for line in corpus[0].read_text(encoding="utf-8").splitlines()]
+    path = tmp_path_factory.mktemp("xquad-cli") / "docs.jsonl"
+    path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs
+                            if int(d["id"].split("-")[1]) < 10), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, corpus, remembering_encoder, config) -> tuple[Path, Path]:
+    """The same collection as one index and as a 3-shard index, each built through build_index; the
+    collection is embedded once (the second build gets the first one's vectors)."""
     root = tmp_path_factory.mktemp("pair")
-    build_index([corpus[0]], root / "one", encoder, config, commit_chunks=200)
-    build_index([corpus[0]], root / "sharded", encoder, config, commit_chunks=200, shards=SHARDS)
+    build_index([corpus[0]], root / "one", remembering_encoder, config, commit_chunks=200)
+    embedded = len(remembering_encoder.vectors)
+    build_index([corpus[0]], root / "sharded", remembering_encoder, config, commit_chunks=200, shards=SHARDS)
+    assert len(remembering_encoder.vectors) == embedded  # the same chunks, so nothing new was embedded
     return root / "one", root / "sharded"
 
 
@@ -130,20 +143,21 @@ def test_shard_count_is_fixed_and_centering_is_refused(pair, encoder, config, tm
         open_writer(tmp_path / "new", encoder, IndexConfig(**{**config.__dict__, "center_languages": True}), shards=2)
 
 
-def test_cli_builds_searches_and_checks_a_sharded_index(tmp_path, corpus, tiny_deberta_dir, monkeypatch, capsys):
+def test_cli_builds_searches_and_checks_a_sharded_index(tmp_path, corpus, cli_corpus, tiny_deberta_dir, monkeypatch,
+                                                       capsys):
     monkeypatch.setenv("XLSEARCH_MODEL", str(tiny_deberta_dir))
     index = str(tmp_path / "index")
-    assert main(["index", str(corpus[0]), "--index", index, "--layer", "2", "--chunk-tokens", "64", "--chunk-overlap", "8",
+    assert main(["index", str(cli_corpus), "--index", index, "--layer", "2", "--chunk-tokens", "64", "--chunk-overlap", "8",
                  "--shards", "2"]) == 0
     assert main(["search", "--index", index, corpus[1][0], "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out.splitlines()[-1])["hits"]) == 10
     assert main(["info", "--index", index, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["documents"] == 240 and len(info["shards"]) == 2
+    assert info["documents"] == 60 and len(info["shards"]) == 2
     assert main(["check", "--index", index]) == 0
     assert main(["delete", "--index", index, "en-0", "zh-1"]) == 0
     assert "deleted 2 of 2" in capsys.readouterr().out
-    assert main(["index", str(corpus[0]), "--index", index, "--shards", "4"]) == 1
+    assert main(["index", str(cli_corpus), "--index", index, "--shards", "4"]) == 1
     assert "resharding is not supported" in capsys.readouterr().err
 
 
