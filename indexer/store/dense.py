@@ -200,10 +200,18 @@ class DenseIndex:
                  self.kind, len(self), self.index.nlist, time.perf_counter() - start)
 
     def save(self, path: str | Path) -> None:
-        """Train if needed (see :meth:`train_if_needed`), write to ``path`` and fsync it."""
+        """Train if needed (see :meth:`train_if_needed`), write to ``path`` and fsync it.
+
+        FAISS writes through a Python file, so a full disk or a file-size limit raises
+        OSError at the write or the close; ``faiss.write_index`` to a path only prints
+        ``close error`` when its last buffer cannot be written, and returns.
+        """
         self.train_if_needed()
-        faiss.write_index(self.index, str(path))
-        with open(path, "rb") as handle:
+        with open(path, "wb") as handle:
+            writer = faiss.PyCallbackIOWriter(handle.write)
+            faiss.write_index(self.index, writer)
+            del writer  # flushes FAISS's buffer into the file before it is closed
+            handle.flush()
             os.fsync(handle.fileno())
 
     @classmethod
