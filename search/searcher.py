@@ -18,8 +18,8 @@ from ..indexer.errors import IndexFormatError, IndexMismatchError, QueryError
 from ..indexer.text.language import detect_language
 from ..indexer.text.validation import text_problem
 
-from .fusion import FUSIONS as FUSION_METHODS
 from .fusion import SCORE_BOTH_SIDES, Candidates, fuse
+from .options import DEFAULT_FUSION, FUSIONS, MAX_K, MODES  # noqa: F401 - the searcher's own choices
 from .highlight import highlights
 from .index.reader import IndexReader
 from .index.sharded import open_index
@@ -29,10 +29,6 @@ if TYPE_CHECKING:  # torch loads with the model, on the first dense or hybrid qu
 
 log = logging.getLogger(__name__)
 
-MODES = ("hybrid", "dense", "lexical")
-FUSIONS = tuple(FUSION_METHODS)
-DEFAULT_FUSION = "evidence"
-MAX_K = 1000
 SNAPSHOT_RETRIES = 3
 
 

@@ -8,11 +8,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...indexer.config import COMMIT_CHUNKS, KINDS, PRECISIONS
 from ...indexer.errors import QueryError, XlsearchError
 from ...search.queries import read_queries
-from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher, SearchResult
+from ...search.options import DEFAULT_FUSION, FUSIONS, MODES
+
+if TYPE_CHECKING:  # the stores load with the first search, not with the parser
+    from ...search.searcher import Searcher, SearchResult
 
 from ..settings import requested_model
 from .options import (add_batch_size_option, add_chunk_options, add_embedding_options, add_model_options, filter_option,
@@ -185,6 +189,8 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from ...search.searcher import Searcher
+
     if (args.query is None) == (args.queries is None):
         raise XlsearchError("give a query or --queries FILE (one of them)")
     if args.run is not None and args.queries is None:

@@ -10,12 +10,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...indexer.config import DEFAULT_MODEL
 from ...indexer.errors import XlsearchError
 from ...search.eval.benchmarks import BENCHMARKS, load_benchmark
-from ...search.eval.harness import EvalSettings, Evaluation, evaluate
-from ...search.searcher import DEFAULT_FUSION, FUSIONS, MODES
+from ...search.options import DEFAULT_FUSION, FUSIONS, MODES
+
+if TYPE_CHECKING:  # the harness loads the stores; the parser needs none of it
+    from ...search.eval.harness import Evaluation
 
 from .options import add_batch_size_option, add_chunk_options, add_embedding_options, add_model_options, layers_option, positive_int, unit_float
 from ..settings import requested_model
@@ -98,6 +101,8 @@ def _progress_factory():
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ...search.eval.harness import EvalSettings, evaluate
+
     model_name = requested_model(args.model)
     existing = args.index is not None and _is_index(args.index)
     modes = args.modes or (["dense", "lexical", "hybrid"] if model_name or existing else ["lexical"])

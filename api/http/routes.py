@@ -11,7 +11,7 @@ from fastapi import Query as QueryParam
 from starlette.concurrency import run_in_threadpool
 
 from ...indexer.document import Document
-from ...search.searcher import MAX_K
+from ...search.options import MAX_K
 
 from .deps import ServiceDep, require_read_key, require_write_key
 from .errors import ApiError, JSONResponse, error_response

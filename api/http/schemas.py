@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ...indexer.text.validation import MAX_ID_CHARS, id_problem, text_problem
-from ...search.searcher import MAX_K
+from ...search.options import MAX_K
 
 MAX_QUERY_CHARS = 2000
 MAX_DOCUMENTS = 1000
