@@ -87,3 +87,36 @@ def test_a_client_that_goes_away_is_logged_as_499_not_500(caplog):
     with caplog.at_level(logging.INFO, logger="xlsearch.api.http.middleware"):
         asyncio.run(stack(scope, receive, send))
     assert [r.getMessage().split()[:3] for r in caplog.records] == [["POST", "/documents", "499"]]
+
+
+def test_a_document_over_the_size_limit_is_a_bad_record(tmp_path):
+    """Every input path refuses a document longer than the limit, naming it, before any work."""
+    import json
+
+    from xlsearch.indexer.errors import CorpusError
+    from xlsearch.indexer.text.corpus import CorpusReport, read_documents
+
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps({"id": "small", "text": "a few words"}) + "\n"
+                    + json.dumps({"id": "big", "text": "word " * 300}) + "\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"big.jsonl:2: record 'big' has 1,500 characters of text, over the "
+                                          r"limit of 1,000 \(--max-document-chars\)"):
+        list(read_documents([path], max_chars=1000))
+    report = CorpusReport()
+    assert [d.id for d in read_documents([path], skip_bad=True, report=report, max_chars=1000)] == ["small"]
+    assert len(report.bad) == 1
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "long.txt").write_text("x" * 2000, encoding="utf-8")
+    with pytest.raises(CorpusError, match="long.txt:1: record 'long.txt' has 2,000 characters"):
+        list(read_documents([tmp_path / "folder"], max_chars=1000))
+    assert len(list(read_documents([path]))) == 2  # the default limit is far above both
+
+
+def test_the_cli_limit_is_checked_before_the_model_loads(tmp_path, capsys):
+    from xlsearch.api.cli.main import main
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "big", "text": "' + "word " * 300 + '"}\n', encoding="utf-8")
+    code = main(["index", str(path), "--index", str(tmp_path / "i"), "--model", str(tmp_path / "no-model"),
+                 "--max-document-chars", "1000"])
+    assert code == 1 and "over the limit of 1,000" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...indexer.config import COMMIT_CHUNKS, KINDS, PRECISIONS
+from ...indexer.config import COMMIT_CHUNKS, KINDS, MAX_DOCUMENT_CHARS, PRECISIONS
 from ...indexer.errors import QueryError, XlsearchError
 from ...search.queries import read_queries
 from ...search.options import DEFAULT_FUSION, FUSIONS, MODES
@@ -59,6 +59,9 @@ def _add_index(subparsers) -> None:
                        "the running cluster, or ray://HOST:PORT (needs pip install 'xlsearch[ray]')")
     index.add_argument("--workers", type=positive_int,
                        help="with --ray: encoder actors (default: one per GPU, else one per CPU)")
+    index.add_argument("--max-document-chars", type=positive_int, default=MAX_DOCUMENT_CHARS, metavar="N",
+                       help=f"longest document text accepted, in characters (default {MAX_DOCUMENT_CHARS:,}); a longer "
+                       "one is a bad record. Chunking 2,000,000 characters takes about 330 MiB")
     index.add_argument("--skip-bad", action="store_true", help="skip bad records and report how many, "
                        "instead of stopping at the first")
     index.add_argument("--commit-chunks", type=positive_int, default=COMMIT_CHUNKS,
@@ -169,14 +172,15 @@ def run_index(args: argparse.Namespace) -> int:
         stats, report = build_index_ray(args.paths, args.index, config, options, device=args.device,
                                         precision=args.precision, batch_size=args.batch_size,
                                         skip_bad=args.skip_bad, progress_factory=_progress_factory,
-                                        commit_chunks=args.commit_chunks, shards=args.shards)
+                                        commit_chunks=args.commit_chunks, shards=args.shards,
+                                        max_chars=args.max_document_chars)
     else:
-        validated = validate_inputs(args.paths, args.skip_bad)  # bad input is reported before the model loads
+        validated = validate_inputs(args.paths, args.skip_bad, args.max_document_chars)  # bad input is reported before the model loads
         encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
                           precision=args.precision)
         stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
                                     progress_factory=_progress_factory, commit_chunks=args.commit_chunks,
-                                    shards=args.shards, validated=validated)
+                                    shards=args.shards, validated=validated, max_chars=args.max_document_chars)
     print(f"indexed {report.documents} documents into {args.index}: {stats.added} added, "
           f"{stats.replaced} replaced, {stats.unchanged} unchanged, {stats.chunks} chunks embedded")
     if report.bad:

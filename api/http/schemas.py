@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from ...indexer.config import MAX_DOCUMENT_CHARS
 from ...indexer.text.validation import MAX_ID_CHARS, id_problem, text_problem
 from ...search.options import MAX_K
 
 MAX_QUERY_CHARS = 2000
 MAX_DOCUMENTS = 1000
-MAX_TEXT_CHARS = 2_000_000
+MAX_TEXT_CHARS = MAX_DOCUMENT_CHARS  # as every input path
 MAX_TITLE_CHARS = 2000
 MAX_LANG_CHARS = 35  # the longest BCP 47 tags people use
 MAX_FILTER_KEYS = 32

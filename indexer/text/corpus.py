@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import MAX_DOCUMENT_CHARS
 from ..document import Document
 from ..errors import CorpusError
 from .records import read_records, record_format
@@ -38,8 +39,9 @@ class CorpusReport:
     bad: list[str] = field(default_factory=list)
 
 
-def document_from_record(fields: dict[str, Any], where: str) -> Document:
-    """Validate one record's fields; raises CorpusError naming ``where``."""
+def document_from_record(fields: dict[str, Any], where: str, max_chars: int = MAX_DOCUMENT_CHARS) -> Document:
+    """Validate one record's fields (``text`` at most ``max_chars`` characters); raises CorpusError
+    naming ``where``."""
     raw_id = fields.get("id", fields.get("_id"))
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
         raise CorpusError(f"{where}: record has no id")
@@ -51,6 +53,9 @@ def document_from_record(fields: dict[str, Any], where: str) -> Document:
     text = fields.get("text")
     if not isinstance(text, str) or not text.strip():
         raise CorpusError(f"{where}: record {raw_id!r} has no text")
+    if len(text) > max_chars:
+        raise CorpusError(f"{where}: record {raw_id!r} has {len(text):,} characters of text, over the limit of "
+                          f"{max_chars:,} (--max-document-chars); split it into several documents")
     title, lang = fields.get("title"), fields.get("lang")
     for name, value in (("title", title), ("lang", lang)):
         if value is not None and not isinstance(value, str):
@@ -63,15 +68,15 @@ def document_from_record(fields: dict[str, Any], where: str) -> Document:
     return Document(id=str(raw_id), text=text, title=title or None, lang=lang or None, metadata=metadata)
 
 
-def _folder(root: Path) -> Iterator[tuple[str, Document | CorpusError]]:
+def _folder(root: Path, max_chars: int) -> Iterator[tuple[str, Document | CorpusError]]:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.suffix.lower() in TEXT_SUFFIXES:
-            yield _text_file(path, root)
+            yield _text_file(path, root, max_chars)
         else:
             log.info("skipping %s: not a .txt or .md file", path)
 
 
-def _text_file(path: Path, root: Path) -> tuple[str, Document | CorpusError]:
+def _text_file(path: Path, root: Path, max_chars: int) -> tuple[str, Document | CorpusError]:
     where = f"{path}:1"
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -82,38 +87,39 @@ def _text_file(path: Path, root: Path) -> tuple[str, Document | CorpusError]:
     title = None
     if path.suffix.lower() == ".md":
         title = next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), None)
-    return where, _safe({"id": path.relative_to(root).as_posix(), "text": text, "title": title}, where)
+    return where, _safe({"id": path.relative_to(root).as_posix(), "text": text, "title": title}, where, max_chars)
 
 
-def _safe(fields: dict[str, Any], where: str) -> Document | CorpusError:
+def _safe(fields: dict[str, Any], where: str, max_chars: int) -> Document | CorpusError:
     try:
-        return document_from_record(fields, where)
+        return document_from_record(fields, where, max_chars)
     except CorpusError as exc:
         return exc
 
 
-def _records(path: Path) -> Iterator[tuple[str, Document | CorpusError]]:
+def _records(path: Path, max_chars: int) -> Iterator[tuple[str, Document | CorpusError]]:
     if path.is_dir():
-        return _folder(path)
+        return _folder(path, max_chars)
     if not path.is_file():
         raise CorpusError(f"{path}: no such file or directory")
     fmt = record_format(path)
     if fmt is not None:
-        return ((where, _safe(fields, where) if isinstance(fields, dict) else fields)
+        return ((where, _safe(fields, where, max_chars) if isinstance(fields, dict) else fields)
                 for where, fields in read_records(path, fmt, required=(("id", "_id"), "text")))
     if path.suffix.lower() in TEXT_SUFFIXES:
-        return iter([_text_file(path, path.parent)])
+        return iter([_text_file(path, path.parent, max_chars)])
     raise CorpusError(f"{path}: unknown corpus format; use .jsonl, .csv, .tsv, .txt, .md or a folder")
 
 
-def read_documents(paths: Sequence[str | Path], skip_bad: bool = False,
-                   report: CorpusReport | None = None) -> Iterator[Document]:
+def read_documents(paths: Sequence[str | Path], skip_bad: bool = False, report: CorpusReport | None = None,
+                   max_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[Document]:
     """Yield valid documents of every input in order.
 
     Args:
         paths: Files or folders.
         skip_bad: Skip bad records (listed in ``report.bad``) instead of raising.
         report: Filled with counts as the inputs are read.
+        max_chars: Longest document text accepted; a longer one is a bad record.
 
     Raises:
         CorpusError: The first bad record, as ``file:line: what is wrong``.
@@ -121,7 +127,7 @@ def read_documents(paths: Sequence[str | Path], skip_bad: bool = False,
     report = report if report is not None else CorpusReport()
     seen: dict[str, str] = {}
     for path in paths:
-        for where, item in _records(Path(path)):
+        for where, item in _records(Path(path), max_chars):
             if isinstance(item, Document) and item.id in seen:
                 item = CorpusError(f"{where}: duplicate id {item.id!r} (first at {seen[item.id]})")
             if isinstance(item, CorpusError):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import COMMIT_CHUNKS, IndexConfig
+from ..config import COMMIT_CHUNKS, MAX_DOCUMENT_CHARS, IndexConfig
 from ..document import Document
 from ..errors import IndexMismatchError, XlsearchError
 from ..text.corpus import CorpusReport, read_documents
@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def validate_inputs(paths: Sequence[str | Path], skip_bad: bool = False) -> CorpusReport:
-    """Read every record once, so a bad one stops the run before anything changes.
+def validate_inputs(paths: Sequence[str | Path], skip_bad: bool = False,
+                    max_chars: int = MAX_DOCUMENT_CHARS) -> CorpusReport:
+    """Read every record once, so a bad one stops the run before anything changes
+    (``max_chars``: the longest document text accepted).
 
     Raises:
         CorpusError: The first bad record (file and line), unless ``skip_bad``.
     """
     report = CorpusReport()
-    for _ in read_documents(paths, skip_bad, report):
+    for _ in read_documents(paths, skip_bad, report, max_chars):
         pass
     return report
 
@@ -36,7 +38,8 @@ def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: Tex
                 config: IndexConfig, skip_bad: bool = False,
                 progress_factory: Callable[[int], Progress] | None = None,
                 commit_chunks: int = COMMIT_CHUNKS, shards: int | None = None,
-                validated: CorpusReport | None = None) -> tuple[UpsertStats, CorpusReport]:
+                validated: CorpusReport | None = None,
+                max_chars: int = MAX_DOCUMENT_CHARS) -> tuple[UpsertStats, CorpusReport]:
     """Index every document of ``paths`` into ``directory``.
 
     The inputs are read twice: a first pass validates every record (so a bad one
@@ -52,10 +55,10 @@ def build_index(paths: Sequence[str | Path], directory: str | Path, encoder: Tex
         CorpusError: A bad record, unless ``skip_bad``.
         IndexMismatchError: ``directory`` holds an index of another model or setting.
     """
-    report = validated if validated is not None else validate_inputs(paths, skip_bad)
+    report = validated if validated is not None else validate_inputs(paths, skip_bad, max_chars)
     with open_writer(directory, encoder, config, shards) as writer:
         progress = progress_factory(report.documents) if progress_factory else None
-        stats = writer.upsert(read_documents(paths, skip_bad), progress, commit_chunks)
+        stats = writer.upsert(read_documents(paths, skip_bad, max_chars=max_chars), progress, commit_chunks)
         writer.commit()
     return stats, report
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import COMMIT_CHUNKS
+from ..config import COMMIT_CHUNKS, MAX_DOCUMENT_CHARS
 from .writer import Progress, UpsertStats
 from ..text.pieces import Piece, document_pieces, with_language
 from ..config import IndexConfig
@@ -107,17 +107,18 @@ class ChunkAndEncode:
         return out
 
 
-def read_file(row: dict[str, Any], skip_bad: bool) -> Iterator[dict[str, Any]]:
+def read_file(row: dict[str, Any], skip_bad: bool, max_chars: int) -> Iterator[dict[str, Any]]:
     """A Ray Data flat_map: every document of one input path, as rows. A generator, so
     Ray cuts its output into blocks as it streams (a list would be one block: one actor)."""
-    for doc in read_documents([row["path"]], skip_bad):
+    for doc in read_documents([row["path"]], skip_bad, max_chars=max_chars):
         yield _fields(doc)
 
 
 def build_index_ray(paths: Sequence[str | Path], directory: str | Path, config: IndexConfig,
                     options: RayOptions, device: str = "auto", precision: str = "fp32", batch_size: int = 32,
                     skip_bad: bool = False, progress_factory: Callable[[int], Progress] | None = None,
-                    commit_chunks: int = COMMIT_CHUNKS, shards: int | None = None) -> tuple[UpsertStats, CorpusReport]:
+                    commit_chunks: int = COMMIT_CHUNKS, shards: int | None = None,
+                    max_chars: int = MAX_DOCUMENT_CHARS) -> tuple[UpsertStats, CorpusReport]:
     """:func:`indexer.indexing.build_index` with chunking and encoding on a Ray cluster.
 
     Raises:
@@ -125,7 +126,7 @@ def build_index_ray(paths: Sequence[str | Path], directory: str | Path, config: 
         XlsearchError: Ray is not installed, or the cluster cannot be reached.
     """
     ray = import_ray()
-    report = validate_inputs(paths, skip_bad)
+    report = validate_inputs(paths, skip_bad, max_chars)
     if not ray.is_initialized():
         try:
             ray.init(address=options.address, log_to_driver=False, configure_logging=False)
@@ -149,7 +150,7 @@ def build_index_ray(paths: Sequence[str | Path], directory: str | Path, config: 
                  "precision": precision, "batch_size": batch_size, "threads": options.cpus_per_worker,
                  "known": writer.stored_checksums()}
         dataset = (ray.data.from_items(files, override_num_blocks=len(files))
-                   .flat_map(read_file, fn_kwargs={"skip_bad": skip_bad}, num_cpus=0)  # I/O: never waits for actors
+                   .flat_map(read_file, fn_kwargs={"skip_bad": skip_bad, "max_chars": max_chars}, num_cpus=0)  # I/O: never waits for actors
                    .map_batches(ChunkAndEncode, batch_size=DOCS_PER_BATCH, batch_format="pyarrow",
                                 compute=ray.data.ActorPoolStrategy(size=workers), fn_constructor_kwargs=actor,
                                 num_cpus=0 if gpus else options.cpus_per_worker, num_gpus=1 if gpus else 0))
