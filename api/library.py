@@ -75,10 +75,12 @@ class Index:
             if self._searcher is not None:
                 self._encoder = self._searcher.encoder  # checked against the index when it loaded
             else:
-                from ..indexer.encoding.encoder import Encoder
                 from ..indexer.encoding.model import load_model
 
-                self._encoder = Encoder(load_model(self.model, self._device), batch_size=self._batch_size)
+                loaded = load_model(self.model, self._device)  # an unreachable hub fails before torch loads
+                from ..indexer.encoding.encoder import Encoder
+
+                self._encoder = Encoder(loaded, batch_size=self._batch_size)
         return self._encoder
 
     def add(self, documents: Iterable[Document | Mapping[str, Any]]) -> UpsertStats:

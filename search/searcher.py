@@ -144,11 +144,12 @@ class Searcher:
         """The query encoder, loaded and checked against the index on first use."""
         with self._lock:
             if self._encoder is None:
-                from ..indexer.encoding.encoder import Encoder
                 from ..indexer.encoding.model import load_model
 
-                encoder = Encoder(load_model(self._model_name, self._device), batch_size=1,
-                                  precision=self._precision)
+                loaded = load_model(self._model_name, self._device)  # an unreachable hub fails before torch loads
+                from ..indexer.encoding.encoder import Encoder
+
+                encoder = Encoder(loaded, batch_size=1, precision=self._precision)
                 check_compatible(self.index.manifest, encoder)
                 self._encoder = encoder
             return self._encoder
@@ -214,9 +215,10 @@ class Searcher:
 
     def _query_vector(self, query: str) -> np.ndarray:
         """The query's vector (dim,), embedded as the index's settings say."""
+        encoder = self.encoder  # loads the model first: an unreachable hub fails before torch loads
         from ..indexer.encoding.encoder import encode_queries
 
-        return encode_queries(self.encoder, [query], self.index.manifest.config)[0]
+        return encode_queries(encoder, [query], self.index.manifest.config)[0]
 
     def _center_query(self, vector: np.ndarray | None, query: str, query_lang: str | None) -> np.ndarray | None:
         """The query vector centered by its language's mean, when the index centers languages."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,20 @@ def test_listing_a_sharded_index_merges_shards_in_id_order(tmp_path, encoder):
     page, total = list_documents(tmp_path / "s", 7, 10)
     assert total == 40 and [d.id for d in page] == [f"doc-{i:03d}" for i in range(7, 17)]
     assert [d.id for d in list_documents(tmp_path / "s", 35, 10)[0]] == [f"doc-{i:03d}" for i in range(35, 40)]
+
+
+def test_an_unreachable_hub_model_fails_before_torch_loads(tmp_path, sample_index):
+    """A hub id that is not cached, on a machine without the hub: one line, and no torch imported."""
+    import os
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample.jsonl"
+    for argv in (["index", str(sample), "--index", str(tmp_path / "i")], ["search", "--index", str(sample_index), "tea"]):
+        code = (f"import sys\nfrom xlsearch.api.cli.main import main\n"
+                f"assert main([*{argv!r}, '--model', 'nobody/not-cached-model']) == 1\n"
+                "print(' '.join(sys.modules))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 0, done.stderr
+        assert "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in done.stderr
+        assert "--model multilingual-e5-small" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert "torch" not in done.stdout.split()

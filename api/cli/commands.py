@@ -155,7 +155,6 @@ def _progress_factory(total: int):
 def run_index(args: argparse.Namespace) -> int:
     from ...indexer.writing.pipeline import build_index, validate_inputs
     from ...indexer.writing.writer import resolve_config
-    from ...indexer.encoding.encoder import Encoder
     from ...indexer.encoding.model import load_model
 
     config = resolve_config(args.index, model_name=requested_model(args.model),
@@ -175,9 +174,12 @@ def run_index(args: argparse.Namespace) -> int:
                                         commit_chunks=args.commit_chunks, shards=args.shards,
                                         max_chars=args.max_document_chars)
     else:
-        validated = validate_inputs(args.paths, args.skip_bad, args.max_document_chars)  # bad input is reported before the model loads
-        encoder = Encoder(load_model(config.model_name, args.device), batch_size=args.batch_size,
-                          precision=args.precision)
+        # bad input is reported before the model loads
+        validated = validate_inputs(args.paths, args.skip_bad, args.max_document_chars)
+        loaded = load_model(config.model_name, args.device)  # an unreachable hub fails here, before torch loads
+        from ...indexer.encoding.encoder import Encoder
+
+        encoder = Encoder(loaded, batch_size=args.batch_size, precision=args.precision)
         stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
                                     progress_factory=_progress_factory, commit_chunks=args.commit_chunks,
                                     shards=args.shards, validated=validated, max_chars=args.max_document_chars)

