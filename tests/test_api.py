@@ -1,6 +1,7 @@
 """The HTTP API through FastAPI's test client: every endpoint, every error, no 500 on any input."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -17,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xlsearch.api.http.app import create_app
-from xlsearch.api.http.deps import get_settings
+from xlsearch.api.http.deps import get_settings, require_read_key, require_write_key
 from xlsearch.api.http.errors import public_message
+from xlsearch.api.http.routes import router
 from xlsearch.api.settings import Settings
 from xlsearch.indexer.writing.writer import IndexWriter
 from xlsearch.indexer.errors import IndexMismatchError
@@ -294,6 +296,36 @@ def test_writes_need_the_api_key_and_a_wrong_key_changes_nothing(sample_index, t
         good = {"Authorization": f"Bearer {KEY}"}
         assert client.post("/documents", json=doc, headers=good).status_code == 200
         assert client.delete("/documents/k1", headers=good).status_code == 200
+
+
+def test_the_key_is_checked_before_the_body_is_read(sample_index, tiny_deberta_dir):
+    """An unauthenticated client gets 401 whatever it sends: the body is never read or parsed."""
+    app = create_app(make_settings(sample_index, tiny_deberta_dir, api_key=KEY, protect_reads=True))
+    with TestClient(app) as client:
+        for path in ("/documents", "/embed", "/search"):
+            response = client.post(path, content=b"{not json", headers={"content-type": "application/json"})
+            assert_error(response, 401, "unauthorized")
+
+    from xlsearch.api.http.middleware import KeyGateMiddleware
+
+    async def receive():
+        raise AssertionError("the gate read the body")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    gate = KeyGateMiddleware(None, router.routes, KEY, False, require_write_key, require_read_key)
+    scope = {"type": "http", "method": "POST", "path": "/documents", "headers": [], "query_string": b"",
+             "root_path": ""}
+    asyncio.run(gate(scope, receive, send))
+    assert sent[0]["status"] == 401
+
+
+def test_one_embed_request_is_bounded_in_characters(shared_client):
+    body = {"texts": ["x" * 20_000] * 6}  # each text allowed, 120,000 characters in all
+    assert_error(shared_client.post("/embed", json=body), 422, "invalid_request", "100,000")
 
 
 def test_protect_reads_guards_every_endpoint_but_health(sample_index, tiny_deberta_dir):

@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ...indexer.errors import XlsearchError
 
-from .deps import get_settings
+from .deps import get_settings, require_read_key, require_write_key
 from .errors import JSONResponse, install_error_handlers
-from .middleware import BodyLimitMiddleware, RequestLogMiddleware
+from .middleware import BodyLimitMiddleware, KeyGateMiddleware, RequestLogMiddleware
 from .routes import router
 from .service import IndexService
 from ..settings import Settings
@@ -75,5 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, hide=[str(index), str(index.expanduser().resolve())])
     app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(KeyGateMiddleware, routes=router.routes, api_key=settings.api_key,  # outside the body limit
+                       protect_reads=settings.protect_reads, write_dependency=require_write_key,
+                       read_dependency=require_read_key)
     app.add_middleware(RequestLogMiddleware)
     return app

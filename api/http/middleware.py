@@ -1,14 +1,60 @@
-"""ASGI middleware: a request body size limit (413) and one log line per request."""
+"""ASGI middleware: the API key checked before any body is read (401), a request body size
+limit (413) and one log line per request."""
 from __future__ import annotations
 
 import logging
 import time
 
+import hmac
+
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_response
 
 log = logging.getLogger(__name__)
+
+
+class KeyGateMiddleware:
+    """Answer 401 to a request that needs the API key and lacks it, before its body is read.
+
+    Which requests need the key is read from the routes themselves: those that declare
+    the write-key dependency, and with ``protect_reads`` those that declare the read-key
+    one. The dependencies still check the key too; this gate only makes sure that an
+    unauthenticated client cannot make the server read or parse a body.
+
+    Args:
+        routes: The API router's routes (each declares which key it needs).
+        api_key: The server's key (None: nothing to check).
+        protect_reads: Reads need the key too.
+        write_dependency, read_dependency: The callables routes declare for the key.
+    """
+
+    def __init__(self, app: ASGIApp, routes, api_key: str | None, protect_reads: bool,
+                 write_dependency, read_dependency):
+        self.app, self.routes = app, routes
+        self.key = None if api_key is None else api_key.encode("utf-8", "surrogateescape")
+        self.guarded = {write_dependency} | ({read_dependency} if protect_reads else set())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.key is not None and self._needs_key(scope) and not self._has_key(scope):
+            await error_response(401, "unauthorized", "missing or wrong API key; send `Authorization: Bearer <key>`",
+                                 headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _needs_key(self, scope: Scope) -> bool:
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                dependant = getattr(route, "dependant", None)
+                return dependant is not None and any(d.call in self.guarded for d in dependant.dependencies)
+        return False
+
+    def _has_key(self, scope: Scope) -> bool:
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.key)
 
 
 class BodyLimitMiddleware:

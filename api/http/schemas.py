@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ...indexer.config import MAX_DOCUMENT_CHARS
 from ...indexer.text.validation import MAX_ID_CHARS, id_problem, text_problem
@@ -24,6 +24,7 @@ MAX_FILTER_CHARS = 1000
 MAX_METADATA_DEPTH = 16
 MAX_EMBED_TEXTS = 256
 MAX_EMBED_CHARS = 20_000
+MAX_EMBED_TOTAL_CHARS = 100_000  # one /embed request's whole work: about 25,000 tokens
 INT64 = 2 ** 63
 
 Mode = Literal["hybrid", "dense", "lexical"]
@@ -138,6 +139,14 @@ class EmbedRequest(StrictModel):
     input_type: Literal["document", "query"] = Field(
         "document", description="which of the index's prompts goes before each text (E5: 'passage: ' or 'query: '); "
         "vectors are pooled as the index pools them")
+
+    @model_validator(mode="after")
+    def _bounded_work(self) -> EmbedRequest:
+        total = sum(len(text) for text in self.texts)
+        if total > MAX_EMBED_TOTAL_CHARS:
+            raise ValueError(f"texts hold {total:,} characters in all, over the limit of {MAX_EMBED_TOTAL_CHARS:,} "
+                             "per request; send fewer or shorter texts per request")
+        return self
 
 
 # -- responses --------------------------------------------------------------
