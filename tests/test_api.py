@@ -79,6 +79,22 @@ def test_search_pages_with_offset(shared_client):
     assert shared_client.post("/search", json={"query": "tea", "k": 10, "offset": 995}).status_code == 422
 
 
+def test_any_id_is_reachable_with_the_query_form(sample_index, tiny_deberta_dir):
+    """HTTP clients fold dot segments in paths (a/../b becomes b); ?id= reaches every id as it is."""
+    app = create_app(make_settings(sample_index, tiny_deberta_dir))
+    ids = ["a/../b", "..", ".", "notes/./x"]
+    with TestClient(app) as client:
+        assert client.post("/documents", json=[{"id": i, "text": f"dot segments {n}"} for n, i in enumerate(ids)]
+                           ).status_code == 200
+        for doc_id in ids:
+            assert client.get("/document", params={"id": doc_id}).json()["id"] == doc_id
+        assert client.get("/documents/en-tea-01").status_code == 200
+        assert client.delete("/document", params={"id": "a/../b"}).json()["deleted"] == "a/../b"
+        assert client.get("/document", params={"id": "a/../b"}).status_code == 404
+        assert client.get("/document", params={"id": ".."}).status_code == 200  # the others untouched
+        assert_error(client.get("/document", params={"id": "missing"}), 404, "document_not_found")
+
+
 def test_documents_are_listed_a_page_at_a_time(shared_client):
     first = shared_client.get("/documents", params={"limit": 30}).json()
     rest = shared_client.get("/documents", params={"offset": 30, "limit": 1000}).json()
@@ -100,7 +116,7 @@ def test_info_shows_the_manifest_and_counts(shared_client):
 
 def test_openapi_schema_documents_every_endpoint(shared_client):
     paths = shared_client.get("/openapi.json").json()["paths"]
-    assert set(paths) == {"/health", "/info", "/search", "/documents", "/documents/{doc_id}", "/embed"}
+    assert set(paths) == {"/health", "/info", "/search", "/documents", "/document", "/documents/{doc_id}", "/embed"}
     assert set(paths["/documents/{doc_id}"]) == {"get", "delete"} and set(paths["/search"]) == {"get", "post"}
     assert shared_client.get("/docs").status_code == 200
 

@@ -11,6 +11,7 @@ from fastapi import Query as QueryParam
 from starlette.concurrency import run_in_threadpool
 
 from ...indexer.document import Document
+from ...indexer.text.validation import MAX_ID_CHARS
 from ...search.options import MAX_K
 
 from .deps import ServiceDep, require_read_key, require_write_key
@@ -106,6 +107,21 @@ async def list_documents(
         limit: Annotated[int, QueryParam(ge=1, le=MAX_PAGE, description=f"documents to return (1..{MAX_PAGE})")] = 100,
 ) -> Any:
     return await run_in_threadpool(service.list_documents, offset, limit)
+
+
+@router.get("/document", response_model=DocumentOut, dependencies=READ, responses=_errors(401, 404, 422, 503),
+            summary="A stored document by ?id=, for any id (one with . or .. path segments too)")
+async def get_document_by_query(id: Annotated[str, QueryParam(min_length=1, max_length=MAX_ID_CHARS)],
+                                service: ServiceDep) -> Any:
+    return document_out(await run_in_threadpool(service.get_document, id))
+
+
+@router.delete("/document", response_model=DeleteResponse, dependencies=WRITE,
+               responses=_errors(401, 404, 409, 422, 503), summary="Remove a document by ?id=, for any id")
+async def delete_document_by_query(id: Annotated[str, QueryParam(min_length=1, max_length=MAX_ID_CHARS)],
+                                   service: ServiceDep) -> Any:
+    async with service.write_lock:
+        return await run_in_threadpool(service.delete, id)
 
 
 @router.get("/documents/{doc_id:path}", response_model=DocumentOut, dependencies=READ,
