@@ -120,3 +120,21 @@ def test_the_cli_limit_is_checked_before_the_model_loads(tmp_path, capsys):
     code = main(["index", str(path), "--index", str(tmp_path / "i"), "--model", str(tmp_path / "no-model"),
                  "--max-document-chars", "1000"])
     assert code == 1 and "over the limit of 1,000" in capsys.readouterr().err
+
+
+def test_a_folder_input_does_not_follow_links_out_of_the_folder(tmp_path, caplog):
+    import logging
+
+    from xlsearch.indexer.text.corpus import read_documents
+
+    outside = tmp_path / "private.txt"
+    outside.write_text("a secret outside the folder", encoding="utf-8")
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("inside text", encoding="utf-8")
+    (folder / "sub" / "inner-link.txt").symlink_to(folder / "a.txt")  # stays inside: followed
+    (folder / "leak.txt").symlink_to(outside)
+    with caplog.at_level(logging.WARNING):
+        ids = [d.id for d in read_documents([folder])]
+    assert ids == ["a.txt", "sub/inner-link.txt"]
+    assert any("leak.txt" in r.getMessage() and "outside" in r.getMessage() for r in caplog.records)

@@ -69,8 +69,14 @@ def document_from_record(fields: dict[str, Any], where: str, max_chars: int = MA
 
 
 def _folder(root: Path, max_chars: int) -> Iterator[tuple[str, Document | CorpusError]]:
+    """The .txt and .md files below ``root``. A symbolic link is followed while it stays inside
+    ``root``; one that leads outside is skipped with a warning naming it, so indexing a folder
+    never reads files its owner did not put there."""
+    inside = root.resolve()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.suffix.lower() in TEXT_SUFFIXES:
+        if not path.resolve().is_relative_to(inside):
+            log.warning("skipping %s: a link to %s, outside %s", path, path.resolve(), root)
+        elif path.suffix.lower() in TEXT_SUFFIXES:
             yield _text_file(path, root, max_chars)
         else:
             log.info("skipping %s: not a .txt or .md file", path)
