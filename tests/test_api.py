@@ -95,6 +95,20 @@ def test_any_id_is_reachable_with_the_query_form(sample_index, tiny_deberta_dir)
         assert_error(client.get("/document", params={"id": "missing"}), 404, "document_not_found")
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_nothing_from_the_network(shared_client, page):
+    """Swagger UI and ReDoc come from the installed package, so the docs work offline."""
+    import re
+
+    html = shared_client.get(page).text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html) + re.findall(r"url: *'([^']+)'", html)
+    scripts = [a for a in assets if a.endswith(".js")]
+    assert scripts and not [a for a in assets if a.startswith(("http:", "https:", "//"))]
+    for asset in assets:
+        response = shared_client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 0, asset
+
+
 def test_documents_are_listed_a_page_at_a_time(shared_client):
     first = shared_client.get("/documents", params={"limit": 30}).json()
     rest = shared_client.get("/documents", params={"offset": 30, "limit": 1000}).json()

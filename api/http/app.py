@@ -1,6 +1,6 @@
 """The FastAPI application: ``create_app(settings)``, the lifespan hook, middleware and handlers.
 
-    uvicorn --factory api.app:create_app      # settings from XLSEARCH_INDEX, XLSEARCH_MODEL, ...
+    uvicorn --factory xlsearch.api.http.app:create_app   # settings from XLSEARCH_INDEX, XLSEARCH_MODEL, ...
     xlsearch serve --index DIR                # the same, from command-line options
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from ...indexer.errors import XlsearchError
@@ -65,8 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app_version = version("xlsearch")
     except PackageNotFoundError:
         app_version = "0"
-    app = FastAPI(title="xlsearch", version=app_version, lifespan=lifespan, default_response_class=JSONResponse,
-                  description="Cross-lingual semantic search: index documents in any language, query in any other.")
+    # /docs and /redoc serve Swagger UI and ReDoc from the fastapi-offline package, not a CDN: they work offline.
+    app = FastAPIOffline(title="xlsearch", version=app_version, lifespan=lifespan, default_response_class=JSONResponse,
+                         description="Cross-lingual semantic search: index documents in any language, query in any other.")
     app.state.settings = settings
     app.state.service = None
     app.state.startup_error = None
