@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi import Query as QueryParam
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse
 
 from ...indexer.document import Document
 from ...indexer.text.validation import MAX_ID_CHARS
@@ -34,6 +35,7 @@ from .schemas import (
     SearchResponse,
     UpsertResponse,
 )
+from .page import PAGE
 from .service import document_out, shorten
 
 MAX_PAGE = 1000  # documents one GET /documents returns at most
@@ -46,6 +48,12 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 READ = [Depends(require_read_key)]
 WRITE = [Depends(require_write_key)]
 router = APIRouter()
+
+
+@router.get("/", include_in_schema=False, response_class=HTMLResponse)
+async def search_page() -> HTMLResponse:
+    """The search page: a query box and the hits, built in the browser from ``GET /search``."""
+    return HTMLResponse(PAGE)
 
 
 @router.get("/health", response_model=Health, responses=_errors(503), summary="200 once the model and index are loaded")
