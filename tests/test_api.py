@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xlsearch.api.http.app import create_app
-from xlsearch.api.http.deps import get_settings, require_read_key, require_write_key
+from xlsearch.api.http.deps import get_settings, needs_key
 from xlsearch.api.http.errors import public_message
 from xlsearch.api.http.routes import router
 from xlsearch.api.settings import Settings
@@ -133,6 +133,33 @@ def test_openapi_schema_documents_every_endpoint(shared_client):
     assert set(paths) == {"/health", "/info", "/search", "/documents", "/document", "/documents/{doc_id}", "/embed"}
     assert set(paths["/documents/{doc_id}"]) == {"get", "delete"} and set(paths["/search"]) == {"get", "post"}
     assert shared_client.get("/docs").status_code == 200
+
+
+def _secured(schema: dict) -> set[tuple[str, str]]:
+    return {(method, path) for path, item in schema["paths"].items() for method, op in item.items()
+            if op.get("security")}
+
+
+def test_openapi_schema_says_what_this_server_does(shared_client, sample_index, tiny_deberta_dir):
+    schema = shared_client.get("/openapi.json").json()
+    assert _secured(schema) == set()  # no key on this server: nothing is secured
+    components = schema["components"]["schemas"]
+    assert "HTTPValidationError" not in components and "errors" in components["ErrorOut"]["properties"]
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if "422" in operation["responses"]:
+                ref = operation["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorOut"), (method, path)
+    layer = components["EmbedRequest"]["properties"]["layer"]
+    depth = shared_client.app.state.service.encoder.num_layers
+    assert [o.get("maximum") for o in layer["anyOf"] if o.get("type") == "integer"] == [depth]
+    writes = {("post", "/documents"), ("delete", "/documents/{doc_id}"), ("delete", "/document")}
+    with TestClient(create_app(make_settings(sample_index, tiny_deberta_dir, api_key=KEY))) as client:
+        assert _secured(client.get("/openapi.json").json()) == writes
+    with TestClient(create_app(make_settings(sample_index, tiny_deberta_dir, api_key=KEY,
+                                             protect_reads=True))) as client:
+        everything = {(m, p) for p, item in client.get("/openapi.json").json()["paths"].items() for m in item}
+        assert _secured(client.get("/openapi.json").json()) == everything - {("get", "/health")}
 
 
 # -- search ------------------------------------------------------------------
@@ -346,7 +373,8 @@ def test_the_key_is_checked_before_the_body_is_read(sample_index, tiny_deberta_d
     async def send(message):
         sent.append(message)
 
-    gate = KeyGateMiddleware(None, router.routes, KEY, False, require_write_key, require_read_key)
+    settings = make_settings(sample_index, tiny_deberta_dir, api_key=KEY)
+    gate = KeyGateMiddleware(None, router.routes, KEY, lambda route: needs_key(route, settings))
     scope = {"type": "http", "method": "POST", "path": "/documents", "headers": [], "query_string": b"",
              "root_path": ""}
     asyncio.run(gate(scope, receive, send))

@@ -17,9 +17,10 @@ from starlette.concurrency import run_in_threadpool
 
 from ...indexer.errors import XlsearchError
 
-from .deps import get_settings, require_read_key, require_write_key
+from .deps import get_settings, needs_key
 from .errors import JSONResponse, install_error_handlers
 from .middleware import BodyLimitMiddleware, KeyGateMiddleware, RequestLogMiddleware
+from .openapi import install_openapi
 from .routes import router
 from .service import IndexService
 from ..settings import Settings
@@ -75,10 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     index = settings.index
     install_error_handlers(app, hide=[str(index), str(index.expanduser().resolve())])
+    install_openapi(app, settings)
     app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(KeyGateMiddleware, routes=router.routes, api_key=settings.api_key,  # outside the body limit
-                       protect_reads=settings.protect_reads, write_dependency=require_write_key,
-                       read_dependency=require_read_key)
+                       needs_key=lambda route: needs_key(route, settings))
     app.add_middleware(RequestLogMiddleware)
     return app

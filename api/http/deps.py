@@ -59,3 +59,12 @@ def require_read_key(settings: SettingsDep, credentials: Credentials) -> None:
     """Reads need the API key only with ``protect_reads``."""
     if settings.protect_reads:
         _check_key(settings, credentials)
+
+
+def needs_key(route, settings: Settings) -> bool:
+    """Whether ``route`` asks for the API key on a server with ``settings``: read from the key
+    dependency the route declares, so the key gate and the OpenAPI schema agree with the routes."""
+    if settings.api_key is None:
+        return False
+    calls = {d.call for d in getattr(getattr(route, "dependant", None), "dependencies", ())}
+    return require_write_key in calls or (settings.protect_reads and require_read_key in calls)

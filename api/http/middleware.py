@@ -6,6 +6,8 @@ import logging
 import time
 
 import hmac
+from collections.abc import Callable
+from typing import Any
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,23 +20,19 @@ log = logging.getLogger(__name__)
 class KeyGateMiddleware:
     """Answer 401 to a request that needs the API key and lacks it, before its body is read.
 
-    Which requests need the key is read from the routes themselves: those that declare
-    the write-key dependency, and with ``protect_reads`` those that declare the read-key
-    one. The dependencies still check the key too; this gate only makes sure that an
-    unauthenticated client cannot make the server read or parse a body.
+    Which requests need the key is read from the routes themselves (``needs_key``, from the
+    dependencies they declare). The dependencies still check the key too; this gate only
+    makes sure that an unauthenticated client cannot make the server read or parse a body.
 
     Args:
-        routes: The API router's routes (each declares which key it needs).
+        routes: The API router's routes.
         api_key: The server's key (None: nothing to check).
-        protect_reads: Reads need the key too.
-        write_dependency, read_dependency: The callables routes declare for the key.
+        needs_key: Whether a route asks for the key.
     """
 
-    def __init__(self, app: ASGIApp, routes, api_key: str | None, protect_reads: bool,
-                 write_dependency, read_dependency):
-        self.app, self.routes = app, routes
+    def __init__(self, app: ASGIApp, routes, api_key: str | None, needs_key: Callable[[Any], bool]):
+        self.app, self.routes, self.needs_key = app, routes, needs_key
         self.key = None if api_key is None else api_key.encode("utf-8", "surrogateescape")
-        self.guarded = {write_dependency} | ({read_dependency} if protect_reads else set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.key is not None and self._needs_key(scope) and not self._has_key(scope):
@@ -47,8 +45,7 @@ class KeyGateMiddleware:
         for route in self.routes:
             match, _ = route.matches(scope)
             if match == Match.FULL:
-                dependant = getattr(route, "dependant", None)
-                return dependant is not None and any(d.call in self.guarded for d in dependant.dependencies)
+                return self.needs_key(route)
         return False
 
     def _has_key(self, scope: Scope) -> bool:

@@ -212,6 +212,12 @@ class EmbedResponse(BaseModel):
     vectors: list[list[float]] = Field(description="one L2-normalised vector per text, in order")
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="where in the request: body, texts[3], filter.source, q...")
+    message: str
+
+
 class ErrorOut(BaseModel):
     error: str = Field(description="a stable code, e.g. invalid_request, document_not_found, index_locked")
     detail: str = Field(description="what is wrong, naming the field")
+    errors: list[FieldError] | None = Field(None, description="422 invalid_request only: every field that is wrong")
