@@ -34,8 +34,8 @@ POOLINGS = (MEAN_NO_SPECIAL, MEAN, CLS)
 PRECISIONS = ("fp32", "bf16", "fp16")  # matmul precisions of the encoder (``indexer.encoding.encoder``)
 BATCH_SIZE = 32  # texts per forward pass of the encoder
 DEVICES = ("auto", "cpu", "cuda")  # where a model runs; auto = cuda when available
-# Longest document text accepted (characters), by every input path. Chunking one document holds
-# all its tokens and offsets (333 MiB of peak memory measured at this length), so this bounds it.
+# Longest document text accepted (characters), by every input path: it bounds what chunking one
+# document holds (its token offsets: 38 MiB of peak memory measured at this length).
 MAX_DOCUMENT_CHARS = 2_000_000
 COMMIT_CHUNKS = 4096  # a long indexing run commits at least this often (in new chunks), so it can resume
 

@@ -77,3 +77,20 @@ def test_any_unicode_chunks_without_crash(tiny_model, text):
     chunks = chunk_text(text, tiny_model.tokenizer, budget=16, overlap=4)
     for chunk in chunks:
         assert text[chunk.start:chunk.end] == chunk.text and chunk.text.strip()
+
+
+@pytest.mark.parametrize("separator", ["\n", " ", "\n\n", " \n \t "])
+def test_a_long_text_tokenized_by_segments_gives_the_same_tokens(tiny_model, separator):
+    """Tokenizing a long document a segment at a time (so the tokenizer never holds all of it)
+    changes no token: segments are cut before a run of whitespace."""
+    import random
+
+    from xlsearch.indexer.text.chunking import token_offsets
+
+    records = [json.loads(line)["text"] for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    texts = records + [s for lang in ("tha_Thai", "hin_Deva", "arb_Arab") for s in sib_sentences(lang, limit=20)]
+    random.Random(7).shuffle(texts)
+    text = separator.join(texts * 3)
+    whole = token_offsets(text, tiny_model.tokenizer, segment_chars=len(text) + 1)
+    segmented = token_offsets(text, tiny_model.tokenizer, segment_chars=2_000)
+    assert len(text) > 20 * 2_000 and segmented == whole

@@ -61,7 +61,7 @@ def _add_index(subparsers) -> None:
                        help="with --ray: encoder actors (default: one per GPU, else one per CPU)")
     index.add_argument("--max-document-chars", type=positive_int, default=MAX_DOCUMENT_CHARS, metavar="N",
                        help=f"longest document text accepted, in characters (default {MAX_DOCUMENT_CHARS:,}); a longer "
-                       "one is a bad record. Chunking 2,000,000 characters takes about 330 MiB")
+                       "one is a bad record")
     index.add_argument("--skip-bad", action="store_true", help="skip bad records and report how many, "
                        "instead of stopping at the first")
     index.add_argument("--commit-chunks", type=positive_int, default=COMMIT_CHUNKS,

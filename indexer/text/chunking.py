@@ -112,9 +112,7 @@ def chunk_text(text: str, tokenizer, budget: int = 254, overlap: int = 32) -> li
         Chunks in document order; none is empty or only whitespace. A text with
         no tokens gives no chunk.
     """
-    offsets = [tuple(o) for o in tokenizer(text, add_special_tokens=False,
-                                           return_offsets_mapping=True)["offset_mapping"]]
-    offsets = [o for o in offsets if o[1] > o[0]]
+    offsets = token_offsets(text, tokenizer)
     if not offsets:
         return []
     quality = _cut_quality(text, offsets, _sentence_starts(text, offsets))
@@ -129,3 +127,39 @@ def chunk_text(text: str, tokenizer, budget: int = 254, overlap: int = 32) -> li
         if end > start:
             chunks.append(Chunk(start, end, text[start:end]))
     return chunks
+
+
+SEGMENT_CHARS = 50_000  # a long text is tokenized this much at a time, cut after whitespace
+
+
+def token_offsets(text: str, tokenizer, segment_chars: int = SEGMENT_CHARS) -> list[tuple[int, int]]:
+    """``(start, end)`` character offsets in ``text`` of its non-empty tokens, in order.
+
+    A text longer than ``segment_chars`` is tokenized a segment at a time, each cut just
+    before a whitespace character (where a tokenizer starts a new word anyway), so the
+    tokenizer's own per-token objects (ids, token strings, masks) exist for one segment
+    at a time instead of for the whole document. A segment with no whitespace in its
+    second half (a long run of Chinese or Thai) is cut at ``segment_chars``.
+    """
+    offsets: list[tuple[int, int]] = []
+    start = 0
+    while start < len(text):
+        end = len(text) if len(text) - start <= segment_chars else _segment_end(text, start, segment_chars)
+        mapping = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        offsets.extend((a + start, b + start) for a, b in mapping if b > a)
+        start = end
+    return offsets
+
+
+def _segment_end(text: str, start: int, segment_chars: int) -> int:
+    """At the start of the last run of whitespace in the second half of ``text[start:start +
+    segment_chars]``: the next segment starts with the run, as the word after it does in the
+    whole text (``▁word``)."""
+    limit, low = start + segment_chars, start + segment_chars // 2
+    for at in range(limit - 1, low, -1):
+        if text[at].isspace():
+            while at > low and text[at - 1].isspace():  # the whole run of whitespace goes with the next word
+                at -= 1
+            return at
+    return limit
+
