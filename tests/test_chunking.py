@@ -94,3 +94,27 @@ def test_a_long_text_tokenized_by_segments_gives_the_same_tokens(tiny_model, sep
     whole = token_offsets(text, tiny_model.tokenizer, segment_chars=len(text) + 1)
     segmented = token_offsets(text, tiny_model.tokenizer, segment_chars=2_000)
     assert len(text) > 20 * 2_000 and segmented == whole
+
+
+def test_chunking_a_long_text_warns_of_nothing(tiny_deberta_dir, caplog):
+    """Tokenizing a document longer than the model takes is what chunking is for: no
+    'Token indices sequence length is longer than...' warning."""
+    import logging
+
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_deberta_dir), model_max_length=512)  # fresh: warns once
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            chunks = chunk_text("Der Vulkan bricht aus. " * 2000, tokenizer, budget=254, overlap=32)
+            quiet = [r for r in caplog.records if "sequence length" in r.getMessage()]
+            tokenizer("Der Vulkan bricht aus. " * 2000)  # the plain call does warn: the check can fail
+            loud = [r for r in caplog.records if "sequence length" in r.getMessage()]
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.disable_propagation()
+    assert len(chunks) > 10 and not quiet and len(loud) == 1

@@ -145,7 +145,8 @@ def token_offsets(text: str, tokenizer, segment_chars: int = SEGMENT_CHARS) -> l
     start = 0
     while start < len(text):
         end = len(text) if len(text) - start <= segment_chars else _segment_end(text, start, segment_chars)
-        mapping = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        mapping = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True,
+                            verbose=False)["offset_mapping"]  # longer than the model takes: chunks are cut next
         offsets.extend((a + start, b + start) for a, b in mapping if b > a)
         start = end
     return offsets
