@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 from bench_api import run_clients, start_server, xquad_texts
+from xlsearch.indexer.encoding.protocol import ModelFacts
 
 DATA = REPO.parent / "shared" / "benchmarks"
 TARGET_P50_MS, TARGET_P99_MS = 60.0, 150.0
@@ -66,7 +67,7 @@ def read_lines(count: int) -> list[tuple[str, str]]:
     raise SystemExit(f"only {len(out)} lines in {DATA}; ask for fewer --chunks")
 
 
-class StandInEncoder:
+class StandInEncoder(ModelFacts):
     """Duck-types :class:`indexer.encoder.Encoder` for ``IndexWriter``: same model identity
     (name, fingerprint, tokenizer, dim, layers), fast vectors.
 
@@ -80,18 +81,6 @@ class StandInEncoder:
         self.batch_size = 512
         vocab = len(loaded.tokenizer)
         self._projection = np.random.default_rng(seed).standard_normal((vocab, loaded.dim)).astype(np.float32)
-
-    @property
-    def tokenizer(self):
-        return self.loaded.tokenizer
-
-    @property
-    def dim(self) -> int:
-        return self.loaded.dim
-
-    @property
-    def num_layers(self) -> int:
-        return self.loaded.num_layers
 
     def encode(self, texts, layer: int, progress=None, *, pooling=None, prompt="") -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

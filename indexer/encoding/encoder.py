@@ -31,7 +31,7 @@ from ..errors import XlsearchError
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .layers import check_layers
 from .model import LoadedModel, transformer_blocks
-from .protocol import TextEncoder
+from .protocol import ModelFacts, TextEncoder
 from .pooling import pool, pool_mask, to_numpy
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class _StopForward(Exception):
     """Raised inside the model once every requested layer is captured."""
 
 
-class Encoder:
+class Encoder(ModelFacts):
     """Embeds texts with one model, pooling any hidden layer.
 
     Args:
@@ -74,18 +74,6 @@ class Encoder:
         self._fast = None
         if supports(loaded.model):
             self._fast = FastDebertaV2(loaded.model, None if precision == "fp32" else self._dtype)
-
-    @property
-    def tokenizer(self):
-        return self.loaded.tokenizer
-
-    @property
-    def dim(self) -> int:
-        return self.loaded.dim
-
-    @property
-    def num_layers(self) -> int:
-        return self.loaded.num_layers
 
     def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
                *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> np.ndarray:

@@ -32,3 +32,23 @@ class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
                *, pooling: str, prompt: str = "") -> np.ndarray:
         """``(len(texts), dim)`` float32 unit vectors pooled at ``layer``, after ``prompt``."""
+
+
+class ModelFacts:
+    """``tokenizer``, ``dim`` and ``num_layers`` read from ``self.loaded``: what every
+    :class:`TextEncoder` implementation states the same way."""
+
+    loaded: LoadedModel
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def dim(self) -> int:
+        return self.loaded.dim
+
+    @property
+    def num_layers(self) -> int:
+        return self.loaded.num_layers
+

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...indexer.config import ANALYZER
+from ...indexer.encoding.protocol import ModelFacts
 from ...indexer.text.analysis import analyze
 from ...indexer.config import MEAN_NO_SPECIAL, IndexConfig
 from ...indexer.document import Document
@@ -168,13 +169,13 @@ class Evaluation:
                             "seconds": round(self.seconds, 1)}}
 
 
-class LayerCache:
+class LayerCache(ModelFacts):
     """A :class:`~indexer.encoding.protocol.TextEncoder` that pools all sweep layers from one forward pass per text.
 
     ``encode(texts, layer)`` for a layer of the sweep encodes the texts it has not
     seen with ``encode_layers(texts, layers)`` and keeps every layer's vectors, so
     indexing or searching the same texts at another layer costs no forward pass.
-    ``loaded``, ``tokenizer``, ``dim`` and ``num_layers`` are the encoder's.
+    ``loaded`` is the encoder's, and with it ``tokenizer``, ``dim`` and ``num_layers``.
 
     Args:
         encoder: The real encoder.
@@ -191,18 +192,6 @@ class LayerCache:
     @property
     def loaded(self):
         return self.encoder.loaded
-
-    @property
-    def tokenizer(self):
-        return self.encoder.tokenizer
-
-    @property
-    def dim(self) -> int:
-        return self.encoder.dim
-
-    @property
-    def num_layers(self) -> int:
-        return self.encoder.num_layers
 
     def __len__(self) -> int:
         return len(self._vectors)
