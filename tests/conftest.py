@@ -53,6 +53,15 @@ def xquad_documents(per_language: int = 40) -> tuple[list[dict], list[str]]:
     return docs, questions
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a test server."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def sentences() -> list[str]:
     return training_sentences()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, free_port
 
 from xlsearch.api.cli.main import main
 from xlsearch.indexer.errors import XlsearchError
@@ -21,12 +20,6 @@ from xlsearch.indexer.errors import XlsearchError
 SAMPLE_TEXT = {d["id"]: d["text"] for d in map(json.loads, SAMPLE.read_text(encoding="utf-8").splitlines())}
 KEY = "server-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 
@@ -18,13 +17,9 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from conftest import free_port  # noqa: E402
 from xlsearch.api.settings import Settings  # noqa: E402
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +30,7 @@ def server(sample_index_master, tiny_deberta_dir, tmp_path_factory):
 
     index = tmp_path_factory.mktemp("page") / "index"
     shutil.copytree(sample_index_master, index)  # the tests write to it
-    port = _free_port()
+    port = free_port()
     app = create_app(Settings(index=index, model=str(tiny_deberta_dir), device="cpu"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
