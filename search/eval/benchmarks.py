@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ...indexer.document import Document
-from ...indexer.errors import BenchmarkError
+from ...indexer.errors import BenchmarkError, CorpusError
+from ...indexer.text.records import read_records
 
 log = logging.getLogger(__name__)
 
@@ -298,23 +299,23 @@ def _load_xquad_r(root: Path, langs: list[str] | None, limit: int | None) -> Ben
 
 
 # -- beir ----------------------------------------------------------------------
-def _jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """A BEIR ``corpus.jsonl`` or ``queries.jsonl``, read by the product's one record reader
+    (its file problems become BenchmarkError with the same ``file:line`` message)."""
+    _require(path)
     records = []
-    for number, line in enumerate(_read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BenchmarkError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise BenchmarkError(f"{path}:{number}: expected a JSON object")
-        for key in ("_id", "text"):
-            if not isinstance(record.get(key), (str, int)) or not str(record[key]).strip():
-                if key == "text" and "_id" in record and isinstance(record.get("title"), str) and record["title"]:
-                    continue  # a BEIR document may have only a title
-                raise BenchmarkError(f"{path}:{number}: missing or empty {key!r}")
-        records.append((number, record))
+    try:
+        for where, record in read_records(path, "jsonl"):
+            if isinstance(record, CorpusError):
+                raise BenchmarkError(str(record))
+            for key in ("_id", "text"):
+                if not isinstance(record.get(key), (str, int)) or not str(record[key]).strip():
+                    if key == "text" and "_id" in record and isinstance(record.get("title"), str) and record["title"]:
+                        continue  # a BEIR document may have only a title
+                    raise BenchmarkError(f"{where}: missing or empty {key!r}")
+            records.append(record)
+    except CorpusError as exc:  # the file cannot be read at all
+        raise BenchmarkError(str(exc)) from None
     return records
 
 
@@ -345,10 +346,10 @@ def _require(path: Path) -> Path:
 def _load_beir(root: Path, langs: list[str] | None, limit: int | None, split: str) -> Benchmark:
     qrels_path = root / "qrels" / f"{split}.tsv"
     qrels = _beir_qrels(qrels_path)
-    queries_all = {str(r["_id"]): str(r["text"]) for _, r in _jsonl(root / "queries.jsonl")}
+    queries_all = {str(r["_id"]): str(r["text"]) for r in _jsonl(root / "queries.jsonl")}
     corpus = [Document(str(r["_id"]), str(r.get("text") or r.get("title")), title=r.get("title") or None,
                        lang=r.get("lang") if isinstance(r.get("lang"), str) else None)
-              for _, r in _jsonl(root / "corpus.jsonl")]
+              for r in _jsonl(root / "corpus.jsonl")]
     ids = {doc.id for doc in corpus}
     missing = [qid for qid in qrels if qid not in queries_all]
     if missing:
