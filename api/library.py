@@ -27,7 +27,8 @@ from ..indexer.errors import ConfigError
 from ..indexer.store.shard_layout import any_index_exists, index_directories
 from ..indexer.store.storage import open_docstore
 from ..indexer.text.corpus import document_from_record
-from ..search.searcher import DEFAULT_FUSION, Hit, Searcher
+from ..search.options import DEFAULT_FUSION
+from ..search.searcher import Hit, Searcher
 
 if TYPE_CHECKING:
     from ..indexer.encoding.encoder import Encoder

@@ -37,7 +37,7 @@ from xlsearch.indexer.encoding.sentence_config import settle_config  # noqa: E40
 from xlsearch.search.eval.benchmarks import load_benchmark  # noqa: E402
 from xlsearch.search.fusion import FUSIONS, Candidates, fuse  # noqa: E402
 from xlsearch.search.eval.metrics import mean_metrics  # noqa: E402
-from xlsearch.search.searcher import DEFAULT_FUSION  # noqa: E402
+from xlsearch.search.options import DEFAULT_FUSION  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "benchmarks"
 OPTIONS = {"xquad": {"pairs": "all"}, "tatoeba": {"langs": ["xtreme"]}, "xquad-r": {}}

@@ -6,7 +6,7 @@ and the evaluation harness). Names below load on first use.
 from ..indexer.lazy import lazy_exports
 
 _EXPORTS = {
-    "FUSIONS": ".searcher", "MODES": ".searcher", "Hit": ".searcher", "Searcher": ".searcher",
+    "FUSIONS": ".options", "MODES": ".options", "Hit": ".searcher", "Searcher": ".searcher",
     "SearchResult": ".searcher", "linear": ".fusion", "min_max": ".fusion", "rrf": ".fusion",
     "LoadedIndex": ".index.loader", "load_index": ".index.loader",
 }

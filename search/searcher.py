@@ -19,7 +19,7 @@ from ..indexer.text.language import detect_language
 from ..indexer.text.validation import text_problem
 
 from .fusion import SCORE_BOTH_SIDES, Candidates, fuse
-from .options import DEFAULT_FUSION, FUSIONS, MAX_K, MODES  # noqa: F401 - the searcher's own choices
+from .options import DEFAULT_FUSION, FUSIONS, MAX_K, MODES
 from .highlight import highlights
 from .index.reader import IndexReader
 from .index.sharded import open_index

@@ -99,7 +99,7 @@ def test_every_fusion_scores_the_union_deterministically(name):
 
 def test_the_api_offers_exactly_the_searcher_s_fusions():
     from xlsearch.api.http.schemas import Fusion
-    from xlsearch.search.searcher import DEFAULT_FUSION
-    from xlsearch.search.searcher import FUSIONS as SEARCH_FUSIONS
+    from xlsearch.search.options import DEFAULT_FUSION
+    from xlsearch.search.options import FUSIONS as SEARCH_FUSIONS
 
     assert set(typing.get_args(Fusion)) == set(SEARCH_FUSIONS) == set(FUSIONS) and DEFAULT_FUSION in FUSIONS

@@ -22,7 +22,8 @@ from xlsearch.indexer.errors import ConfigError
 from xlsearch.indexer.encoding.sentence_config import model_defaults, raw_encoder_layer, settle_config
 from xlsearch.search.eval.benchmarks import load_benchmark
 from xlsearch.search.eval.harness import EvalSettings, evaluate
-from xlsearch.search.searcher import DEFAULT_FUSION, Searcher
+from xlsearch.search.options import DEFAULT_FUSION
+from xlsearch.search.searcher import Searcher
 
 from conftest import benchmarks_dir
 

@@ -39,7 +39,8 @@ from ...indexer.store.storage import index_exists
 
 from .benchmarks import Benchmark, Task
 from .metrics import mean_metrics
-from ..searcher import DEFAULT_FUSION, FUSIONS, MODES, Searcher
+from ..options import DEFAULT_FUSION, FUSIONS, MODES
+from ..searcher import Searcher
 
 if TYPE_CHECKING:  # torch loads with the model, for a dense or hybrid sweep only
     from ...indexer.encoding.encoder import Encoder
