@@ -134,7 +134,7 @@ def test_shards_scored_with_the_collection_equal_one_index(corpus, queries):
     shards[1].remove([4, 7])  # removed chunks leave the statistics too
     whole.remove([4, 7])
     collection = Collection.of(shards)
-    assert collection.chunks == len(whole) and len(collection.idf) == whole.vocabulary_size
+    assert collection.chunks == len(whole) and int(collection.held.sum()) == whole.vocabulary_size
     for shard in shards:
         shard.use_collection(collection)
     for query in queries[:20]:
@@ -338,3 +338,27 @@ def test_with_ties_returns_every_chunk_tied_with_the_kth():
     ids, scores = index.search(["tea"], 2, with_ties=True)
     assert ids.tolist() == [7, 5, 1, 9] and scores[1] == scores[2] == scores[3]
     assert index.search(["tea"], 1, with_ties=True)[0].tolist() == [7]  # nothing ties with the first
+
+
+def test_a_few_removed_chunks_stay_masked_and_scores_stay_exact():
+    """Below the compaction threshold (an eighth of the rows) removed rows stay in the matrix, masked:
+    scores, search and statistics still equal rank-bm25 over the live chunks, bit for bit."""
+    import random
+
+    rng = random.Random(0)
+    docs = [[rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 12))] for _ in range(200)]
+    index = BM25Index()
+    index.add(list(range(200)), docs)
+    index.get_scores(["a"])
+    dead = rng.sample(range(200), 10)
+    index.remove(dead)
+    live = [i for i in range(200) if i not in dead]
+    reference = BM25Okapi([docs[i] for i in live])
+    for query in (["a", "b"], ["z", "z", "q"]):
+        assert np.array_equal(index.get_scores(query), reference.get_scores(query))
+        ids, _ = index.search(query, 50)
+        assert not set(ids.tolist()) & set(dead)
+    assert index._matrix.shape[0] == 200 and len(index) == 190  # masked, not compacted
+    index.remove(live[:20])  # past an eighth of the rows: compacted
+    index.get_scores(["a"])
+    assert index._matrix.shape[0] == 170

@@ -8,9 +8,10 @@ replaced by ``epsilon * mean(idf)`` over the live vocabulary, and per query toke
 Higher is better.
 
 Term frequencies live in a CSC matrix (rows: chunks, columns: terms), so a query
-touches only its terms' postings. ``add`` queues a block of new rows and ``remove``
-marks rows dead; both are merged into the matrix (dead rows dropped) on the next
-read, so N, df and avgdl always count live chunks only.
+touches only its terms' postings. ``add`` queues a block of new rows, merged into the
+matrix on the next read; ``remove`` marks rows dead, as Lucene's live-docs bits do: dead
+rows stay in the matrix, masked out of every result, until more than an eighth of the
+rows are dead and the matrix is compacted. N, df and avgdl always count live chunks only.
 
 On disk: ``indexer.lexical_io`` (``save_bm25``, ``load_bm25``).
 """
@@ -51,8 +52,10 @@ class BM25Index:
         self._alive = np.empty(0, bool)
         self._row_of: dict[int, int] = {}  # live chunk id -> row
         self._total_len = 0  # tokens in live rows
+        self._df: np.ndarray | None = None  # live chunks per term, cached
         self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (idf per term, k1 * norm per row)
-        self._collection: Collection | None = None  # statistics of a sharded whole, when set
+        self._collection: Collection | None = None  # statistics of a whole this index is part of, when set
+        self._global_ids: tuple[Vocabulary, np.ndarray] | None = None  # term id -> id in a shared vocabulary
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows)
 
     # -- size ----------------------------------------------------------------
@@ -69,22 +72,26 @@ class BM25Index:
         """Tokens in live chunks."""
         return self._total_len
 
-    def term_counts(self) -> tuple[list[str], np.ndarray]:
-        """``(terms, document frequencies)`` of the terms in at least one live chunk."""
+    def document_frequencies(self) -> np.ndarray:
+        """int64 ``(terms,)``: live chunks holding each term, by term id (0 for terms of removed chunks)."""
         self._flush()
-        df = np.diff(self._matrix.indptr)
-        used = np.flatnonzero(df)
-        return [self._terms[t] for t in used.tolist()], df[used]
+        if self._df is None:
+            df = np.diff(self._matrix.indptr).astype(np.int64)
+            if len(self._row_of) < len(self._row_ids):  # dead rows still in the matrix: uncount them
+                dead = np.flatnonzero(~self._alive[self._matrix.indices])
+                df -= np.bincount(np.searchsorted(self._matrix.indptr, dead, side="right") - 1, minlength=len(df))
+            self._df = df
+        return self._df
 
     def use_collection(self, collection: Collection | None) -> None:
-        """Score with the statistics of a whole collection this index is a shard of (None: its own)."""
+        """Score with the statistics of a whole collection this index is a part of (a segment or a
+        shard; None: its own)."""
         self._collection, self._stats = collection, None
 
     @property
     def vocabulary_size(self) -> int:
         """Number of distinct terms that occur in at least one live chunk."""
-        self._flush()
-        return int(np.count_nonzero(np.diff(self._matrix.indptr)))
+        return int(np.count_nonzero(self.document_frequencies()))
 
     # -- updates -------------------------------------------------------------
     def add(self, chunk_ids: Sequence[int], token_lists: Sequence[list[str]]) -> None:
@@ -114,7 +121,7 @@ class BM25Index:
         self._alive = np.concatenate([self._alive, np.ones(len(ids), bool)])
         self._row_of.update(zip(ids.tolist(), range(first, first + len(ids))))
         self._total_len += int(lengths.sum())
-        self._stats = self._sorted = None
+        self._stats = self._sorted = self._df = None
 
     def _term_ids(self, flat: list[str]) -> np.ndarray:
         """Map terms to ids, giving new terms the next ids in first-occurrence order.
@@ -172,10 +179,11 @@ class BM25Index:
             if row is not None:
                 self._alive[row] = False
                 self._total_len -= int(self._doc_len[row])
-                self._stats = self._sorted = None
+                self._stats = self._sorted = self._df = None
 
-    def _flush(self) -> None:
-        """Merge pending blocks and drop dead rows from the matrix (no-op when clean)."""
+    def _flush(self, compact: bool = False) -> None:
+        """Merge pending blocks; drop dead rows from the matrix when more than an eighth of the
+        rows are dead, or whenever ``compact`` (no-op when clean)."""
         n_terms = len(self._terms)
         if self._pending:
             blocks = [self._matrix] + self._pending
@@ -184,8 +192,10 @@ class BM25Index:
             self._matrix = sp.vstack(blocks, format="csc", dtype=np.int32)
             self._matrix.sort_indices()  # postings must list rows in increasing order
             self._pending = []
-        if not self._alive.all():
+        dead = len(self._row_ids) - len(self._row_of)
+        if dead and (compact or dead * 8 > len(self._row_ids)):
             self._matrix = _drop_rows(self._matrix, self._alive)
+            self._df = self._sorted = None
             self._row_ids, self._doc_len = self._row_ids[self._alive], self._doc_len[self._alive]
             self._alive = np.ones(len(self._row_ids), bool)
             self._row_of = dict(zip(self._row_ids.tolist(), range(len(self._row_ids))))
@@ -195,11 +205,11 @@ class BM25Index:
         """Return ``(idf per term, k1 * (1 - b + b * dl / avgdl) per row)``, computing them if stale."""
         if self._stats is None:
             self._flush()
-            n = len(self._row_ids)
+            n = len(self._row_of)
             if self._collection is None:
-                avgdl, idf = self._total_len / n if n else 1.0, _idf(np.diff(self._matrix.indptr), n, self.epsilon)
+                avgdl, idf = self._total_len / n if n else 1.0, _idf(self.document_frequencies(), n, self.epsilon)
             else:
-                avgdl, idf = self._collection.avgdl, self._collection.idf_of(self._terms)
+                avgdl, idf = self._collection.avgdl, self._collection.idf_of(self)
             self._stats = (idf, self.k1 * (1 - self.b + self.b * self._doc_len / avgdl))
         return self._stats
 
@@ -221,7 +231,7 @@ class BM25Index:
         scores = np.zeros(len(self._row_ids))
         for rows, contrib in self._postings(query_tokens):
             scores[rows] += contrib
-        return scores
+        return scores if len(self._row_of) == len(self._row_ids) else scores[self._alive]
 
     def query_weights(self, query_tokens: list[str]) -> np.ndarray:
         """float64 ``(len(query_tokens),)``: the idf each query term carries in this collection; a term
@@ -232,17 +242,18 @@ class BM25Index:
         """
         idf, _ = self._prepare()
         collection = self._collection
-        n = collection.chunks if collection is not None else len(self._row_ids)
+        n = collection.chunks if collection is not None else len(self._row_of)
         rarest = math.log(n + 0.5) - math.log(0.5)
-        indptr = self._matrix.indptr
+        df = self.document_frequencies() if collection is None else None
         weights = np.full(len(query_tokens), rarest)
         for position, token in enumerate(query_tokens):
             if collection is not None:
-                if token in collection.idf:
-                    weights[position] = collection.idf[token]
+                weight = collection.weight(token)
+                if weight is not None:
+                    weights[position] = weight
                 continue
             term = self._vocab.get(token)
-            if term is not None and indptr[term] < indptr[term + 1]:  # some live chunk holds it
+            if term is not None and df[term] > 0:  # some live chunk holds it
                 weights[position] = idf[term]
         return weights
 
@@ -290,18 +301,33 @@ class BM25Index:
             matched[rows] = True
         if allowed is not None:
             matched &= self._row_mask(np.asarray(allowed, dtype=np.int64))
+        if len(self._row_of) < len(self._row_ids):
+            matched &= self._alive
         rows = np.flatnonzero(matched)
         if k <= 0 or len(rows) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         best = _top_k(rows, scores[rows], k, with_ties)
         return self._row_ids[best], scores[best]
 
-    def _row_mask(self, allowed: np.ndarray) -> np.ndarray:
-        """Boolean ``(n,)`` mask of the rows whose chunk id is in ``allowed``."""
+    def contains(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """Boolean mask over int64 ``chunk_ids``: which are live chunks of this index."""
+        ids = np.asarray(chunk_ids, dtype=np.int64)
+        sorted_ids, order = self._sorted_ids()
+        if len(sorted_ids) == 0 or len(ids) == 0:
+            return np.zeros(len(ids), bool)
+        pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        return (sorted_ids[pos] == ids) & self._alive[order[pos]]
+
+    def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every row's chunk id sorted, the rows in that order); dead rows included."""
         if self._sorted is None:
             order = np.argsort(self._row_ids, kind="stable")
             self._sorted = (self._row_ids[order], order)
-        sorted_ids, order = self._sorted
+        return self._sorted
+
+    def _row_mask(self, allowed: np.ndarray) -> np.ndarray:
+        """Boolean ``(n,)`` mask of the rows whose chunk id is in ``allowed``."""
+        sorted_ids, order = self._sorted_ids()
         mask = np.zeros(len(sorted_ids), bool)
         if len(sorted_ids):
             pos = np.minimum(np.searchsorted(sorted_ids, allowed), len(sorted_ids) - 1)
@@ -312,7 +338,7 @@ class BM25Index:
     def to_arrays(self) -> tuple[dict[str, np.ndarray], list[str]]:
         """The live index as the arrays and term list of the on-disk format (terms of removed
         chunks dropped, postings sorted); see the module docstring."""
-        self._flush()
+        self._flush(compact=True)
         used = np.flatnonzero(np.diff(self._matrix.indptr))
         matrix = self._matrix[:, used] if len(used) < len(self._terms) else self._matrix
         matrix.sort_indices()
@@ -334,32 +360,97 @@ class BM25Index:
         index._total_len = int(index._doc_len.sum())
         return index
 
+    @classmethod
+    def concatenated(cls, indexes: Sequence[BM25Index], k1: float, b: float, epsilon: float) -> BM25Index:
+        """One index of the live chunks of ``indexes``, rows in their order (a segment merge).
+
+        Terms keep their first-occurrence order across the parts, so scores equal those of one
+        index built from the same chunks in the same order.
+        """
+        vocab: dict[str, int] = {}
+        columns, rows, tf, ids, lengths = [], [], [], [], []
+        offset = 0
+        for index in indexes:
+            arrays, terms = index.to_arrays()
+            term_ids = np.array([vocab.setdefault(term, len(vocab)) for term in terms], np.int64)
+            columns.append(np.repeat(term_ids, np.diff(arrays["indptr"])))
+            rows.append(arrays["rows"].astype(np.int64) + offset)
+            tf.append(arrays["tf"])
+            ids.append(arrays["chunk_ids"])
+            lengths.append(arrays["doc_len"])
+            offset += len(arrays["chunk_ids"])
+        merged = cls(k1, b, epsilon)
+        if not offset:
+            return merged
+        matrix = sp.csc_matrix((np.concatenate(tf), (np.concatenate(rows), np.concatenate(columns))),
+                               shape=(offset, len(vocab)), dtype=np.int32)
+        matrix.sort_indices()
+        arrays = {"chunk_ids": np.concatenate(ids), "doc_len": np.concatenate(lengths),
+                  "indptr": matrix.indptr, "rows": matrix.indices, "tf": matrix.data}
+        return cls.from_arrays(k1, b, epsilon, arrays, list(vocab))
+
+
+class Vocabulary:
+    """Term -> id, shared by the parts of a collection so that their statistics add up as arrays.
+
+    Each part's term ids are mapped once (a segment never changes its terms), so gathering the
+    statistics again after a commit costs numpy work over the terms, and Python work only for
+    the terms of new segments.
+    """
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def of(self, index: BM25Index) -> np.ndarray:
+        """int64 ``(terms of index,)``: the shared id of each of its term ids."""
+        cached = index._global_ids
+        if cached is None or cached[0] is not self or len(cached[1]) != len(index._terms):
+            ids = self.ids
+            mapped = np.fromiter((ids.setdefault(t, len(ids)) for t in index._terms), np.int64, len(index._terms))
+            cached = index._global_ids = (self, mapped)
+        return cached[1]
+
 
 @dataclass(frozen=True)
 class Collection:
-    """Term statistics of chunks split over several BM25 indexes (the shards of one index)."""
+    """Term statistics of chunks split over several BM25 indexes (the segments or shards of one index)."""
 
     chunks: int
     avgdl: float
-    idf: dict[str, float]  # per term in at least one live chunk
+    vocabulary: Vocabulary
+    idf: np.ndarray  # float64 per shared term id; 0 for a term in no live chunk
+    held: np.ndarray  # bool per shared term id: some live chunk holds it
 
     @classmethod
-    def of(cls, indexes: Sequence[BM25Index]) -> Collection:
-        """Merge the shards' counts; idf as one index over all their chunks would compute it."""
-        df: dict[str, int] = {}
-        for index in indexes:
-            terms, counts = index.term_counts()
-            for term, freq in zip(terms, counts.tolist()):
-                df[term] = df.get(term, 0) + freq
+    def of(cls, indexes: Sequence[BM25Index], vocabulary: Vocabulary | None = None) -> Collection:
+        """Add up the parts' counts; idf as one index over all their live chunks would compute it.
+
+        Args:
+            vocabulary: Reused between calls over changing parts (a reader re-opening after commits).
+        """
+        vocabulary = vocabulary if vocabulary is not None else Vocabulary()
+        maps = [vocabulary.of(index) for index in indexes]  # grows the vocabulary first
+        df = np.zeros(len(vocabulary), np.int64)
+        for index, mapped in zip(indexes, maps):
+            df[mapped] += index.document_frequencies()  # a part maps each of its terms to a distinct id
         n = sum(len(index) for index in indexes)
         total = sum(index.total_length for index in indexes)
         epsilon = indexes[0].epsilon if indexes else 0.25
-        idf = _idf(np.fromiter(df.values(), np.int64, len(df)), n, epsilon)
-        return cls(n, total / n if n else 1.0, dict(zip(df, idf.tolist())))
+        return cls(n, total / n if n else 1.0, vocabulary, _idf(df, n, epsilon), df > 0)
 
-    def idf_of(self, terms: Sequence[str]) -> np.ndarray:
-        """float64 idf per term (0 for terms in no live chunk)."""
-        return np.fromiter((self.idf.get(t, 0.0) for t in terms), np.float64, len(terms))
+    def idf_of(self, index: BM25Index) -> np.ndarray:
+        """float64 idf per term id of one part (0 for terms in no live chunk)."""
+        return self.idf[self.vocabulary.of(index)]
+
+    def weight(self, term: str) -> float | None:
+        """The term's idf, or None when no live chunk holds it."""
+        position = self.vocabulary.ids.get(term)
+        if position is None or position >= len(self.held) or not self.held[position]:
+            return None
+        return float(self.idf[position])
 
 
 def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
@@ -372,9 +463,11 @@ def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
     live = df > 0
     if not live.any():
         return idf
-    values, inverse = np.unique(df[live], return_inverse=True)
-    per_df = np.array([math.log(n - d + 0.5) - math.log(d + 0.5) for d in values.tolist()])
-    live_idf = per_df[inverse.ravel()]
+    live_df = df[live]
+    values = np.flatnonzero(np.bincount(live_df))  # the distinct dfs, without sorting every term
+    per_df = np.zeros(int(values[-1]) + 1)
+    per_df[values] = [math.log(n - d + 0.5) - math.log(d + 0.5) for d in values.tolist()]
+    live_idf = per_df[live_df]
     average = float(np.cumsum(live_idf)[-1]) / len(live_idf)
     live_idf[live_idf < 0] = epsilon * average
     idf[live] = live_idf
