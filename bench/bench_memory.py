@@ -15,8 +15,8 @@ actually indexed.
 
 Indexing runs in a child interpreter through ``build_index`` (the product's whole path): the validation
 pass and the streaming pass of ``read_documents``, chunking, language detection,
-``IndexWriter.upsert`` with a commit every 4,096+ new chunks (and 1/8 of the index),
-FAISS flat-ip, BM25 and the SQLite store. The child loads the exact-shape model
+``IndexWriter.upsert`` with a commit every 4,096 new chunks (each a new segment; the merge
+policy merges them in tiers), FAISS flat-ip, BM25 and the SQLite store. The child loads the exact-shape model
 (mdeberta-v3-base architecture, random weights), so its bytes are in the RSS, but
 reads every weight once (safetensors weights may be mapped lazily; encoding
 reads them all), then embeds with bench_e2e's ``StandInEncoder`` (same tokenizer and fingerprint,
@@ -226,7 +226,8 @@ def child(args: argparse.Namespace) -> None:
         previous, sampler.phase = sampler.phase, "commit"
         begin = time.perf_counter()
         manifest = original_commit(writer)
-        commits.append({"chunks": len(writer.dense), "s": round(time.perf_counter() - begin, 1),
+        commits.append({"chunks": manifest.chunks, "segments": len(manifest.segments),
+                        "s": round(time.perf_counter() - begin, 1),
                         "rss_mib": round(status_kib("VmRSS") / 1024), "hwm_mib": round(status_kib("VmHWM") / 1024)})
         sampler.phase = previous
         if not writers:
@@ -248,10 +249,9 @@ def child(args: argparse.Namespace) -> None:
     writer = writers[0]
     breakdown = {"model_mib": round(model_bytes / MIB, 1),
                  "stand_in_projection_mib": round(encoder._projection.nbytes / MIB, 1),
-                 "faiss": faiss_bytes(writer.dense), "bm25": bm25_bytes(writer.lexical),
-                 "pending_docs": len(writer._pending_docs), **malloc_mib(), **sqlite_mib()}
-    if writer.raw is not None:
-        breakdown["faiss_raw"] = faiss_bytes(writer.raw)
+                 "pending": {"faiss": faiss_bytes(writer.pending.dense), "bm25": bm25_bytes(writer.pending.lexical),
+                             "docs": len(writer._pending_docs)},
+                 "segments": len(writer.manifest.segments), **malloc_mib(), **sqlite_mib()}
     sampler.stop()
     result = {"documents": report.documents, "chunks": stats.chunks, "dim": encoder.dim,
               "model_bytes": model_bytes, "build_s": round(build_s, 1),

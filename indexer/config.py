@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ConfigError, IndexFormatError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: segments and tombstones (1: one generation of files per commit)
 # Name of the lexical analyzer (indexer.text.analysis); changed whenever its output changes,
 # so that an index analyzed otherwise is refused rather than searched with mismatched terms.
 ANALYZER = "unicode-bigram-arabic-prefix5-v2"
@@ -127,8 +127,10 @@ def utc_now() -> str:
 class Manifest:
     """What ``manifest.json`` holds: the config plus facts measured at build time.
 
-    ``files`` maps each file of the committed generation (relative path) to its
-    ``size`` and ``sha256``; opening the index verifies them.
+    ``segments`` lists the live segments in order, each ``{"name", "rows", "live", "created"}``
+    (rows in its files, chunks not deleted since, the generation that wrote it); ``files`` maps
+    each of their files and the centroids file (relative path) to its ``size`` and ``sha256``;
+    opening the index verifies them.
     """
 
     config: IndexConfig
@@ -141,6 +143,12 @@ class Manifest:
     created: str = field(default_factory=utc_now)
     updated: str = field(default_factory=utc_now)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def centroids(self) -> str | None:
+        """The language means' file (``center_languages``), relative to the index directory."""
+        return next((path for path in self.files if path.startswith("centroids.")), None)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

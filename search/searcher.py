@@ -199,7 +199,8 @@ class Searcher:
                     self.index.refresh()
                     if self.nprobe is not None:
                         for part in self.index.parts:
-                            part.dense.nprobe = self.nprobe
+                            for segment in part.segments.values():
+                                segment.dense.nprobe = self.nprobe
                     allowed = None
                     if lang is not None or filter:
                         allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)

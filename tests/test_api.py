@@ -122,7 +122,7 @@ def test_documents_are_listed_a_page_at_a_time(shared_client):
 def test_info_shows_the_manifest_and_counts(shared_client):
     info = shared_client.get("/info").json()
     assert info["config"]["layer"] == 2 and info["config"]["chunk_tokens"] == 64
-    assert info["format_version"] == 1 and info["documents"] >= 52
+    assert info["format_version"] == 2 and info["documents"] >= 52
     assert info["stored"]["documents"] == info["documents"] and info["stored"]["chunks"] == info["chunks"]
     assert info["config"]["model_name"] == "tiny-deberta"  # a local model by its folder's name
     assert "/tmp" not in shared_client.get("/info").text  # no path of the server's disk
@@ -130,7 +130,8 @@ def test_info_shows_the_manifest_and_counts(shared_client):
 
 def test_openapi_schema_documents_every_endpoint(shared_client):
     paths = shared_client.get("/openapi.json").json()["paths"]
-    assert set(paths) == {"/health", "/info", "/search", "/documents", "/document", "/documents/{doc_id}", "/embed"}
+    assert set(paths) == {"/health", "/info", "/search", "/documents", "/document", "/documents/{doc_id}", "/embed",
+                          "/optimize"}
     assert set(paths["/documents/{doc_id}"]) == {"get", "delete"} and set(paths["/search"]) == {"get", "post"}
     assert shared_client.get("/docs").status_code == 200
 
@@ -153,7 +154,7 @@ def test_openapi_schema_says_what_this_server_does(shared_client, sample_index, 
     layer = components["EmbedRequest"]["properties"]["layer"]
     depth = shared_client.app.state.service.encoder.num_layers
     assert [o.get("maximum") for o in layer["anyOf"] if o.get("type") == "integer"] == [depth]
-    writes = {("post", "/documents"), ("delete", "/documents/{doc_id}"), ("delete", "/document")}
+    writes = {("post", "/documents"), ("delete", "/documents/{doc_id}"), ("delete", "/document"), ("post", "/optimize")}
     with TestClient(create_app(make_settings(sample_index, tiny_deberta_dir, api_key=KEY))) as client:
         assert _secured(client.get("/openapi.json").json()) == writes
     with TestClient(create_app(make_settings(sample_index, tiny_deberta_dir, api_key=KEY,

@@ -75,7 +75,8 @@ def expected_centered(index, encoder):
 def test_index_stores_centered_vectors_and_means(centered_index, encoder):
     index = load_index(centered_index)
     assert index.manifest.config.center_languages
-    assert any(name.startswith("raw.") for name in index.manifest.files)
+    assert any(name.endswith("/raw.faiss") for name in index.manifest.files)
+    assert len(index.manifest.segments) == 1  # a centering index is one segment: every commit recenters
     ids, expected, centroids = expected_centered(index, encoder)
     stored = stored_vectors(index)
     np.testing.assert_allclose(np.stack([stored[i] for i in ids]), expected, atol=1e-5)

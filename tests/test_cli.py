@@ -11,7 +11,7 @@ import pytest
 from xlsearch.api.cli.main import build_parser, main
 from conftest import REPO, SAMPLE
 
-SUBCOMMANDS = ["index", "search", "delete", "info", "check", "serve", "evaluate", "embed", "fill-mask",
+SUBCOMMANDS = ["index", "search", "delete", "info", "optimize", "check", "serve", "evaluate", "embed", "fill-mask",
                "finetune", "classify"]
 
 

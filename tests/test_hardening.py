@@ -53,7 +53,7 @@ def test_check_never_loads_a_file_that_failed_its_checksum(tmp_path, index, monk
 
     copy = tmp_path / "copy"
     shutil.copytree(index, copy)
-    (dense,) = copy.glob("dense.*.faiss")
+    (dense,) = copy.glob("seg.*/dense.faiss")
     data = bytearray(dense.read_bytes())
     data[-1] ^= 0xFF  # same size, other content
     dense.write_bytes(bytes(data))
@@ -61,9 +61,9 @@ def test_check_never_loads_a_file_that_failed_its_checksum(tmp_path, index, monk
     def refuse(*args, **kwargs):
         raise AssertionError("a damaged file was handed to FAISS")
 
-    monkeypatch.setattr(check.DenseIndex, "load", refuse)
+    monkeypatch.setattr(check.Segment, "load", refuse)
     problems = check_index(copy)
-    assert any("does not match the manifest's SHA-256" in p and dense.name in p for p in problems)
+    assert any("does not match the manifest's SHA-256" in p and "dense.faiss" in p for p in problems)
 
 
 def test_a_client_that_goes_away_is_logged_as_499_not_500(caplog):

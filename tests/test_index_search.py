@@ -42,7 +42,8 @@ def test_manifest_records_the_build(sample_index, encoder):
     assert m.documents == len(SAMPLE_DOCS) == index.store.count("documents")
     assert m.chunks == len(index.dense) == len(index.lexical) == index.store.count("chunks") > m.documents
     on_disk = json.loads((sample_index / "manifest.json").read_text())
-    assert on_disk["format_version"] == 1 and on_disk["generation"] == m.generation == 1
+    assert on_disk["format_version"] == 2 and on_disk["generation"] == m.generation == 1
+    assert [s["name"] for s in on_disk["segments"]] == ["seg.1"] and (sample_index / "seg.1" / "dense.faiss").is_file()
     assert on_disk["config"]["chunk_tokens"] == 64 and on_disk["config"]["pooling"] == "mean-tokens-no-special"
     index.close()
 

@@ -49,14 +49,17 @@ def stored(directory: Path) -> tuple[list, list, dict[int, np.ndarray]]:
     searcher = Searcher(directory)
     try:
         for part in searcher.index.parts:
-            ids, found = part.dense.all_vectors()
-            vectors.update(zip(ids.tolist(), found))
+            for segment in part.segments.values():
+                ids, found = segment.dense.all_vectors()
+                vectors.update(zip(ids.tolist(), found))
     finally:
         searcher.close()
     for path in index_directories(directory):
         store = DocStore(path / DOCS_FILE)
         docs += store.db.execute("SELECT * FROM documents ORDER BY id").fetchall()
-        chunks += store.db.execute("SELECT * FROM chunks ORDER BY chunk_id").fetchall()
+        # every column but the segment (which depends on when each run committed)
+        chunks += store.db.execute("SELECT chunk_id, doc_id, start, end, text, checksum FROM chunks "
+                                   "ORDER BY chunk_id").fetchall()
         store.close()
     return sorted(docs), sorted(chunks), vectors
 

@@ -27,7 +27,7 @@ from xlsearch.indexer.encoding.encoder import encode_documents
 from xlsearch.indexer.store.check import check_index
 from xlsearch.indexer.document import Document
 from xlsearch.indexer.errors import IndexFormatError, IndexWriteError
-from xlsearch.indexer.store.storage import committed_manifest, dense_path, lexical_path, open_docstore
+from xlsearch.indexer.store.storage import committed_manifest, listed_names, open_docstore
 from xlsearch.search.index.loader import load_index
 from xlsearch.search.searcher import Searcher
 
@@ -207,8 +207,8 @@ def test_sigkill_during_indexing_keeps_the_last_commit(tiny_deberta_dir, crash_c
         assert n >= trial["reached"], f"{name}: {trial['reached']} documents were committed before the kill, {n} kept"
         index = load_index(directory)
         assert index.manifest.documents == n and len(index.dense) == index.manifest.chunks
-        inside_commits += any(p.name.startswith(("dense.", "bm25."))
-                              and int(p.name.split(".")[1]) > index.manifest.generation for p in directory.iterdir())
+        inside_commits += any(p.name.startswith("seg.") and p.name not in listed_names(index.manifest)
+                              for p in directory.iterdir())
         index.close()
         prefixes.append(n)
     spread = f"{prefixes} (thresholds {thresholds}; {inside_commits} kills inside a commit)"
@@ -273,10 +273,10 @@ def test_healthy_index_passes_check_and_cli_exit_codes(sample_index, capsys):
     assert check_index(sample_index) == []
     assert main(["check", "--index", str(sample_index)]) == 0
     assert "ok" in capsys.readouterr().out
-    (sample_index / "dense.1.faiss").write_bytes(b"garbage")
+    (sample_index / "seg.1" / "dense.faiss").write_bytes(b"garbage")
     assert main(["check", "--index", str(sample_index)]) == 1
     err = capsys.readouterr().err
-    assert "problems" in err and "dense.1.faiss" in err
+    assert "problems" in err and "seg.1/dense.faiss" in err
 
 
 # -- full and read-only disks ------------------------------------------------------------------
@@ -311,7 +311,7 @@ def sqlite_full(*args, **kwargs):
 
 
 @pytest.mark.parametrize("target, fail, message", [
-    ("xlsearch.indexer.writing.writer.save_bm25", no_space, "No space left on device"),  # the lexical files
+    ("xlsearch.indexer.store.segment.save_bm25", no_space, "No space left on device"),  # the lexical files
     ("os.fsync", no_space, "No space left on device"),  # the first fsync of a commit: the dense file's
     ("xlsearch.indexer.writing.writer.write_chunks", sqlite_full, "database or disk is full"),  # the store
 ])
@@ -385,15 +385,16 @@ def add_encoded(directory: Path, items) -> None:
 def commit_sizes(base: Path, scratch: Path, items) -> list[tuple[str, int]]:
     """(file, size) of everything a commit of ``items`` onto a copy of ``base`` writes, in write order."""
     shutil.copytree(base, scratch)
-    generation = committed_manifest(scratch).generation + 1
+    old = listed_names(committed_manifest(scratch))
     with IndexWriter(scratch) as writer:
         for doc, pieces, vectors in items:
             writer.add_encoded(doc, pieces, vectors, UpsertStats())
-        writer.commit()
+        manifest = writer.commit()
         wal = (scratch / "docs.sqlite-wal").stat().st_size  # before close() checkpoints it away
-    bm25 = lexical_path(scratch, generation)
+    [segment] = [scratch / name for name in listed_names(manifest) - old]  # the one new segment
+    bm25 = segment / "bm25"
     assert sorted(p.name for p in bm25.iterdir()) == sorted(BM25_ORDER), "save_bm25 writes other files now"
-    return ([("dense", dense_path(scratch, generation).stat().st_size)]
+    return ([("dense", (segment / "dense.faiss").stat().st_size)]
             + [(name, (bm25 / name).stat().st_size) for name in BM25_ORDER] + [("docs.sqlite-wal", wal)])
 
 
@@ -419,13 +420,6 @@ def full_disk(sample_index_master, encoder, tmp_path_factory):
     config = committed_manifest(sample_index_master).config
     sample = root / "sample"
     shutil.copytree(sample_index_master, sample)
-    # An index whose dense file is its largest (long English documents: many chunks, few new terms),
-    # so a small commit onto it can run out of room in the dense file's last buffer and nowhere else.
-    large = root / "large"
-    shutil.copytree(sample_index_master, large)
-    text = " ".join(sib_sentences("eng_Latn", limit=60))
-    [(_, pieces, vectors)] = encoded(encoder, config, [Document("big", text, lang="en")])
-    add_encoded(large, [(Document(f"big-{i}", text, lang="en"), pieces, vectors) for i in range(3)])
     # Real sentences in 8 scripts (many new terms: the lexical files outgrow the dense one) and a
     # document whose metadata makes the store's transaction the largest write of the commit.
     varied = encoded(encoder, config, [Document(f"full-{lang}-{i}", text, lang=lang[:2]) for lang in CRASH_LANGS
@@ -434,15 +428,14 @@ def full_disk(sample_index_master, encoder, tmp_path_factory):
                                  metadata={"notes": " ".join(sib_sentences("eng_Latn", "test", 400))})])
     one = encoded(encoder, config, [Document("one-more", "One more short document.", lang="en")])
     sizes = commit_sizes(sample, root / "dry-varied", varied)
-    small = commit_sizes(large, root / "dry-one", one)
+    small = commit_sizes(sample, root / "dry-one", one)  # the new segment's dense file is written first
     plans = {
         "dense file": (sample, varied, dict(sizes)["dense"] // 2),
         "lexical files": (sample, varied, limit_failing_at(sizes, "terms.json")),
         "document store": (sample, varied, limit_failing_at(sizes, "docs.sqlite-wal")),
-        "dense file, last buffer": (large, one, limit_failing_at(small, "dense")),
+        "dense file, last buffer": (sample, one, limit_failing_at(small, "dense")),
         "room enough": (sample, varied, max(size for _, size in sizes) + 1),
     }
-    assert limit_failing_at(small, "dense") >= max(size for _, size in small[1:]), small
     cases, before, added = [], {}, {}
     for n, (name, (base, items, limit)) in enumerate(plans.items()):
         directory = root / f"case-{n}"

@@ -107,7 +107,7 @@ def _add_search(subparsers) -> None:
 
 
 def _add_maintenance(subparsers) -> None:
-    """delete, info and check: commands that need no model."""
+    """delete, info, optimize and check: commands that need no model."""
     delete = subparsers.add_parser("delete", help="remove documents from an index",
                                    description="Remove documents by id from all three stores.")
     delete.add_argument("ids", nargs="+", metavar="ID", help="document ids")
@@ -120,6 +120,13 @@ def _add_maintenance(subparsers) -> None:
     info.add_argument("--index", required=True, metavar="DIR", help="index directory")
     info.add_argument("--json", action="store_true", help="print the manifest and stored counts as JSON")
     info.set_defaults(handler=run_info)
+
+    optimize = subparsers.add_parser("optimize", help="merge an index's segments into one",
+                                     description="Merge every segment of an index into one and purge the "
+                                     "chunks deleted since they were written. Readers keep searching the old "
+                                     "segments until they pick up the new commit.")
+    optimize.add_argument("--index", required=True, metavar="DIR", help="index directory")
+    optimize.set_defaults(handler=run_optimize)
 
     check = subparsers.add_parser("check", help="verify an index's files and stores",
                                   description="Verify files against the manifest's sizes and SHA-256, "
@@ -275,6 +282,16 @@ def run_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_optimize(args: argparse.Namespace) -> int:
+    from ...indexer.writing.sharded import open_writer
+
+    with open_writer(args.index) as writer:
+        manifest = writer.optimize()
+    print(f"{args.index}: {manifest.documents:,} documents, {manifest.chunks:,} chunks "
+          f"in {len(manifest.segments)} segment(s) (generation {manifest.generation})")
+    return 0
+
+
 def run_info(args: argparse.Namespace) -> int:
     from ...indexer.store.shard_layout import sharded_info
 
@@ -299,6 +316,9 @@ def format_info(info: dict) -> str:
         f"lexical    BM25 k1={config['bm25_k1']} b={config['bm25_b']}, analyzer {config['analyzer']}",
         f"updated    {info['updated']} (created {info['created']})",
     ]
+    if "segments" in info:
+        deleted = sum(s["rows"] - s["live"] for s in info["segments"])
+        lines.append(f"segments   {len(info['segments'])}, {deleted:,} deleted chunks not purged yet")
     if "files" in info:
         size = sum(f["size"] for f in info["files"].values())
         lines.append(f"files      {len(info['files'])}, {size / 2 ** 20:.1f} MiB besides the document store")

@@ -30,6 +30,7 @@ from .schemas import (
     Fusion,
     Health,
     Mode,
+    OptimizeResponse,
     Query,
     SearchRequest,
     SearchResponse,
@@ -143,6 +144,13 @@ async def get_document(doc_id: Annotated[str, Path()], service: ServiceDep) -> A
 async def delete_document(doc_id: Annotated[str, Path()], service: ServiceDep) -> Any:
     async with service.write_lock:
         return await run_in_threadpool(service.delete, doc_id)
+
+
+@router.post("/optimize", response_model=OptimizeResponse, dependencies=WRITE, responses=_errors(401, 409, 503),
+             summary="Merge the index's segments into one, purging deleted chunks")
+async def optimize(service: ServiceDep) -> Any:
+    async with service.write_lock:
+        return await run_in_threadpool(service.optimize)
 
 
 @router.post("/embed", response_model=EmbedResponse, dependencies=READ, responses=_errors(401, 413, 422, 503),

@@ -206,6 +206,13 @@ class DeleteResponse(BaseModel):
     generation: int
 
 
+class OptimizeResponse(BaseModel):
+    documents: int
+    chunks: int
+    segments: int = Field(description="segments after the merge (one per shard)")
+    generation: int
+
+
 class EmbedResponse(BaseModel):
     layer: int
     dim: int

@@ -2,8 +2,10 @@
 
 Each method is blocking (model forward passes, disk, SQLite); routes call them in
 the thread pool. Reads go through :class:`search.searcher.Searcher`, which picks up
-every committed generation on its next query; each write opens an
-:class:`indexer.writing.IndexWriter`, commits, and closes it, so a 200 means durable.
+every committed generation on its next query (reading only its new segments). Writes go
+through one :class:`indexer.writing.writer.IndexWriter`, opened at the first write and held
+(with the index's writer lock) until the server stops; each request commits before it
+answers, so a 200 means durable, and a failed request's changes are rolled back.
 """
 from __future__ import annotations
 
@@ -54,9 +56,23 @@ class IndexService:
         self.encoder = Encoder(load_model(model or manifest.config.model_name, device), batch_size=batch_size)
         self.searcher = Searcher(self.directory, encoder=self.encoder)
         self.write_lock = asyncio.Lock()  # one writer of this process at a time; others wait their turn
+        self._writer = None
 
     def close(self) -> None:
         self.searcher.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write(self, change):
+        """Run ``change(writer)`` on the server's writer, then commit; on any failure roll back."""
+        if self._writer is None:
+            self._writer = open_writer(self.directory, self.encoder, self.config)
+        try:
+            return change(self._writer)
+        except BaseException:
+            self._writer.rollback()
+            raise
 
     # -- reads -------------------------------------------------------------
     def search(self, query: str, k: int, mode: str, fusion: str, alpha: float, lang: str | None,
@@ -101,9 +117,10 @@ class IndexService:
     # -- writes (callers hold ``write_lock``) ---------------------------------
     def upsert(self, docs: Sequence[Document]) -> dict[str, int]:
         """Add or replace ``docs`` in one commit; returns the counts and the new generation."""
-        with open_writer(self.directory, self.encoder, self.config) as writer:
-            stats = writer.upsert(docs)
-            manifest = writer.commit()
+        def change(writer):
+            return writer.upsert(docs), writer.commit()
+
+        stats, manifest = self._write(change)
         log.info("upserted %d documents (%d added, %d replaced, %d unchanged), generation %d",
                  len(docs), stats.added, stats.replaced, stats.unchanged, manifest.generation)
         return {"added": stats.added, "replaced": stats.replaced, "unchanged": stats.unchanged,
@@ -111,11 +128,19 @@ class IndexService:
 
     def delete(self, doc_id: str) -> dict[str, Any]:
         """Remove one document in one commit. Raises DocumentNotFoundError."""
-        with open_writer(self.directory, self.encoder, self.config) as writer:
+        def change(writer):
             if not writer.delete([doc_id]):
                 raise DocumentNotFoundError(f"no document with id {shorten(doc_id)!r}")
-            manifest = writer.commit()
+            return writer.commit()
+
+        manifest = self._write(change)
         return {"deleted": doc_id, "documents": manifest.documents, "generation": manifest.generation}
+
+    def optimize(self) -> dict[str, Any]:
+        """Merge the index's segments into one (``xlsearch optimize``)."""
+        manifest = self._write(lambda writer: writer.optimize())
+        return {"documents": manifest.documents, "chunks": manifest.chunks,
+                "segments": len(manifest.segments), "generation": manifest.generation}
 
 
 def document_out(doc: Document) -> dict[str, Any]:

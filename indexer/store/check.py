@@ -1,11 +1,11 @@
 """Verify an index the way Lucene's CheckIndex does, and list every problem found.
 
 Checks: the document store opens and passes SQLite's ``quick_check``; every row
-matches its checksum; the manifest is valid; every file of the committed generation is present with the size and
-SHA-256 the manifest records; the dense and lexical files load; the same chunk
-ids are in all three stores; the vector count equals the chunk count; every
-chunk's document exists and every document has a chunk; the counts match the
-manifest; ``manifest.json`` is a copy of the committed manifest (or of the one
+matches its checksum; the manifest is valid; every file of every live segment is present
+with the size and SHA-256 the manifest records (every byte is read); each segment loads and,
+its tombstones applied, holds as many live chunks as the manifest and the chunk rows naming
+it say; the same chunk ids are in all three stores; every chunk's document exists and every
+document has a chunk; the counts match the manifest; ``manifest.json`` is a copy of the committed manifest (or of the one
 before it: a process killed between the commit and the copy's rename leaves that,
 and the next writer rewrites it).
 """
@@ -15,13 +15,11 @@ import json
 import sqlite3
 from pathlib import Path
 
-from .dense import DenseIndex
 from ..errors import IndexNotFoundError, XlsearchError
-from .lexical import BM25Index
-from .lexical_io import load_bm25
 from .docstore import DOCS_FILE, DocStore
+from .segment import Segment
 from .shard_layout import index_directories, read_shards, shard_of
-from .storage import MANIFEST_FILE, dense_path, index_exists, lexical_path, open_docstore, verify_files
+from .storage import MANIFEST_FILE, index_exists, open_docstore, verify_files
 from ..text.validation import strict_json
 
 
@@ -41,7 +39,7 @@ def check_index(directory: str | Path) -> list[str]:
     try:
         damaged = verify_files(directory, manifest)
         problems = _store_problems(store) + _safe(store.damaged_rows) + _metadata_problems(store) + damaged
-        dense, lexical = _load(directory, manifest, problems, damaged)
+        dense, lexical = _load(directory, manifest, store, problems, damaged)
         problems += _consistency_problems(store, manifest, dense, lexical)
         problems += _copy_problems(directory, manifest)
     finally:
@@ -80,23 +78,34 @@ def _store_problems(store) -> list[str]:
     return [] if result == ["ok"] else [f"{store.path}: {line}" for line in result]
 
 
-def _load(directory: Path, manifest, problems: list[str],
-          damaged: list[str]) -> tuple[DenseIndex | None, BM25Index | None]:
-    """The dense and lexical indexes, each loaded only when its files passed the size and SHA-256
-    checks: a damaged file is never handed to FAISS or numpy."""
-    dense = lexical = None
-    dense_file, lexical_dir = dense_path(directory, manifest.generation), lexical_path(directory, manifest.generation)
-    if not any(p.startswith(f"{dense_file}:") for p in damaged):
+def _load(directory: Path, manifest, store, problems: list[str],
+          damaged: list[str]) -> tuple[list[int] | None, list[int] | None]:
+    """Live chunk ids of the dense and lexical indexes over every segment, tombstones applied; None
+    when a segment's files failed the size and SHA-256 checks (a damaged file is never handed to
+    FAISS or numpy) or do not load."""
+    dense_ids: list[int] = []
+    lexical_ids: list[int] = []
+    try:
+        rows = dict(store.db.execute("SELECT segment, COUNT(*) FROM chunks GROUP BY segment").fetchall())
+    except sqlite3.DatabaseError as exc:
+        problems.append(f"{store.path}: {exc}")
+        return None, None
+    for entry in manifest.segments:
+        name = entry["name"]
+        if any(p.startswith(f"{directory / name}/") for p in damaged):
+            return None, None
         try:
-            dense = DenseIndex.load(dense_file, manifest.dim, manifest.config.dense_index)
-        except XlsearchError as exc:
+            segment = Segment.load(directory, name, manifest.dim, manifest.config)
+            segment.remove(store.tombstones([name], 0, manifest.generation)[name])
+        except (XlsearchError, sqlite3.DatabaseError) as exc:
             problems.append(str(exc))
-    if not any(p.startswith(f"{lexical_dir}/") for p in damaged):
-        try:
-            lexical = load_bm25(lexical_dir)
-        except XlsearchError as exc:
-            problems.append(str(exc))
-    return dense, lexical
+            return None, None
+        if not len(segment) == entry["live"] == rows.get(name, 0):
+            problems.append(f"{directory / name}: {len(segment)} live chunks, the manifest says {entry['live']}, "
+                            f"{rows.get(name, 0)} chunk rows name it")
+        dense_ids += segment.dense.chunk_ids().tolist()
+        lexical_ids += segment.lexical.chunk_ids.tolist()
+    return dense_ids, lexical_ids
 
 
 def _consistency_problems(store, manifest, dense, lexical) -> list[str]:
@@ -118,7 +127,7 @@ def _consistency_problems(store, manifest, dense, lexical) -> list[str]:
         problems.append(f"{documents} documents stored, the manifest says {manifest.documents}")
     if len(stored) != manifest.chunks:
         problems.append(f"{len(stored)} chunks stored, the manifest says {manifest.chunks}")
-    for name, ids in (("dense", _dense_ids(dense)), ("lexical", _lexical_ids(lexical))):
+    for name, ids in (("dense", dense), ("lexical", lexical)):
         if ids is None:
             continue
         if len(ids) != len(stored):
@@ -127,16 +136,6 @@ def _consistency_problems(store, manifest, dense, lexical) -> list[str]:
         if missing or extra:
             problems.append(f"{name} index: {len(missing)} chunks missing, {len(extra)} unknown chunk ids")
     return problems
-
-
-def _dense_ids(dense: DenseIndex | None) -> list[int] | None:
-    if dense is None:
-        return None
-    return dense.chunk_ids().tolist()
-
-
-def _lexical_ids(lexical: BM25Index | None) -> list[int] | None:
-    return None if lexical is None else lexical.chunk_ids.tolist()
 
 
 def _copy_problems(directory: Path, manifest) -> list[str]:

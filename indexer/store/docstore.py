@@ -60,8 +60,10 @@ class DocStore:
                                          "checksum": str}, pk="id")
         if "chunks" not in self.db.table_names():
             self.db["chunks"].create({"chunk_id": int, "doc_id": str, "start": int, "end": int, "text": str,
-                                      "checksum": str}, pk="chunk_id")
+                                      "checksum": str, "segment": str}, pk="chunk_id")
             self.db["chunks"].create_index(["doc_id"])
+        if "tombstones" not in self.db.table_names():  # deleted chunks still in a segment's files
+            self.db["tombstones"].create({"chunk_id": int, "segment": str, "generation": int}, pk="chunk_id")
         if "meta" not in self.db.table_names():
             self.db["meta"].create({"key": str, "value": str}, pk="key")
 
@@ -164,12 +166,28 @@ class DocStore:
         return problems
 
     def chunk_ids_of(self, doc_ids: Iterable[str]) -> list[int]:
+        return [chunk_id for chunk_id, _ in self.chunk_segments_of(doc_ids)]
+
+    def chunk_segments_of(self, doc_ids: Iterable[str]) -> list[tuple[int, str]]:
+        """``(chunk id, segment name)`` of every chunk of these documents."""
         ids = list(doc_ids)
-        out: list[int] = []
+        out: list[tuple[int, str]] = []
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
             marks = ",".join("?" * len(part))
-            out += [r[0] for r in self._read(f"SELECT chunk_id FROM chunks WHERE doc_id IN ({marks})", part)]
+            out += self._read(f"SELECT chunk_id, segment FROM chunks WHERE doc_id IN ({marks})", part)
+        return out
+
+    def tombstones(self, segments: Sequence[str], after: int, upto: int) -> dict[str, list[int]]:
+        """Deleted chunk ids per segment name, of these segments, recorded by generations
+        ``after + 1`` to ``upto``."""
+        out: dict[str, list[int]] = {name: [] for name in segments}
+        if not out:
+            return out
+        marks = ",".join("?" * len(out))
+        for chunk_id, segment in self._read(f"SELECT chunk_id, segment FROM tombstones WHERE generation > ? "
+                                            f"AND generation <= ? AND segment IN ({marks})", [after, upto, *out]):
+            out[segment].append(chunk_id)
         return out
 
     def chunk_ids_where(self, lang: str | None = None,
@@ -213,10 +231,25 @@ def write_documents(conn: sqlite3.Connection, docs: Sequence[Document]) -> None:
                      "VALUES (?, ?, ?, ?, ?, ?)", [d.row() for d in docs])
 
 
-def write_chunks(conn: sqlite3.Connection, chunks: Sequence[ChunkRow]) -> None:
+def write_chunks(conn: sqlite3.Connection, chunks: Sequence[ChunkRow], segment: str) -> None:
+    """Insert the rows of chunks whose vectors and postings are in ``segment``."""
     rows = [(c.chunk_id, c.doc_id, c.start, c.end, c.text) for c in chunks]
-    conn.executemany("INSERT INTO chunks (chunk_id, doc_id, start, end, text, checksum) VALUES (?, ?, ?, ?, ?, ?)",
-                     [(*row, row_checksum(row)) for row in rows])
+    conn.executemany("INSERT INTO chunks (chunk_id, doc_id, start, end, text, checksum, segment) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [(*row, row_checksum(row), segment) for row in rows])
+
+
+def write_tombstones(conn: sqlite3.Connection, chunks: dict[int, str], generation: int) -> None:
+    """Record deleted chunks (id -> segment) as tombstones of ``generation``."""
+    conn.executemany("INSERT INTO tombstones (chunk_id, segment, generation) VALUES (?, ?, ?)",
+                     [(chunk_id, segment, generation) for chunk_id, segment in chunks.items()])
+
+
+def retire_segments(conn: sqlite3.Connection, merged: Sequence[str], into: str | None) -> None:
+    """After a merge: the chunks of ``merged`` live in ``into``; their tombstones are purged."""
+    marks = ",".join("?" * len(merged))
+    conn.execute(f"DELETE FROM tombstones WHERE segment IN ({marks})", list(merged))
+    if into is not None:
+        conn.execute(f"UPDATE chunks SET segment = ? WHERE segment IN ({marks})", [into, *merged])
 
 
 def delete_documents(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> None:

@@ -1,19 +1,23 @@
-"""Layout of an index directory, its generations and its writer lock.
+"""Layout of an index directory, its segments, its commit point and its writer lock.
 
 ::
 
     DIR/
-      docs.sqlite          documents, chunks, meta (the manifest and current generation)
-      dense.<gen>.faiss    chunk vectors of generation <gen>
-      bm25.<gen>/          lexical index of generation <gen>
-      raw.<gen>.faiss      uncentered vectors and centroids.<gen>.npz language means
-                           (only with center_languages)
+      docs.sqlite          documents, chunks (each naming its segment), tombstones (deleted chunks
+                           still in a segment's files) and meta: the manifest, which lists the live
+                           segments with the size and SHA-256 of each of their files
+      seg.<n>/             one immutable segment (``indexer.store.segment``): vectors and postings
+                           of the chunks one commit added, or of a merge of segments
+      centroids.<g>.npz    language means of generation <g> (only with center_languages)
       manifest.json        copy of the committed manifest, for people and tools
       .lock                held by the one writer
 
-A commit writes the files of generation g+1 next to those of g, fsyncs them, then
-records g+1 and its manifest in one SQLite transaction. That transaction is the
-commit point: before it, readers and a crash see generation g; after it, g+1.
+A commit writes its new segment (and a merged one, when the merge policy asks), fsyncs it,
+then records in one SQLite transaction the new documents and chunks, the tombstones of the
+chunks it deletes and the manifest of generation g+1. That transaction is the commit point:
+before it, readers and a crash see generation g; after it, g+1. No file of an earlier segment
+is written by a commit; retired segments are deleted once no manifest since the previous
+commit lists them.
 """
 from __future__ import annotations
 
@@ -27,41 +31,18 @@ from pathlib import Path
 
 from .centering import Centroids
 from ..config import Manifest
-from .dense import DenseIndex
 from .docstore import DOCS_FILE, DocStore
 from ..errors import IndexFormatError, IndexLockedError, IndexNotFoundError, IndexWriteError
-from .lexical import BM25Index
-from .lexical_io import load_bm25
+from .durable import fsync_dir, fsync_tree
+from .segment import Segment, is_segment_name
 
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
-
-
-def dense_path(directory: Path, generation: int) -> Path:
-    return directory / f"dense.{generation}.faiss"
-
-
-def lexical_path(directory: Path, generation: int) -> Path:
-    return directory / f"bm25.{generation}"
-
-
-def raw_path(directory: Path, generation: int) -> Path:
-    """Uncentered chunk vectors, kept only by indexes built with ``center_languages``."""
-    return directory / f"raw.{generation}.faiss"
+_VERIFIED: set[tuple[str, int, str]] = set()  # (file, size, SHA-256) whose content this process has hashed
 
 
 def centroids_path(directory: Path, generation: int) -> Path:
     return directory / f"centroids.{generation}.npz"
-
-
-def generation_files(directory: Path, generation: int) -> list[Path]:
-    """Every file of one generation (dense, lexical folder, and the centering files if any)."""
-    lexical = lexical_path(directory, generation)
-    files = [dense_path(directory, generation)]
-    files += [p for p in (raw_path(directory, generation), centroids_path(directory, generation)) if p.is_file()]
-    if lexical.is_dir():
-        files += sorted(p for p in lexical.rglob("*") if p.is_file())
-    return files
 
 
 def file_digest(path: Path) -> dict[str, int | str]:
@@ -70,26 +51,51 @@ def file_digest(path: Path) -> dict[str, int | str]:
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
             digest.update(block)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    found = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    _VERIFIED.add((str(path.resolve()), found["size"], found["sha256"]))
+    return found
 
 
-def digest_generation(directory: Path, generation: int) -> dict[str, dict[str, int | str]]:
-    """``{relative path: {"size", "sha256"}}`` for the manifest."""
-    return {p.relative_to(directory).as_posix(): file_digest(p) for p in generation_files(directory, generation)}
+def digest_files(directory: Path, paths: list[Path]) -> dict[str, dict[str, int | str]]:
+    """``{relative path: {"size", "sha256"}}`` of new files and of every file in new folders."""
+    files = [f for p in paths for f in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])]
+    return {f.relative_to(directory).as_posix(): file_digest(f) for f in files}
 
 
-def verify_files(directory: Path, manifest: Manifest, hashes: bool = True) -> list[str]:
-    """Problems with the generation files the manifest lists: missing, other size or hash."""
+def segment_files(manifest: Manifest, name: str) -> dict[str, dict]:
+    """The manifest's entries for the files of one segment."""
+    return {path: entry for path, entry in manifest.files.items() if path.startswith(f"{name}/")}
+
+
+def verify_files(directory: Path, manifest: Manifest, hashes: bool = True, names: set[str] | None = None,
+                 cached: bool = False) -> list[str]:
+    """Problems with the files the manifest lists (all, or those of the segments in ``names``, and
+    the centroids): missing, another size or another SHA-256.
+
+    Args:
+        hashes: Compare contents too, not only sizes.
+        cached: Skip hashing a file whose size and SHA-256 this process has already verified
+            (a reader re-opening after a commit pays only for the new segments).
+    """
     problems = []
     for name, expected in sorted(manifest.files.items()):
+        if names is not None and name.split("/", 1)[0] not in names and "/" in name:
+            continue
         path = directory / name
         if not path.is_file():
             problems.append(f"{path}: missing")
         elif path.stat().st_size != expected["size"]:
             problems.append(f"{path}: {path.stat().st_size} bytes, the manifest says {expected['size']}")
-        elif hashes and file_digest(path)["sha256"] != expected["sha256"]:
-            problems.append(f"{path}: content does not match the manifest's SHA-256 (damaged)")
+        elif hashes and not (cached and (str(path.resolve()), expected["size"], expected["sha256"]) in _VERIFIED):
+            if file_digest(path)["sha256"] != expected["sha256"]:
+                problems.append(f"{path}: content does not match the manifest's SHA-256 (damaged)")
     return problems
+
+
+def damaged(directory: Path, problems: list[str]) -> IndexFormatError:
+    return IndexFormatError(f"damaged index: {problems[0]}"
+                            + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
+                            + f". Run `xlsearch check --index {directory}`.")
 
 
 def index_exists(directory: str | Path) -> bool:
@@ -154,52 +160,41 @@ def committed_manifest(directory: str | Path) -> Manifest | None:
     return None if text is None else Manifest.from_json(text, str(path))
 
 
-def load_generation(directory: Path, manifest: Manifest) -> tuple[DenseIndex, BM25Index]:
-    """Verify and load the dense and lexical files of the manifest's generation.
-
-    Raises:
-        IndexFormatError: A file is missing, damaged (size or SHA-256 differs from the
-            manifest) or unreadable, or the stores disagree on the number of chunks.
-    """
-    problems = verify_files(directory, manifest)
-    if problems:
-        raise IndexFormatError(f"damaged index: {problems[0]}"
-                               + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
-                               + f". Run `xlsearch check --index {directory}`.")
-    generation = manifest.generation
-    dense = DenseIndex.load(dense_path(directory, generation), manifest.dim, manifest.config.dense_index)
-    lexical = load_bm25(lexical_path(directory, generation))
-    if not len(dense) == len(lexical) == manifest.chunks:
-        raise IndexFormatError(
-            f"{directory}: generation {generation} is inconsistent: {len(dense)} vectors, "
-            f"{len(lexical)} lexical entries, manifest says {manifest.chunks} chunks")
-    return dense, lexical
-
-
 def load_centroids(directory: Path, manifest: Manifest) -> Centroids | None:
     """Language means of the manifest's generation, or None when the index does not center."""
-    if not manifest.config.center_languages:
+    if not manifest.config.center_languages or manifest.centroids is None:
         return None
-    return Centroids.load(centroids_path(directory, manifest.generation))
+    return Centroids.load(directory / manifest.centroids)
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def load_segments(directory: Path, manifest: Manifest, store: DocStore, loaded: dict[str, Segment] | None = None,
+                  since: int = 0, with_raw: bool = False) -> dict[str, Segment]:
+    """The manifest's live segments, in order, with their tombstones applied.
 
+    Segments in ``loaded`` (as they were at generation ``since``) are reused and only drop the
+    chunks deleted after ``since``; the others are checked (sizes, and the SHA-256 of files this
+    process has not verified yet) and read. So re-opening after a commit costs the new segments.
 
-def fsync_tree(path: Path) -> None:
-    """fsync a file, or every file in a folder and the folder itself."""
-    paths = sorted(path.rglob("*")) if path.is_dir() else [path]
-    for item in paths:
-        if item.is_file():
-            with open(item, "rb") as handle:
-                os.fsync(handle.fileno())
-    if path.is_dir():
-        fsync_dir(path)
+    Raises:
+        IndexFormatError: A file is missing, damaged or unreadable, or the live counts disagree
+            with the manifest.
+    """
+    loaded = loaded or {}
+    names = [entry["name"] for entry in manifest.segments]
+    new = [name for name in names if name not in loaded]
+    problems = verify_files(directory, manifest, names=set(new), cached=True)
+    if problems:
+        raise damaged(directory, problems)
+    out = {name: loaded.get(name) or Segment.load(directory, name, manifest.dim, manifest.config, with_raw)
+           for name in names}
+    for names_, after in (([n for n in names if n in loaded], since), (new, 0)):
+        for name, ids in store.tombstones(names_, after, manifest.generation).items():
+            out[name].remove(ids)
+    for entry in manifest.segments:
+        if len(out[entry["name"]]) != entry["live"]:
+            raise IndexFormatError(f"{directory / entry['name']}: {len(out[entry['name']])} live chunks, the "
+                                   f"manifest says {entry['live']}. Run `xlsearch check --index {directory}`.")
+    return out
 
 
 def read_manifest_copy(directory: Path) -> dict | None:
@@ -220,13 +215,18 @@ def write_manifest_copy(directory: Path, manifest: Manifest) -> None:
     fsync_dir(directory)
 
 
-def remove_generations(directory: Path, keep: set[int]) -> None:
-    """Delete generation files not in ``keep`` (old ones, or leftovers of a failed commit)."""
+def remove_unlisted(directory: Path, keep: set[str]) -> None:
+    """Delete segment folders and centroid files whose names are not in ``keep``: retired ones
+    (no reader re-opening now needs them) and leftovers of a commit that failed."""
     for item in directory.iterdir():
-        parts = item.name.split(".")
-        is_generation = len(parts) >= 2 and parts[0] in ("dense", "bm25", "raw", "centroids") and parts[1].isdigit()
-        if is_generation and int(parts[1]) not in keep:
+        centroids = item.name.startswith("centroids.") and item.name.endswith(".npz")
+        if (is_segment_name(item.name) or centroids) and item.name not in keep:
             shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def listed_names(manifest: Manifest) -> set[str]:
+    """Names of the segment folders and centroid file the manifest uses."""
+    return {path.split("/", 1)[0] for path in manifest.files}
 
 
 class WriterLock:

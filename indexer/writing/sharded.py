@@ -99,8 +99,19 @@ class ShardedWriter:
 
     def commit(self) -> Manifest:
         """Commit every shard (each atomically); returns shard 0's manifest with the summed counts."""
-        manifests = [writer.commit() for writer in self.writers]
-        return manifests[0].replace(documents=sum(m.documents for m in manifests),
+        return _summed([writer.commit() for writer in self.writers])
+
+    def rollback(self) -> None:
+        for writer in self.writers:
+            writer.rollback()
+
+    def optimize(self) -> Manifest:
+        """Merge each shard's segments into one (see :meth:`IndexWriter.optimize`)."""
+        return _summed([writer.optimize() for writer in self.writers])
+
+
+def _summed(manifests: list[Manifest]) -> Manifest:
+    return manifests[0].replace(documents=sum(m.documents for m in manifests),
                                     chunks=sum(m.chunks for m in manifests),
                                     generation=max(m.generation for m in manifests))
 

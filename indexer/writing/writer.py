@@ -1,15 +1,19 @@
 """Writing an index: chunk, embed and store documents, then commit atomically.
 
-:class:`IndexWriter` holds the writer lock, keeps the dense and lexical indexes in
-memory while documents are upserted or deleted, and :meth:`IndexWriter.commit`
-publishes all three stores as one new generation (see ``indexer.storage``).
-Nothing reaches readers before ``commit``; a failed run leaves the old index.
+:class:`IndexWriter` holds the writer lock and keeps in memory only what changed since the
+last commit: a new segment of the chunks added, and the ids of committed chunks deleted.
+:meth:`IndexWriter.commit` writes that segment (and a merged one when the merge policy asks),
+then publishes documents, chunks, tombstones and the segment list in one SQLite transaction
+(see ``indexer.store.storage``). A small commit costs what it changes, not the index's size.
+Nothing reaches readers before ``commit``; a failed commit leaves the old index.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,28 +26,36 @@ from ..store.centering import center, compute_centroids
 from ..text.pieces import Piece, document_pieces, with_language
 from ..compat import check_compatible
 from ..config import IndexConfig, Manifest, utc_now
-from ..store.dense import DenseIndex
 from ..document import Document
-from ..store.docstore import DOCS_FILE, ChunkRow, DocStore, delete_documents, set_meta, write_chunks, write_documents
+from ..store.docstore import (
+    DOCS_FILE,
+    ChunkRow,
+    DocStore,
+    delete_documents,
+    retire_segments,
+    set_meta,
+    write_chunks,
+    write_documents,
+    write_tombstones,
+)
 from ..errors import IndexWriteError, XlsearchError
-from ..store.lexical import BM25Index
-from ..store.lexical_io import save_bm25
+from ..store.segment import Segment, live_counts, plan_merge
 from ..store.shard_layout import index_directories
 from ..store.storage import (
     WriterLock,
     centroids_path,
     committed_manifest,
-    dense_path,
-    digest_generation,
+    damaged,
+    digest_files,
     fsync_dir,
     fsync_tree,
     index_exists,
-    lexical_path,
-    load_generation,
+    listed_names,
+    load_segments,
     open_docstore,
-    raw_path,
     read_manifest_copy,
-    remove_generations,
+    remove_unlisted,
+    verify_files,
     write_manifest_copy,
 )
 
@@ -118,6 +130,8 @@ class IndexWriter:
         self._pending_docs: dict[str, Document] = {}
         self._pending_deletes: set[str] = set()
         self._pending_chunks: dict[str, list[ChunkRow]] = {}
+        self._tombstones: dict[int, str] = {}  # committed chunk id -> segment, deleted since the last commit
+        self._merge_all = False
 
     def _open(self, config: IndexConfig | None) -> None:
         committed = committed_manifest(self.directory)
@@ -126,12 +140,15 @@ class IndexWriter:
         if committed is not None:
             self.store, self.manifest = open_docstore(self.directory)
             check_compatible(self.manifest, self.encoder, config)
-            self.dense, self.lexical = load_generation(self.directory, self.manifest)
-            self.raw = (DenseIndex.load(raw_path(self.directory, self.manifest.generation), self.manifest.dim)
-                        if self.manifest.config.center_languages else None)
+            problems = verify_files(self.directory, self.manifest, hashes=False)  # a merge hashes what it reads
+            if problems:
+                self.store.close()
+                raise damaged(self.directory, problems)
             if read_manifest_copy(self.directory) != self.manifest.to_dict():
                 write_manifest_copy(self.directory, self.manifest)  # a crash left it behind
             self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or self._first_chunk_id)
+            self.next_segment = int(self.store.get_meta("next_segment") or 1)
+            self.pending = Segment.empty("", self.manifest.dim, self.manifest.config)
             return
         from ..encoding.sentence_config import settle_config  # here: a writer that only deletes loads no torch
 
@@ -142,12 +159,12 @@ class IndexWriter:
         self.store = DocStore(self.directory / DOCS_FILE, create=True)
         self.manifest = Manifest(config=config, model_fingerprint=self.encoder.loaded.fingerprint,
                                  dim=self.encoder.dim, num_layers=self.encoder.num_layers)
-        self.dense = DenseIndex(self.encoder.dim, config.dense_index)
-        self.raw = DenseIndex(self.encoder.dim) if config.center_languages else None
-        self.lexical = BM25Index(k1=config.bm25_k1, b=config.bm25_b, epsilon=config.bm25_epsilon)
+        self.pending = Segment.empty("", self.encoder.dim, config)
         self.next_chunk_id = self._first_chunk_id
+        self.next_segment = 1
         with self.store.transaction() as conn:  # leftovers of a first commit that never finished
             delete_documents(conn, [r[0] for r in conn.execute("SELECT id FROM documents")])
+            conn.execute("DELETE FROM tombstones")
 
     # -- context manager ---------------------------------------------------
     def __enter__(self) -> IndexWriter:
@@ -169,15 +186,12 @@ class IndexWriter:
         return self.store.get_document(doc_id)
 
     def _drop(self, doc_id: str) -> None:
-        """Remove a document's chunks (committed or pending) from the in-memory indexes."""
+        """Remove a document's chunks: pending ones from the new segment, committed ones by tombstone."""
         pending = self._pending_chunks.pop(doc_id, None)
-        ids = [c.chunk_id for c in pending] if pending is not None else []
-        if doc_id not in self._pending_deletes and pending is None:
-            ids += self.store.chunk_ids_of([doc_id])
-        self.dense.remove(ids)
-        self.lexical.remove(ids)
-        if self.raw is not None:
-            self.raw.remove(ids)
+        if pending is not None:
+            self.pending.remove([c.chunk_id for c in pending])
+        elif doc_id not in self._pending_deletes:
+            self._tombstones.update(self.store.chunk_segments_of([doc_id]))
         self._pending_docs.pop(doc_id, None)
         self._pending_deletes.add(doc_id)
 
@@ -199,9 +213,8 @@ class IndexWriter:
         Args:
             docs: Documents, streamed.
             progress: Called with (documents, chunks) done since the last call.
-            commit_chunks: Commit whenever this many new chunks are pending (and at
-                least an eighth of the index, so commits stay cheap as it grows).
-                None: only the caller commits.
+            commit_chunks: Commit whenever this many new chunks are pending (a commit costs
+                what it adds, whatever the size of the index). None: only the caller commits.
         """
         if self.encoder is None:
             raise XlsearchError("IndexWriter was opened without an encoder; it can only delete")
@@ -250,7 +263,7 @@ class IndexWriter:
         return doc
 
     def _maybe_commit(self, commit_chunks: int | None) -> None:
-        if commit_chunks and self.pending_chunks() >= max(commit_chunks, len(self.dense) // 8):
+        if commit_chunks and self.pending_chunks() >= commit_chunks:
             self.commit()
 
     def stored_checksums(self) -> np.ndarray:
@@ -288,79 +301,188 @@ class IndexWriter:
 
     def _store_group(self, group: list[tuple[Document, list[ChunkRow], list[str]]], vectors) -> None:
         ids = [r.chunk_id for _, rows, _ in group for r in rows]
-        (self.raw if self.raw is not None else self.dense).add(ids, vectors)
-        self.lexical.add(ids, [analyze(t) for _, _, ts in group for t in ts])
+        (self.pending.raw if self.pending.raw is not None else self.pending.dense).add(ids, vectors)
+        self.pending.lexical.add(ids, [analyze(t) for _, _, ts in group for t in ts])
         for doc, rows, _ in group:
             self._pending_deletes.discard(doc.id)
             self._pending_docs[doc.id] = doc
             self._pending_chunks[doc.id] = rows
+
+    def rollback(self) -> None:
+        """Forget every change since the last commit (after a failed commit, say)."""
+        self._pending_docs.clear()
+        self._pending_deletes.clear()
+        self._pending_chunks.clear()
+        self._tombstones.clear()
+        self.pending = Segment.empty("", self.manifest.dim, self.manifest.config)
 
     # -- commit ------------------------------------------------------------
     def has_changes(self) -> bool:
         return bool(self._pending_docs or self._pending_deletes)
 
     def commit(self) -> Manifest:
-        """Publish every pending change as the next generation, atomically."""
-        if not self.has_changes() and self.manifest.generation > 0:
+        """Publish every pending change as the next generation, atomically.
+
+        Writes the new segment (and merges segments when :func:`plan_merge` asks, or always for
+        a centering index, whose language means move with every change), then records the
+        change in one transaction. Once that transaction is done the commit stands: a failure
+        to refresh ``manifest.json`` or to delete retired segments afterwards is only logged.
+        """
+        if not self.has_changes() and self.manifest.generation > 0 and not self._merge_all:
             return self.manifest
-        old, new = self.manifest.generation, self.manifest.generation + 1
+        generation = self.manifest.generation + 1
+        written: list[Path] = []
         try:
-            if self.raw is not None:
-                self._recenter(new)
-            self.dense.save(dense_path(self.directory, new))
-            save_bm25(self.lexical, lexical_path(self.directory, new))
-            fsync_tree(lexical_path(self.directory, new))
+            plan = self._write_segments(generation, written)
             fsync_dir(self.directory)
-            manifest = self._commit_store(new, digest_generation(self.directory, new))
+            manifest = self._commit_store(generation, plan, digest_files(self.directory, written))
         except (OSError, RuntimeError, sqlite3.Error) as exc:  # RuntimeError: FAISS I/O
-            _discard_generation(self.directory, old)
+            _discard(written)
             reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
             raise IndexWriteError(f"{self.directory}: could not commit ({reason}); "
                                   f"the index is unchanged") from exc
         except BaseException:
-            _discard_generation(self.directory, old)
+            _discard(written)
             raise
-        self.manifest = manifest
-        self._pending_docs.clear()
-        self._pending_deletes.clear()
-        self._pending_chunks.clear()
-        write_manifest_copy(self.directory, manifest)
-        remove_generations(self.directory, keep={old, new})
+        previous, self.manifest = self.manifest, manifest
+        self.rollback()  # everything pending is committed now
+        try:
+            write_manifest_copy(self.directory, manifest)
+            remove_unlisted(self.directory, keep=listed_names(manifest) | listed_names(previous))
+        except OSError as exc:
+            log.warning("%s: generation %d is committed, but tidying up after it failed (%s); the next "
+                        "writer finishes it", self.directory, generation, exc.strerror or exc)
         return manifest
 
-    def _recenter(self, generation: int) -> None:
-        """Recompute language means over every raw vector and rebuild the centered dense index.
+    def optimize(self) -> Manifest:
+        """Merge every segment into one, purging tombstones (``xlsearch optimize``); pending
+        changes are committed with it. A no-op on an index of one segment without tombstones."""
+        segments = self.manifest.segments
+        if not self.has_changes() and len(segments) <= 1 and all(s["live"] == s["rows"] for s in segments):
+            return self.manifest
+        self._merge_all = True
+        try:
+            return self.commit()
+        finally:
+            self._merge_all = False
 
-        Means move as documents come and go, so every vector is centered again with
-        the current means (O(chunks x dim), cheap next to encoding); exact at every commit.
+    def _new_segment_name(self) -> str:
+        name = f"seg.{self.next_segment}"
+        self.next_segment += 1
+        return name
+
+    def _write_segments(self, generation: int, written: list[Path]) -> _Plan:
+        """Write the pending segment, or the merge it joins; returns what the commit records."""
+        segments = [dict(s) for s in self.manifest.segments]
+        deleted = Counter(self._tombstones.values())
+        for entry in segments:
+            entry["live"] -= deleted[entry["name"]]
+        live, rows = live_counts(segments)
+        flushed = None
+        if len(self.pending):
+            flushed = self.pending.name = self._new_segment_name()
+            live[flushed] = rows[flushed] = len(self.pending)
+        center = self.manifest.config.center_languages
+        merge = list(live) if center or self._merge_all else plan_merge(live, rows)
+        plan = _Plan(segments=[e for e in segments if e["name"] not in merge], merged=[n for n in merge if n != flushed],
+                     flushed=None if flushed in merge else flushed, centroids=None)
+        if plan.flushed is not None:
+            self._save(self.pending, written)
+            plan.segments.append({"name": flushed, "rows": rows[flushed], "live": live[flushed],
+                                  "created": generation})
+        if merge:
+            out, plan.centroids = self._merge(merge, generation, written)
+            if out is not None:
+                plan.segments.append({"name": out.name, "rows": len(out), "live": len(out), "created": generation})
+                plan.into = out.name
+                if flushed in merge:
+                    plan.pending_into = out.name
+        return plan
+
+    def _save(self, segment: Segment, written: list[Path]) -> None:
+        written.append(self.directory / segment.name)  # first: a failed save removes what it wrote
+        segment.save(self.directory)
+
+    def _merge(self, names: list[str], generation: int, written: list[Path]) -> tuple[Segment | None, str | None]:
+        """Write one segment of the live chunks of ``names`` (the pending one included by name);
+        returns it (None when no chunk is live) and the new centroids file of a centering index."""
+        center = self.manifest.config.center_languages
+        on_disk = load_segments(self.directory, self.manifest.replace(segments=[
+            e for e in self.manifest.segments if e["name"] in names]), self.store, with_raw=center)
+        parts = []
+        for name in names:
+            if name == self.pending.name:
+                parts.append(self.pending)
+                continue
+            segment = on_disk[name]
+            segment.remove([i for i, s in self._tombstones.items() if s == name])
+            parts.append(segment)
+        merged = Segment.merged(self._new_segment_name(), parts, self.manifest.dim, self.manifest.config)
+        centroids = self._recenter(merged, generation, written) if center else None
+        if len(merged) == 0:
+            return None, centroids
+        self._save(merged, written)
+        return merged, centroids
+
+    def _recenter(self, segment: Segment, generation: int, written: list[Path]) -> str:
+        """Recompute language means over every raw vector and center the segment's dense vectors.
+
+        Means move as documents come and go, so every vector is centered again with the
+        current means (O(chunks x dim), cheap next to encoding): a centering index is merged
+        into one segment at every commit, and its search is exact at every commit.
         """
         langs = dict(self.store.db.execute("SELECT c.chunk_id, d.lang FROM chunks c "
                                            "JOIN documents d ON d.id = c.doc_id").fetchall())
         for doc_id, rows in self._pending_chunks.items():
             langs.update((r.chunk_id, self._pending_docs[doc_id].lang) for r in rows)
-        ids, vectors = self.raw.all_vectors()
+        ids, vectors = segment.raw.all_vectors()
         chunk_langs = [langs.get(int(i)) for i in ids]
         centroids = compute_centroids(vectors, chunk_langs)
-        self.dense.replace_all(ids, center(vectors, chunk_langs, centroids))  # keeps a trained IVF's lists
-        self.raw.save(raw_path(self.directory, generation))
-        centroids.save(centroids_path(self.directory, generation))
-        fsync_tree(centroids_path(self.directory, generation))
+        segment.dense.replace_all(ids, center(vectors, chunk_langs, centroids))
+        path = centroids_path(self.directory, generation)
+        written.append(path)
+        centroids.save(path)
+        fsync_tree(path)
+        return path.name
 
-    def _commit_store(self, generation: int, files: dict) -> Manifest:
+    def _commit_store(self, generation: int, plan: _Plan, files: dict) -> Manifest:
+        kept = {path: entry for path, entry in self.manifest.files.items()
+                if path.split("/", 1)[0] in {e["name"] for e in plan.segments} and "/" in path}
+        if plan.centroids is None and self.manifest.centroids is not None:
+            kept[self.manifest.centroids] = self.manifest.files[self.manifest.centroids]
         with self.store.transaction() as conn:
             delete_documents(conn, sorted(self._pending_deletes | set(self._pending_docs)))
             write_documents(conn, list(self._pending_docs.values()))
-            write_chunks(conn, [r for rows in self._pending_chunks.values() for r in rows])
+            write_chunks(conn, [r for rows in self._pending_chunks.values() for r in rows],
+                         plan.pending_into or plan.flushed or "")
+            write_tombstones(conn, self._tombstones, generation)
+            if plan.merged:
+                retire_segments(conn, plan.merged, plan.into)
             documents = conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-            manifest = self.manifest.replace(documents=int(documents), chunks=len(self.dense),
-                                             generation=generation, updated=utc_now(), files=files)
-            set_meta(conn, {"manifest": manifest.to_json(), "next_chunk_id": str(self.next_chunk_id)})
+            chunks = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+            manifest = self.manifest.replace(documents=int(documents), chunks=int(chunks), generation=generation,
+                                             updated=utc_now(), files=kept | files, segments=plan.segments)
+            set_meta(conn, {"manifest": manifest.to_json(), "next_chunk_id": str(self.next_chunk_id),
+                            "next_segment": str(self.next_segment)})
         return manifest
 
 
-def _discard_generation(directory: Path, keep: int) -> None:
+@dataclass
+class _Plan:
+    """What one commit changes in the segment list."""
+
+    segments: list[dict]  # the live segments after the commit, in order
+    merged: list[str]  # committed segments merged away
+    flushed: str | None  # the pending segment, written as it is
+    centroids: str | None  # the new language means' file
+    into: str | None = None  # the segment a merge wrote
+    pending_into: str | None = None  # set when the pending chunks went into that merge
+
+
+def _discard(written: list[Path]) -> None:
     """Remove the files of a commit that failed; best effort (the disk may be full or read-only)."""
-    try:
-        remove_generations(directory, keep={keep, keep - 1})
-    except OSError as exc:
-        log.warning("could not remove the files of a failed commit in %s: %s", directory, exc)
+    for path in written:
+        try:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove %s, written by a failed commit: %s", path, exc)

@@ -2,55 +2,78 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...indexer.store.centering import Centroids
 from ...indexer.config import Manifest
-from ...indexer.store.dense import DenseIndex
+from ...indexer.store.centering import Centroids
 from ...indexer.store.docstore import DocStore
-from ...indexer.store.lexical import BM25Index
-from ...indexer.store.storage import load_centroids, load_generation, open_docstore
+from ...indexer.store.lexical import Vocabulary
+from ...indexer.store.segment import Segment
+from ...indexer.store.storage import load_centroids, load_segments, open_docstore
+from .merged import Merged, MergedLexical, route_by_membership, share_statistics
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedIndex:
-    """One generation of an index: manifest, document store, dense and lexical indexes.
+    """One committed generation of an index: manifest, document store and its live segments.
 
-    Implements :class:`~search.index.reader.IndexReader`: the stores are its ChunkStore,
-    DenseRetriever and LexicalRetriever.
+    Implements :class:`~search.index.reader.IndexReader`: the store is its ChunkStore; ``dense``
+    and ``lexical`` search every segment as one (a single segment directly).
     """
 
     directory: Path
     manifest: Manifest
     store: DocStore
-    dense: DenseIndex
-    lexical: BM25Index
+    segments: dict[str, Segment]
     centroids: Centroids | None = None
+    dense: object = field(init=False)
+    lexical: object = field(init=False)
+    vocabulary: Vocabulary = field(init=False, default_factory=Vocabulary)
+
+    def __post_init__(self) -> None:
+        self._compose()
 
     @property
     def parts(self) -> list[LoadedIndex]:
         """The complete indexes this one is made of: itself (a sharded index: its shards)."""
         return [self]
 
+    def _compose(self, share: bool = True) -> None:
+        segments = list(self.segments.values())
+        if len(segments) == 1:
+            self.dense, self.lexical = segments[0].dense, segments[0].lexical
+        else:
+            route = route_by_membership([s.lexical for s in segments])
+            self.dense = Merged([s.dense for s in segments], route)
+            self.lexical = MergedLexical([s.lexical for s in segments], route)
+        if share:
+            share_statistics([s.lexical for s in segments], self.vocabulary)
+
     def close(self) -> None:
         self.store.close()
 
-    def refresh(self) -> bool:
+    def refresh(self, share: bool = True) -> bool:
         """Load the generation the store's current snapshot records, if it is not the loaded one.
 
-        Call inside ``store.snapshot()`` so that the documents read afterwards belong
-        to the same commit as the vectors and postings. Returns True if it reloaded.
+        Only new segments are read (and their files verified); the loaded ones drop the chunks
+        deleted since. Call inside ``store.snapshot()`` so that the documents read afterwards
+        belong to the same commit as the vectors and postings. Returns True if it reloaded.
+        ``share=False`` leaves the BM25 statistics to the caller (a sharded index shares them
+        across shards).
         """
         text = self.store.get_meta("manifest")
         manifest = Manifest.from_json(text or "{}", str(self.directory / "docs.sqlite"))
         if manifest.generation == self.manifest.generation:
             return False
-        self.dense, self.lexical = load_generation(self.directory, manifest)
-        self.centroids = load_centroids(self.directory, manifest)
+        self.segments = load_segments(self.directory, manifest, self.store, self.segments,
+                                      since=self.manifest.generation)
+        if manifest.centroids != self.manifest.centroids:
+            self.centroids = load_centroids(self.directory, manifest)
         self.manifest = manifest
+        self._compose(share)
         return True
 
 
@@ -65,9 +88,10 @@ def load_index(directory: str | Path) -> LoadedIndex:
     directory = Path(directory)
     store, manifest = open_docstore(directory)
     try:
-        dense, lexical = load_generation(directory, manifest)
+        with store.snapshot():
+            segments = load_segments(directory, manifest, store)
         centroids = load_centroids(directory, manifest)
     except BaseException:
         store.close()
         raise
-    return LoadedIndex(directory, manifest, store, dense, lexical, centroids)
+    return LoadedIndex(directory, manifest, store, segments, centroids)
