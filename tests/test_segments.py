@@ -255,3 +255,16 @@ def test_a_commit_that_went_through_is_not_reported_as_failed(sample_index, enco
         pass
     assert check_index(sample_index) == []
     assert Searcher(sample_index).search("disk filled", k=1, mode="lexical").hits[0].id == "late"
+
+
+def test_files_left_by_a_killed_commit_do_not_block_the_next(sample_index, encoder):
+    """A process killed inside a commit leaves the folder of a segment no commit lists; the next
+    writer removes it and commits under that name."""
+    leftover = sample_index / "seg.2"
+    (leftover / "bm25").mkdir(parents=True)
+    (leftover / "dense.faiss").write_bytes(b"half written")
+    with IndexWriter(sample_index, encoder) as writer:
+        writer.upsert([Document("after-crash", "Written after a crash.", lang="en")])
+        manifest = writer.commit()
+    assert [s["name"] for s in manifest.segments] == ["seg.1", "seg.2"]
+    assert check_index(sample_index) == []

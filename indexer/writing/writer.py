@@ -39,7 +39,7 @@ from ..store.docstore import (
     write_tombstones,
 )
 from ..errors import IndexWriteError, XlsearchError
-from ..store.segment import Segment, live_counts, plan_merge
+from ..store.segment import Segment, is_segment_name, live_counts, plan_merge
 from ..store.shard_layout import index_directories
 from ..store.storage import (
     WriterLock,
@@ -149,6 +149,7 @@ class IndexWriter:
             self.next_chunk_id = int(self.store.get_meta("next_chunk_id") or self._first_chunk_id)
             self.next_segment = int(self.store.get_meta("next_segment") or 1)
             self.pending = Segment.empty("", self.manifest.dim, self.manifest.config)
+            _remove_uncommitted(self.directory, self.next_segment, self.manifest.generation)
             return
         from ..encoding.sentence_config import settle_config  # here: a writer that only deletes loads no torch
 
@@ -477,6 +478,19 @@ class _Plan:
     centroids: str | None  # the new language means' file
     into: str | None = None  # the segment a merge wrote
     pending_into: str | None = None  # set when the pending chunks went into that merge
+
+
+def _remove_uncommitted(directory: Path, next_segment: int, generation: int) -> None:
+    """Delete what a commit killed before its commit point left: segment folders numbered from
+    ``next_segment`` on and centroid files of later generations (no commit ever listed them)."""
+    for item in directory.iterdir():
+        number = item.name.split(".")[1] if item.name.count(".") >= 1 else ""
+        if not number.isdigit():
+            continue
+        if (is_segment_name(item.name) and int(number) >= next_segment) or (
+                item.name.startswith("centroids.") and int(number) > generation):
+            log.info("removing %s, left by a commit that did not finish", item)
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
 def _discard(written: list[Path]) -> None:
