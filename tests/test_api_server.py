@@ -176,3 +176,82 @@ def test_an_api_key_no_client_could_send_refuses_to_start(tmp_path, monkeypatch,
     monkeypatch.setenv("XLSEARCH_INDEX", str(tmp_path))
     with pytest.raises(XlsearchError, match=message):
         Settings.from_env()
+
+
+def start_server(index: Path, model: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "XLSEARCH_MODEL": str(model), "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "ab") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "xlsearch.api.cli.main", "serve", "--index", str(index),
+                                    "--port", str(port), "--device", "cpu", "--threads", "1"], cwd=REPO, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, f"server exited: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"server did not start: {log.read_text()[-3000:]}"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_server_loses_no_acknowledged_write(sample_index_master, tiny_deberta_dir, tmp_path):
+    """Kill the server (SIGKILL) 4 times while a client writes one document per request, each kill
+    after a different number of acknowledged writes (so some land inside a commit or a merge),
+    restart it each time: every write it answered 200 is there, the index passes check, and the
+    server that holds the writer for its life leaves no lock behind."""
+    import random
+    import signal
+
+    from xlsearch.indexer.store.check import check_index
+    from xlsearch.indexer.store.storage import committed_manifest
+
+    index, log = tmp_path / "index", tmp_path / "server.log"
+    shutil.copytree(sample_index_master, index)
+    rng = random.Random(7)
+    acknowledged: list[str] = []
+    for kill in range(4):
+        process, url = start_server(index, tiny_deberta_dir, log)
+        stop = threading.Event()
+
+        def write(base: int) -> None:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                for n in range(base, base + 1000):
+                    if stop.is_set():
+                        return
+                    doc = {"id": f"kill-{n}", "text": f"Document {n} written before a kill.", "lang": "en"}
+                    try:
+                        if client.post("/documents", json=[doc]).status_code == 200:
+                            acknowledged.append(doc["id"])
+                    except httpx.TransportError:
+                        return  # killed mid-request: not acknowledged
+
+        writer = threading.Thread(target=write, args=(1000 * kill,))
+        target = len(acknowledged) + rng.randint(3, 14)
+        writer.start()
+        deadline = time.monotonic() + 60
+        while len(acknowledged) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))  # a moment more: inside the next request
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        stop.set()
+        writer.join(30)
+        assert len(acknowledged) >= target, log.read_text()[-3000:]
+    assert check_index(index) == []
+    process, url = start_server(index, tiny_deberta_dir, log)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for doc_id in acknowledged:
+                assert client.get("/document", params={"id": doc_id}).status_code == 200, doc_id
+            after = client.post("/documents", json=[{"id": "after", "text": "After the kills."}])
+            assert after.status_code == 200, (after.text, log.read_text()[-3000:])
+    finally:
+        process.terminate()
+        process.wait(15)
+    manifest = committed_manifest(index)
+    print(f"{len(acknowledged)} acknowledged writes kept over 4 kills; {len(manifest.segments)} segments")
+    assert manifest.documents >= len(acknowledged) + 52
