@@ -536,3 +536,17 @@ def test_query_lang_is_accepted_and_validated(shared_client):
     assert response.status_code == 200 and len(response.json()["hits"]) == 2
     assert_error(shared_client.post("/search", json={"query": "tea", "query_lang": 5}), 422, "invalid_request",
                  "query_lang")
+
+
+def test_a_wrong_method_names_every_method_of_the_path(shared_client):
+    """Found by the fuzzer: Starlette's 405 listed only the first matching route's methods."""
+    response = shared_client.request("OPTIONS", "/search")
+    assert response.status_code == 405 and response.headers["allow"] == "GET, POST"
+    assert shared_client.request("PUT", "/documents").headers["allow"] == "GET, POST"
+
+
+def test_a_body_that_is_not_utf8_is_a_422_like_any_malformed_json(shared_client):
+    """Found by the fuzzer: FastAPI answered an undocumented 400 for a body it could not decode."""
+    response = shared_client.post("/search", content=b"\xff\xfe<", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "body", "message": "not valid UTF-8 JSON"}]

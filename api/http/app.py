@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_error = None
     app.dependency_overrides[get_settings] = lambda: settings
     index = settings.index
-    install_error_handlers(app, hide=[str(index), str(index.expanduser().resolve())])
+    install_error_handlers(app, hide=[str(index), str(index.expanduser().resolve())], routes=router.routes)
     install_openapi(app, settings)
     app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

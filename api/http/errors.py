@@ -123,8 +123,9 @@ def validation_errors(errors: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def install_error_handlers(app: FastAPI, hide: Sequence[str] = ()) -> None:
-    """Register the handlers; ``hide`` lists paths never to show (the index directory)."""
+def install_error_handlers(app: FastAPI, hide: Sequence[str] = (), routes: Sequence = ()) -> None:
+    """Register the handlers; ``hide`` lists paths never to show (the index directory); ``routes``
+    are the app's routes, whose methods a 405 lists."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -151,9 +152,27 @@ def install_error_handlers(app: FastAPI, hide: Sequence[str] = ()) -> None:
             code = http.HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
         except ValueError:
             code = "error"
-        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8): as malformed JSON is
+            errors = [{"field": "body", "message": "not valid UTF-8 JSON"}]
+            return error_response(422, "invalid_request", "body: not valid UTF-8 JSON", errors=errors)
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names the first matching route's methods only
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(routes, request.scope))}
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal server error; the server log has the details")
+
+
+def allowed_methods(routes: Sequence, scope: dict) -> list[str]:
+    """Every method one of ``routes`` answers at the request's path (the ``Allow`` of a 405)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
