@@ -118,3 +118,38 @@ def test_chunking_a_long_text_warns_of_nothing(tiny_deberta_dir, caplog):
         hf_logging.set_verbosity(verbosity)
         hf_logging.disable_propagation()
     assert len(chunks) > 10 and not quiet and len(loud) == 1
+
+
+def _chunking_work(text: str, tokenizer) -> int:
+    """Lines of ``indexer/text/chunking.py`` executed while chunking ``text``: the Python work,
+    counted, not timed (the tokenizer and the regex engine run in native code)."""
+    import sys
+
+    from xlsearch.indexer.text import chunking
+
+    source, lines = chunking.__file__, 0
+
+    def trace(frame, event, arg):
+        nonlocal lines
+        if frame.f_code.co_filename != source:
+            return None
+        if event == "line":
+            lines += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        chunking.chunk_text(text, tokenizer, budget=64, overlap=8)
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+@settings(max_examples=25, deadline=None)
+@given(unit=st.sampled_from([".", "!?", "…", "。", "؟", "\n", " ", "x", "😀", "a\u0301", "ab. ", "\u200b", "🇫🇷", "‼"]),
+       tail=st.text(max_size=3))
+def test_chunking_work_grows_linearly_with_the_input(tiny_model, unit, tail):
+    """Doubling any repeated input at most about doubles the work of chunking it."""
+    small = _chunking_work(unit * 400 + tail, tiny_model.tokenizer)
+    large = _chunking_work(unit * 800 + tail, tiny_model.tokenizer)
+    assert large <= 2.2 * small + 200, (unit, small, large)
