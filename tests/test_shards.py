@@ -187,3 +187,43 @@ def test_cli_reports_bad_settings_without_a_traceback(tmp_path, corpus, tiny_deb
     assert not (tmp_path / "index" / "shards.json").exists()
     assert main(["index", str(corpus[0]), "--index", index, "--workers", "2"]) == 1
     assert "--workers needs --ray" in capsys.readouterr().err
+
+
+def test_a_new_sharded_index_is_whole_or_absent_at_every_moment(tmp_path, corpus, encoder, config, tiny_deberta_dir,
+                                                                 monkeypatch, capsys):
+    """A first sharded run that fails early leaves no sharded index; one that is killed right after
+    opening leaves an empty index every command can read, not shards without a manifest."""
+    monkeypatch.setenv("XLSEARCH_MODEL", str(tiny_deberta_dir))
+    failed = tmp_path / "failed"
+    assert main(["index", str(corpus[0]), "--index", str(failed), "--shards", "3", "--layer", "99"]) == 1
+    assert "layer" in capsys.readouterr().err and read_shards(failed) is None
+    assert main(["info", "--index", str(failed)]) == 1  # no index there: said in one line
+    assert "not an xlsearch index" in capsys.readouterr().err
+    opened = tmp_path / "opened"
+    writer = open_writer(opened, encoder, config, shards=3)
+    writer.close()  # as if killed before its first real commit
+    assert read_shards(opened) == 3 and check_any(opened) == []
+    assert sharded_info(opened)["documents"] == 0
+    assert Searcher(opened, encoder=encoder).search("anything", k=3).hits == []
+
+
+def test_a_shard_that_cannot_commit_says_which_shards_did(tmp_path, encoder, config, monkeypatch):
+    from xlsearch.indexer.errors import IndexWriteError
+    from xlsearch.indexer.writing.writer import IndexWriter
+
+    directory = tmp_path / "sharded"
+    with open_writer(directory, encoder, config, shards=3) as writer:
+        ids = {shard_of(f"doc-{i}", 3): f"doc-{i}" for i in range(20)}  # one document per shard
+        writer.upsert([Document(ids[s], f"Document for shard {s}.", lang="en") for s in range(3)])
+        original = IndexWriter.commit
+
+        def commit(self):
+            if self.directory == shard_dir(directory, 1):
+                raise IndexWriteError(f"{self.directory}: could not commit (No space left on device); "
+                                      "the index is unchanged")
+            return original(self)
+
+        monkeypatch.setattr(IndexWriter, "commit", commit)
+        with pytest.raises(IndexWriteError, match=r"shard 1 is unchanged; shards 0 had committed their documents"):
+            writer.commit()
+    assert sharded_info(directory)["documents"] == 1  # shard 0's document; shards 1 and 2 unchanged

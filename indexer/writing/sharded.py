@@ -21,7 +21,7 @@ from .writer import IndexWriter, Progress, UpsertStats
 from ..text.pieces import Piece
 from ..config import IndexConfig, Manifest
 from ..document import Document
-from ..errors import ConfigError, IndexMismatchError
+from ..errors import ConfigError, IndexMismatchError, IndexWriteError
 from ..store.shard_layout import create_shards, read_shards, shard_dir, shard_of
 from ..store.storage import index_exists, open_docstore
 
@@ -98,8 +98,26 @@ class ShardedWriter:
         return any(writer.has_changes() for writer in self.writers)
 
     def commit(self) -> Manifest:
-        """Commit every shard (each atomically); returns shard 0's manifest with the summed counts."""
-        return _summed([writer.commit() for writer in self.writers])
+        """Commit every shard (each atomically); returns shard 0's manifest with the summed counts.
+
+        Raises:
+            IndexWriteError: A shard could not commit; the message says which shards committed
+                their part of the change before it (a change spanning shards is not atomic).
+        """
+        manifests, committed = [], []
+        for s, writer in enumerate(self.writers):
+            changed = writer.has_changes()
+            try:
+                manifests.append(writer.commit())
+            except IndexWriteError as exc:
+                self.rollback()
+                message = str(exc).replace("; the index is unchanged", f"; shard {s} is unchanged")
+                raise IndexWriteError(message + (f"; shards {', '.join(map(str, committed))} had committed their "
+                                                 f"documents of this change" if committed else
+                                                 "; no shard had committed any of this change")) from exc
+            if changed:
+                committed.append(s)
+        return _summed(manifests)
 
     def rollback(self) -> None:
         for writer in self.writers:
@@ -146,8 +164,17 @@ def open_writer(directory: str | Path, encoder: TextEncoder | None = None, confi
                           "each shard would center with its own language means")
     if listed is None and wanted == 1:
         return IndexWriter(directory, encoder, config)
-    if listed is None:
-        if encoder is None or config is None:
-            open_docstore(directory)  # raises IndexNotFoundError: nothing to create the shards with
+    if listed is not None:
+        return ShardedWriter(directory, wanted, encoder, config)
+    if encoder is None or config is None:
+        open_docstore(directory)  # raises IndexNotFoundError: nothing to create the shards with
+    # A new sharded index appears whole: every shard commits an empty first generation before
+    # shards.json names them, so no moment shows a sharded index with a shard that cannot open.
+    writer = ShardedWriter(directory, wanted, encoder, config)
+    try:
+        writer.commit()
         create_shards(directory, wanted)
-    return ShardedWriter(directory, wanted, encoder, config)
+    except BaseException:
+        writer.close()
+        raise
+    return writer
