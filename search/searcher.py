@@ -284,7 +284,10 @@ class Searcher:
         hits = []
         for (chunk_id, score), lex, den in zip(ranked, lexical, dense):
             row = rows[chunk_id]
-            doc = docs[row.doc_id]
+            doc = docs.get(row.doc_id)
+            if doc is None:  # a chunk whose document row is gone: the store is damaged
+                raise IndexFormatError(f"damaged index: chunk {chunk_id} belongs to document {row.doc_id!r}, "
+                                       "which is not stored; run `xlsearch check`")
             hits.append(Hit(id=doc.id, score=float(score), title=doc.title, lang=doc.lang,
                             passage=row.text, chunk_id=chunk_id, start=row.start, end=row.end,
                             scores={"dense": None if den is None else float(den), "lexical": float(lex)},

@@ -5,6 +5,7 @@ import pytest
 
 from xlsearch.indexer.config import IndexConfig
 from xlsearch.indexer.document import Document
+from xlsearch.indexer.errors import IndexFormatError
 from xlsearch.indexer.store import check
 from xlsearch.indexer.store.check import check_index
 from xlsearch.indexer.writing.writer import IndexWriter
@@ -138,3 +139,20 @@ def test_a_folder_input_does_not_follow_links_out_of_the_folder(tmp_path, caplog
         ids = [d.id for d in read_documents([folder])]
     assert ids == ["a.txt", "sub/inner-link.txt"]
     assert any("leak.txt" in r.getMessage() and "outside" in r.getMessage() for r in caplog.records)
+
+
+def test_a_chunk_whose_document_row_is_gone_is_a_damaged_index_not_a_crash(sample_index, tiny_deberta_dir):
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from test_api import make_settings
+    from xlsearch.api.http.app import create_app
+
+    with sqlite3.connect(sample_index / "docs.sqlite") as conn:
+        conn.execute("DELETE FROM documents WHERE id = 'en-tea-01'")
+    with pytest.raises(IndexFormatError, match="belongs to document 'en-tea-01', which is not stored"):
+        Searcher(sample_index).search("green tea", k=3, mode="lexical")
+    with TestClient(create_app(make_settings(sample_index, tiny_deberta_dir))) as client:
+        response = client.post("/search", json={"query": "green tea", "mode": "lexical"})
+    assert response.status_code == 503 and response.json()["error"] == "index_damaged"
