@@ -301,3 +301,16 @@ def test_missing_index_directory(tmp_path):
     with pytest.raises(IndexNotFoundError):
         IndexWriter(tmp_path / "nothing")
     assert not (tmp_path / "nothing").exists()
+
+
+def test_search_many_answers_as_search_does_and_refuses_in_place(sample_index, encoder):
+    searcher = Searcher(sample_index, encoder=encoder)
+    queries = ["green tea", "  ", "la luna", "月亮", "\t\n"]
+    answers = searcher.search_many(queries, k=5)
+    assert [type(a).__name__ for a in answers] == ["SearchResult", "QueryError", "SearchResult", "SearchResult",
+                                                   "QueryError"]
+    for query, answer in zip(queries, answers):
+        if not isinstance(answer, QueryError):
+            one = searcher.search(query, k=5)
+            assert [h.id for h in answer.hits] == [h.id for h in one.hits]
+            np.testing.assert_allclose([h.score for h in answer.hits], [h.score for h in one.hits], rtol=1e-5)

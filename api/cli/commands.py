@@ -213,9 +213,11 @@ def run_search(args: argparse.Namespace) -> int:
                         layer=args.layer, device=args.device, precision=args.precision, nprobe=args.nprobe)
     run: dict[str, list[tuple[str, float]]] = {}
     try:
-        for qid, text in queries:
-            result = _search_one(searcher, args, qid, text)
-            if result is None:
+        for (qid, text), result in zip(queries, _answers(searcher, args, [text for _, text in queries])):
+            if isinstance(result, QueryError):
+                if qid is None:
+                    raise result
+                print(f"warning: query {qid}: {result}; skipped", file=sys.stderr)
                 continue
             if args.run is not None:
                 run[qid] = [(hit.id, hit.score) for hit in result.hits]
@@ -234,17 +236,11 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search_one(searcher: Searcher, args: argparse.Namespace, qid: str | None, text: str) -> SearchResult | None:
-    """One query's result; in a batch, a query that cannot be asked is reported and skipped."""
-    try:
-        return searcher.search(text, k=args.k, mode=args.mode, fusion=args.fusion, alpha=args.alpha,
-                               lang=args.lang, filter=dict(args.filter) if args.filter else None,
-                               query_lang=args.query_lang, offset=args.offset)
-    except QueryError as exc:
-        if qid is None:
-            raise
-        print(f"warning: query {qid}: {exc}; skipped", file=sys.stderr)
-        return None
+def _answers(searcher: Searcher, args: argparse.Namespace, texts: list[str]) -> list[SearchResult | QueryError]:
+    """Each query's result (or the QueryError that refused it), their vectors encoded in batches."""
+    return searcher.search_many(texts, k=args.k, mode=args.mode, fusion=args.fusion, alpha=args.alpha,
+                                lang=args.lang, filter=dict(args.filter) if args.filter else None,
+                                query_lang=args.query_lang, offset=args.offset)
 
 
 def format_result(result: SearchResult, width: int = 160, first_rank: int = 1, bold: bool = False) -> str:
