@@ -255,3 +255,14 @@ def test_sigkill_of_the_server_loses_no_acknowledged_write(sample_index_master, 
     manifest = committed_manifest(index)
     print(f"{len(acknowledged)} acknowledged writes kept over 4 kills; {len(manifest.segments)} segments")
     assert manifest.documents >= len(acknowledged) + 52
+
+
+def test_one_thread_setting_caps_torch_blas_and_faiss():
+    """`serve --threads N` runs limit_threads(N): checked in a child, since it holds for the process."""
+    code = ("import faiss, torch\nfrom threadpoolctl import threadpool_info\n"
+            "from xlsearch.indexer.threads import limit_threads\nlimit_threads(1)\n"
+            "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+            "print(torch.get_num_threads(), faiss.omp_get_max_threads(), blas)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    torch_threads, faiss_threads, blas = done.stdout.split(maxsplit=2)
+    assert (torch_threads, faiss_threads) == ("1", "1") and blas.strip() not in ("[]", "") and set(eval(blas)) == {1}

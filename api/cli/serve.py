@@ -24,8 +24,8 @@ def add_parsers(subparsers) -> None:
                        help=f"require the ${API_KEY_ENV} key on reads too (search, info, documents, embed)")
     add_model_options(serve)
     add_batch_size_option(serve, "texts per forward pass when documents are added")
-    serve.add_argument("--threads", type=positive_int, help="CPU threads torch may use for encoding (default: "
-                       "torch's own choice, one per core; 1 is often faster for short queries on a busy machine)")
+    serve.add_argument("--threads", type=positive_int, help="CPU threads of torch, numpy's BLAS and FAISS (default: "
+                       "their own choice, one per core; 1 is often faster for short queries on a busy machine)")
     serve.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2 ** 20,
                        help=f"largest request body in MiB; larger ones get 413 (default {MAX_BODY_BYTES / 2 ** 20:g})")
     serve.set_defaults(handler=run_serve)

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-import torch
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from ...indexer.errors import XlsearchError
+from ...indexer.threads import limit_threads
 
 from .deps import get_settings, needs_key
 from .errors import JSONResponse, install_error_handlers
@@ -37,7 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """
     settings: Settings = app.state.settings
     if settings.threads:
-        torch.set_num_threads(settings.threads)
+        limit_threads(settings.threads)
     try:
         service = await run_in_threadpool(IndexService, settings.index, settings.model, settings.device,
                                           settings.batch_size)
