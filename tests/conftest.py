@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,3 +219,29 @@ def e5_small_dir(tmp_path_factory) -> Path:
         return ensure_e5_small()
     except ModelLoadError:  # the user's cache is not writable
         return ensure_e5_small(tmp_path_factory.mktemp("xlsearch-cache"))
+
+
+def start_server(index: Path, model: Path, log: Path, key: str | None = None,
+                 options: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """`xlsearch serve` over ``index`` (one thread, more ``options``) on a free loopback port, once it
+    answers /health; its stderr goes to ``log``."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "XLSEARCH_MODEL": str(model), "TOKENIZERS_PARALLELISM": "false"}
+    if key is not None:
+        env["XLSEARCH_API_KEY"] = key
+    with open(log, "ab") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "xlsearch.api.cli.main", "serve", "--index", str(index),
+                                    "--port", str(port), "--device", "cpu", "--threads", "1", *options],
+                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, f"server exited: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"server did not start: {log.read_text()[-3000:]}"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)

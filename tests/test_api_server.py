@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, SAMPLE, free_port
+from conftest import SAMPLE, free_port, start_server
 
 from xlsearch.api.cli.main import main
 from xlsearch.indexer.errors import XlsearchError
@@ -31,25 +30,9 @@ def server(sample_index_master, tiny_deberta_dir, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("server")
     sample_index = tmp_path / "index"
     shutil.copytree(sample_index_master, sample_index)
-    port, log = free_port(), tmp_path / "server.log"
-    env = {**os.environ, "XLSEARCH_MODEL": str(tiny_deberta_dir), "XLSEARCH_API_KEY": KEY,
-           "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "xlsearch.api.cli.main", "serve", "--index", str(sample_index),
-                                    "--port", str(port), "--device", "cpu", "--threads", "1"], cwd=REPO, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    process, url = start_server(sample_index, tiny_deberta_dir, log, key=KEY)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"server exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"server did not start: {log.read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
         yield url, log
     finally:
         process.terminate()
@@ -176,25 +159,6 @@ def test_an_api_key_no_client_could_send_refuses_to_start(tmp_path, monkeypatch,
     monkeypatch.setenv("XLSEARCH_INDEX", str(tmp_path))
     with pytest.raises(XlsearchError, match=message):
         Settings.from_env()
-
-
-def start_server(index: Path, model: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "XLSEARCH_MODEL": str(model), "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "ab") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "xlsearch.api.cli.main", "serve", "--index", str(index),
-                                    "--port", str(port), "--device", "cpu", "--threads", "1"], cwd=REPO, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, f"server exited: {log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"server did not start: {log.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
 
 
 @pytest.mark.slow

@@ -3,19 +3,16 @@ OpenAPI schema, with and without the key, and a bounded load of mixed reads and 
 nothing it acknowledged."""
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 import pytest
 import schemathesis
-from conftest import REPO, free_port
+from conftest import start_server
 from schemathesis.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
 
@@ -36,24 +33,8 @@ def live_server(sample_index_master, tiny_deberta_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     index, log = root / "index", root / "server.log"
     shutil.copytree(sample_index_master, index)
-    port = free_port()
-    env = {**os.environ, "XLSEARCH_MODEL": str(tiny_deberta_dir), "XLSEARCH_API_KEY": KEY,
-           "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "xlsearch.api.cli.main", "serve", "--index", str(index),
-                                    "--port", str(port), "--device", "cpu", "--threads", "1", "--protect-reads"],
-                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_server(index, tiny_deberta_dir, log, key=KEY, options=("--protect-reads",))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         yield url, index, log
     finally:
         process.terminate()
