@@ -187,8 +187,9 @@ def load_segments(directory: Path, manifest: Manifest, store: DocStore, loaded: 
         raise damaged(directory, problems)
     out = {name: loaded.get(name) or Segment.load(directory, name, manifest.dim, manifest.config, with_raw)
            for name in names}
-    for names_, after in (([n for n in names if n in loaded], since), (new, 0)):
-        for name, ids in store.tombstones(names_, after, manifest.generation).items():
+    kept = [name for name in names if name in loaded]
+    for group, after in ((kept, since), (new, 0)):  # kept ones hold the tombstones up to ``since``
+        for name, ids in store.tombstones(group, after, manifest.generation).items():
             out[name].remove(ids)
     for entry in manifest.segments:
         if len(out[entry["name"]]) != entry["live"]:
