@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from itertools import chain, count, repeat
 
 import numpy as np
@@ -208,8 +207,8 @@ class BM25Index:
             n = len(self._row_of)
             if self._collection is None:
                 avgdl, idf = self._total_len / n if n else 1.0, _idf(self.document_frequencies(), n, self.epsilon)
-            else:
-                avgdl, idf = self._collection.avgdl, self._collection.idf_of(self)
+            else:  # idf looked up per query term: a re-open costs no pass over this part's terms
+                avgdl, idf = self._collection.avgdl, _PartIdf(self._collection, self)
             self._stats = (idf, self.k1 * (1 - self.b + self.b * self._doc_len / avgdl))
         return self._stats
 
@@ -391,15 +390,19 @@ class BM25Index:
 
 
 class Vocabulary:
-    """Term -> id, shared by the parts of a collection so that their statistics add up as arrays.
+    """Term -> id shared by the parts of a collection, and their document frequencies summed.
 
-    Each part's term ids are mapped once (a segment never changes its terms), so gathering the
-    statistics again after a commit costs numpy work over the terms, and Python work only for
-    the terms of new segments.
+    Each part's term ids are mapped once (a segment never changes its terms), and each part's
+    contribution to the sums is kept, so gathering the statistics again after a commit costs
+    the parts that changed (new segments, segments with new tombstones), not the collection:
+    a reader re-opening after a small write pays for the write.
     """
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
+        self.df = np.zeros(0, np.int64)  # live chunks per shared id, over the parts last gathered
+        self.histogram = np.zeros(1, np.int64)  # shared ids per df value (index 0: unused)
+        self._parts: dict[int, tuple[BM25Index, np.ndarray]] = {}  # id(part) -> (part, the df it added)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -413,44 +416,102 @@ class Vocabulary:
             cached = index._global_ids = (self, mapped)
         return cached[1]
 
+    def gather(self, indexes: Sequence[BM25Index]) -> None:
+        """Make :attr:`df` and :attr:`histogram` the sums over exactly ``indexes``."""
+        maps = [self.of(index) for index in indexes]  # grows the vocabulary first
+        if len(self.df) < len(self.ids):
+            self.df = np.concatenate([self.df, np.zeros(len(self.ids) - len(self.df), np.int64)])
+        current = {id(index): index for index in indexes}
+        for key, (part, added) in list(self._parts.items()):
+            if current.get(key) is not part:
+                self._add(self.of(part), -added)
+                del self._parts[key]
+        for index, mapped in zip(indexes, maps):
+            df = index.document_frequencies()  # the same array object while the part is unchanged
+            known = self._parts.get(id(index))
+            if known is not None and known[1] is df:
+                continue
+            if known is not None:
+                self._add(mapped, -known[1])
+            self._add(mapped, df)
+            self._parts[id(index)] = (index, df)
 
-@dataclass(frozen=True)
+    def _add(self, mapped: np.ndarray, df: np.ndarray) -> None:
+        changed = np.flatnonzero(df)
+        if not len(changed):
+            return
+        positions = mapped[changed]  # distinct: a part maps each of its terms to its own id
+        old = self.df[positions]
+        new = old + df[changed]
+        self.df[positions] = new
+        top = int(new.max())
+        if top >= len(self.histogram):
+            self.histogram = np.concatenate([self.histogram, np.zeros(top + 1 - len(self.histogram), np.int64)])
+        np.subtract.at(self.histogram, old, 1)
+        np.add.at(self.histogram, new, 1)
+
+
 class Collection:
-    """Term statistics of chunks split over several BM25 indexes (the segments or shards of one index)."""
+    """Term statistics of chunks split over several BM25 indexes (the segments or shards of one index).
 
-    chunks: int
-    avgdl: float
-    vocabulary: Vocabulary
-    idf: np.ndarray  # float64 per shared term id; 0 for a term in no live chunk
-    held: np.ndarray  # bool per shared term id: some live chunk holds it
+    A term's idf depends only on its document frequency, so the idf of every df value that occurs
+    is computed once (rank-bm25's formula, negative ones floored at ``epsilon`` times the mean over
+    the live terms, the mean taken over the histogram of dfs); a part looks up the idf of a query
+    term when it scores it.
+    """
+
+    def __init__(self, chunks: int, avgdl: float, vocabulary: Vocabulary, by_df: np.ndarray):
+        self.chunks, self.avgdl, self.vocabulary = chunks, avgdl, vocabulary
+        self.by_df = by_df  # float64 idf per df value (0 for df 0)
 
     @classmethod
     def of(cls, indexes: Sequence[BM25Index], vocabulary: Vocabulary | None = None) -> Collection:
         """Add up the parts' counts; idf as one index over all their live chunks would compute it.
 
         Args:
-            vocabulary: Reused between calls over changing parts (a reader re-opening after commits).
+            vocabulary: Reused between calls over changing parts (a reader re-opening after commits):
+                only the parts that changed are counted again.
         """
         vocabulary = vocabulary if vocabulary is not None else Vocabulary()
-        maps = [vocabulary.of(index) for index in indexes]  # grows the vocabulary first
-        df = np.zeros(len(vocabulary), np.int64)
-        for index, mapped in zip(indexes, maps):
-            df[mapped] += index.document_frequencies()  # a part maps each of its terms to a distinct id
+        vocabulary.gather(indexes)
         n = sum(len(index) for index in indexes)
         total = sum(index.total_length for index in indexes)
         epsilon = indexes[0].epsilon if indexes else 0.25
-        return cls(n, total / n if n else 1.0, vocabulary, _idf(df, n, epsilon), df > 0)
+        histogram = vocabulary.histogram
+        values = np.flatnonzero(histogram[1:]) + 1  # the dfs some live term has
+        by_df = np.zeros(len(histogram))
+        if len(values):
+            idf = np.array([math.log(n - d + 0.5) - math.log(d + 0.5) for d in values.tolist()])
+            average = float(np.dot(histogram[values], idf)) / float(histogram[values].sum())
+            idf[idf < 0] = epsilon * average
+            by_df[values] = idf
+        return cls(n, total / n if n else 1.0, vocabulary, by_df)
 
-    def idf_of(self, index: BM25Index) -> np.ndarray:
-        """float64 idf per term id of one part (0 for terms in no live chunk)."""
-        return self.idf[self.vocabulary.of(index)]
+    @property
+    def held(self) -> np.ndarray:
+        """bool per shared term id: some live chunk holds it."""
+        return self.vocabulary.df > 0
+
+    def term_idf(self, index: BM25Index, term: int) -> float:
+        """The idf of one term id of ``index``."""
+        return float(self.by_df[self.vocabulary.df[self.vocabulary.of(index)[term]]])
 
     def weight(self, term: str) -> float | None:
         """The term's idf, or None when no live chunk holds it."""
         position = self.vocabulary.ids.get(term)
-        if position is None or position >= len(self.held) or not self.held[position]:
+        if position is None or position >= len(self.vocabulary.df) or self.vocabulary.df[position] == 0:
             return None
-        return float(self.idf[position])
+        return float(self.by_df[self.vocabulary.df[position]])
+
+
+class _PartIdf:
+    """``idf[term]`` of one part's term ids under a collection's statistics, computed on demand."""
+
+    def __init__(self, collection: Collection, index: BM25Index):
+        self.collection, self.index = collection, index
+
+    def __getitem__(self, term: int) -> float:
+        return self.collection.term_idf(self.index, term)
 
 
 def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
