@@ -24,13 +24,13 @@ from .options import DEFAULT_FUSION, FUSIONS, MAX_K, MODES
 from .highlight import highlights
 from .index.reader import IndexReader
 from .index.sharded import open_index
+from .index.loader import SNAPSHOT_RETRIES
 
 if TYPE_CHECKING:  # torch loads with the model, on the first dense or hybrid query
     from ..indexer.encoding.protocol import TextEncoder
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_RETRIES = 3
 QUERY_BATCH = 32  # queries encoded in one forward pass by search_many (one query: a batch of one)
 
 

@@ -268,3 +268,36 @@ def test_files_left_by_a_killed_commit_do_not_block_the_next(sample_index, encod
         manifest = writer.commit()
     assert [s["name"] for s in manifest.segments] == ["seg.1", "seg.2"]
     assert check_index(sample_index) == []
+
+
+def test_readers_and_check_open_an_index_while_commits_merge_it(sample_index, encoder, monkeypatch):
+    """Opening an index reads one commit's manifest and tombstones even while a writer commits,
+    merges and retires segments; check does not report files a commit retired meanwhile."""
+    import threading
+
+    monkeypatch.setattr(segment_module, "MERGE_FACTOR", 3)
+    monkeypatch.setattr(segment_module, "MERGE_FLOOR", 1)
+    done, failures = threading.Event(), []
+
+    def write() -> None:
+        try:
+            with IndexWriter(sample_index, encoder) as writer:
+                for i in range(24):
+                    writer.upsert([Document(f"busy-{i % 5}", f"Busy document {i} about rivers.", lang="en")])
+                    writer.commit()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    opened = 0
+    while not done.is_set():
+        index = load_index(sample_index)
+        assert len(index.dense) == index.manifest.chunks
+        index.close()
+        assert check_index(sample_index) == []
+        opened += 1
+    thread.join()
+    assert not failures and opened > 0

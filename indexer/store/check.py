@@ -15,6 +15,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from ..config import Manifest
 from ..errors import IndexNotFoundError, XlsearchError
 from .docstore import DOCS_FILE, DocStore
 from .segment import Segment
@@ -31,20 +32,40 @@ def check_index(directory: str | Path) -> list[str]:
     """
     directory = Path(directory)
     try:
-        store, manifest = open_docstore(directory)
+        store, _ = open_docstore(directory)
     except IndexNotFoundError:
         raise
     except XlsearchError as exc:
         return [str(exc)]
     try:
-        damaged = verify_files(directory, manifest)
-        problems = _store_problems(store) + _safe(store.damaged_rows) + _metadata_problems(store) + damaged
-        dense, lexical = _load(directory, manifest, store, problems, damaged)
-        problems += _consistency_problems(store, manifest, dense, lexical)
-        problems += _copy_problems(directory, manifest)
+        for _ in range(3):
+            problems, generation = _check_snapshot(directory, store)
+            if not problems or _generation(store) == generation:
+                break  # else a writer retired files of that commit meanwhile: check the new one
     finally:
         store.close()
     return problems
+
+
+def _check_snapshot(directory: Path, store: DocStore) -> tuple[list[str], int]:
+    """The problems of the commit the store's snapshot records, and its generation."""
+    try:
+        with store.snapshot():  # one commit's manifest, rows and tombstones, whatever a writer does meanwhile
+            manifest = Manifest.from_json(store.get_meta("manifest") or "{}", str(store.path))
+            damaged = verify_files(directory, manifest)
+            problems = _store_problems(store) + _safe(store.damaged_rows) + _metadata_problems(store) + damaged
+            dense, lexical = _load(directory, manifest, store, problems, damaged)
+            problems += _consistency_problems(store, manifest, dense, lexical)
+    except XlsearchError as exc:
+        return [str(exc)], -1
+    return problems + _copy_problems(directory, manifest), manifest.generation
+
+
+def _generation(store: DocStore) -> int:
+    try:
+        return Manifest.from_json(store.get_meta("manifest") or "{}", str(store.path)).generation
+    except XlsearchError:
+        return -1
 
 
 def _safe(scan) -> list[str]:

@@ -10,10 +10,12 @@ from ...indexer.store.centering import Centroids
 from ...indexer.store.docstore import DocStore
 from ...indexer.store.lexical import Vocabulary
 from ...indexer.store.segment import Segment
+from ...indexer.errors import IndexFormatError
 from ...indexer.store.storage import load_centroids, load_segments, open_docstore
 from .merged import Merged, MergedLexical, route_by_membership, share_statistics
 
 log = logging.getLogger(__name__)
+SNAPSHOT_RETRIES = 3
 
 
 @dataclass
@@ -64,8 +66,7 @@ class LoadedIndex:
         ``share=False`` leaves the BM25 statistics to the caller (a sharded index shares them
         across shards).
         """
-        text = self.store.get_meta("manifest")
-        manifest = Manifest.from_json(text or "{}", str(self.directory / "docs.sqlite"))
+        manifest = current_manifest(self.store, self.directory)
         if manifest.generation == self.manifest.generation:
             return False
         self.segments = load_segments(self.directory, manifest, self.store, self.segments,
@@ -88,10 +89,22 @@ def load_index(directory: str | Path) -> LoadedIndex:
     directory = Path(directory)
     store, manifest = open_docstore(directory)
     try:
-        with store.snapshot():
-            segments = load_segments(directory, manifest, store)
+        for attempt in range(SNAPSHOT_RETRIES):
+            try:
+                with store.snapshot():  # the manifest and the tombstones of one commit
+                    manifest = current_manifest(store, directory)
+                    segments = load_segments(directory, manifest, store)
+                break
+            except IndexFormatError:
+                if attempt == SNAPSHOT_RETRIES - 1:  # else: two commits retired those segments meanwhile
+                    raise
         centroids = load_centroids(directory, manifest)
     except BaseException:
         store.close()
         raise
     return LoadedIndex(directory, manifest, store, segments, centroids)
+
+
+def current_manifest(store: DocStore, directory: Path) -> Manifest:
+    """The manifest the store's current snapshot records."""
+    return Manifest.from_json(store.get_meta("manifest") or "{}", str(directory / "docs.sqlite"))
