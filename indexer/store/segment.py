@@ -68,11 +68,6 @@ class Segment:
             if self.raw is not None:
                 self.raw.remove(mine)
 
-    def files(self, directory: Path) -> list[Path]:
-        """Every file of the segment on disk."""
-        folder = directory / self.name
-        return sorted(p for p in folder.rglob("*") if p.is_file())
-
     def save(self, directory: Path) -> None:
         """Write the segment's folder and fsync every file in it and the folder itself."""
         folder = directory / self.name

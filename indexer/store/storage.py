@@ -62,11 +62,6 @@ def digest_files(directory: Path, paths: list[Path]) -> dict[str, dict[str, int 
     return {f.relative_to(directory).as_posix(): file_digest(f) for f in files}
 
 
-def segment_files(manifest: Manifest, name: str) -> dict[str, dict]:
-    """The manifest's entries for the files of one segment."""
-    return {path: entry for path, entry in manifest.files.items() if path.startswith(f"{name}/")}
-
-
 def verify_files(directory: Path, manifest: Manifest, hashes: bool = True, names: set[str] | None = None,
                  cached: bool = False) -> list[str]:
     """Problems with the files the manifest lists (all, or those of the segments in ``names``, and
