@@ -112,6 +112,13 @@ class Index:
             writer.commit()
         return found
 
+    def optimize(self) -> None:
+        """Merge the index's segments into one and purge deleted chunks (``xlsearch optimize``)."""
+        from ..indexer.writing.sharded import open_writer
+
+        with open_writer(self.path) as writer:
+            writer.optimize()
+
     def search(self, query: str, k: int = 10, mode: str = "hybrid", lang: str | None = None,
                filter: dict[str, str | int | float | bool] | None = None, fusion: str = DEFAULT_FUSION,
                alpha: float = 0.5, offset: int = 0) -> list[Hit]:

@@ -33,6 +33,11 @@ def test_open_add_search_delete_in_a_few_lines(tmp_path, tiny_deberta_dir):
         assert index.config.model_name == str(tiny_deberta_dir) and index.config.layer == 2
         assert index.add([xlsearch.Document("x", "Apollo 11 landed in 1969.", lang="en")]).added == 1
         assert index.search("Apollo", k=1, mode="lexical")[0].id == "x"
+        index.optimize()  # three commits' segments, one with a deleted document, merged into one
+        assert index.search("Apollo", k=1, mode="lexical")[0].id == "x"
+    from xlsearch.indexer.store.storage import committed_manifest
+
+    assert len(committed_manifest(tmp_path / "i").segments) == 1
 
 
 def test_manifest_names_the_model_that_made_the_vectors(tmp_path, encoder):
