@@ -38,7 +38,7 @@ def check_index(directory: str | Path) -> list[str]:
     except XlsearchError as exc:
         return [str(exc)]
     try:
-        for _ in range(3):
+        for _ in range(5):
             problems, generation = _check_snapshot(directory, store)
             if not problems or _generation(store) == generation:
                 break  # else a writer retired files of that commit meanwhile: check the new one
@@ -58,7 +58,7 @@ def _check_snapshot(directory: Path, store: DocStore) -> tuple[list[str], int]:
             problems += _consistency_problems(store, manifest, dense, lexical)
     except XlsearchError as exc:
         return [str(exc)], -1
-    return problems + _copy_problems(directory, manifest), manifest.generation
+    return problems + _copy_problems(directory, manifest, store), manifest.generation
 
 
 def _generation(store: DocStore) -> int:
@@ -159,7 +159,7 @@ def _consistency_problems(store, manifest, dense, lexical) -> list[str]:
     return problems
 
 
-def _copy_problems(directory: Path, manifest) -> list[str]:
+def _copy_problems(directory: Path, manifest, store: DocStore) -> list[str]:
     path = directory / MANIFEST_FILE
     try:
         copy = json.loads(path.read_text(encoding="utf-8"))
@@ -167,8 +167,11 @@ def _copy_problems(directory: Path, manifest) -> list[str]:
         return [f"{path}: unreadable copy of the manifest ({exc})"]
     if copy == manifest.to_dict():
         return []
-    if isinstance(copy, dict) and copy.get("generation") == manifest.generation - 1:
+    generation = copy.get("generation") if isinstance(copy, dict) else None
+    if generation == manifest.generation - 1:
         return []  # killed between the commit and the copy's rename; the next writer rewrites it
+    if isinstance(generation, int) and manifest.generation < generation <= _generation(store):
+        return []  # a writer committed and copied a later generation while this check ran
     return [f"{path}: differs from the manifest committed in docs.sqlite"]
 
 
