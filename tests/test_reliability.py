@@ -26,7 +26,7 @@ from xlsearch.indexer.writing.writer import IndexWriter, UpsertStats
 from xlsearch.indexer.encoding.encoder import encode_documents
 from xlsearch.indexer.store.check import check_index
 from xlsearch.indexer.document import Document
-from xlsearch.indexer.errors import IndexFormatError, IndexWriteError
+from xlsearch.indexer.errors import IndexFormatError, IndexWriteError, XlsearchError
 from xlsearch.indexer.store.storage import committed_manifest, listed_names, open_docstore
 from xlsearch.search.index.loader import load_index
 from xlsearch.search.searcher import Searcher
@@ -628,3 +628,45 @@ def test_strange_ids_round_trip_or_are_refused(sample_index, encoder, tmp_path):
         path.write_text(json.dumps({"id": bad, "text": "t"}) + "\n", encoding="utf-8")
         with pytest.raises(CorpusError, match=message):
             list(read_documents([path]))
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_sharded_first_run_leaves_a_usable_index(tiny_deberta_dir, crash_corpus, tmp_path):
+    """Kill a first `xlsearch index --shards 3` at three points of its run (before the first commit,
+    early, and late): each time the directory is either no index at all or a sharded index that
+    opens, searches and passes check, holding only documents of the input; a rerun completes it."""
+    from xlsearch.indexer.store.check import check_any
+    from xlsearch.indexer.store.shard_layout import read_shards, sharded_info
+
+    corpus, ids = crash_corpus
+    for trial, wait_for in enumerate((0, 20, 80)):  # committed documents before the kill
+        directory = tmp_path / f"sharded{trial}"
+        run = run_cli(["index", str(corpus), "--index", str(directory), "--shards", "3", "--commit-chunks", "4"],
+                      tiny_deberta_dir)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None:
+            try:
+                if wait_for == 0 and any(directory.glob("shard-*")):
+                    break
+                if read_shards(directory) is not None and sharded_info(directory)["documents"] >= wait_for > 0:
+                    break
+            except (XlsearchError, sqlite3.Error):
+                pass  # a shard's store is being written: look again
+            time.sleep(0.01)
+        run.kill()
+        run.communicate(timeout=30)
+        if read_shards(directory) is None:  # killed before the index appeared: nothing to open
+            assert wait_for == 0, f"trial {trial}: no sharded index after {wait_for} committed documents"
+        else:
+            assert check_any(directory) == [], trial
+            kept = sharded_info(directory)["documents"]
+            searcher = Searcher(directory)
+            try:
+                hits = searcher.search("the", k=5, mode="lexical").hits
+            finally:
+                searcher.close()
+            assert kept >= wait_for and {h.id for h in hits} <= set(ids), trial
+        rerun = run_cli(["index", str(corpus), "--index", str(directory), "--shards", "3"], tiny_deberta_dir)
+        out, err = rerun.communicate(timeout=180)
+        assert rerun.returncode == 0, err
+        assert sharded_info(directory)["documents"] == len(ids) and check_any(directory) == []
