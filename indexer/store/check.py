@@ -15,12 +15,11 @@ import json
 import sqlite3
 from pathlib import Path
 
-from ..config import Manifest
 from ..errors import IndexNotFoundError, XlsearchError
 from .docstore import DOCS_FILE, DocStore
 from .segment import Segment
 from .shard_layout import index_directories, read_shards, shard_of
-from .storage import MANIFEST_FILE, index_exists, open_docstore, verify_files
+from .storage import MANIFEST_FILE, current_manifest, index_exists, open_docstore, verify_files
 from ..text.validation import strict_json
 
 
@@ -51,7 +50,7 @@ def _check_snapshot(directory: Path, store: DocStore) -> tuple[list[str], int]:
     """The problems of the commit the store's snapshot records, and its generation."""
     try:
         with store.snapshot():  # one commit's manifest, rows and tombstones, whatever a writer does meanwhile
-            manifest = Manifest.from_json(store.get_meta("manifest") or "{}", str(store.path))
+            manifest = current_manifest(store)
             damaged = verify_files(directory, manifest)
             problems = _store_problems(store) + _safe(store.damaged_rows) + _metadata_problems(store) + damaged
             dense, lexical = _load(directory, manifest, store, problems, damaged)
@@ -63,7 +62,7 @@ def _check_snapshot(directory: Path, store: DocStore) -> tuple[list[str], int]:
 
 def _generation(store: DocStore) -> int:
     try:
-        return Manifest.from_json(store.get_meta("manifest") or "{}", str(store.path)).generation
+        return current_manifest(store).generation
     except XlsearchError:
         return -1
 

@@ -123,6 +123,16 @@ def open_docstore(directory: str | Path) -> tuple[DocStore, Manifest]:
     return store, Manifest.from_json(text, str(directory / DOCS_FILE))
 
 
+def current_manifest(store: DocStore) -> Manifest:
+    """The manifest the store's current snapshot records (read inside ``store.snapshot()`` to pair
+    it with that commit's rows and tombstones).
+
+    Raises:
+        IndexFormatError: None committed, or invalid.
+    """
+    return Manifest.from_json(store.get_meta("manifest") or "{}", str(store.path))
+
+
 def index_info(directory: str | Path) -> dict:
     """The committed manifest plus the counts in the document store (``xlsearch info``, ``GET /info``)."""
     store, manifest = open_docstore(directory)

@@ -11,7 +11,7 @@ from ...indexer.store.docstore import DocStore
 from ...indexer.store.lexical import Vocabulary
 from ...indexer.store.segment import Segment
 from ...indexer.errors import IndexFormatError
-from ...indexer.store.storage import load_centroids, load_segments, open_docstore
+from ...indexer.store.storage import current_manifest, load_centroids, load_segments, open_docstore
 from .merged import Merged, MergedLexical, route_by_membership, share_statistics
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class LoadedIndex:
         ``share=False`` leaves the BM25 statistics to the caller (a sharded index shares them
         across shards).
         """
-        manifest = current_manifest(self.store, self.directory)
+        manifest = current_manifest(self.store)
         if manifest.generation == self.manifest.generation:
             return False
         self.segments = load_segments(self.directory, manifest, self.store, self.segments,
@@ -92,7 +92,7 @@ def load_index(directory: str | Path) -> LoadedIndex:
         for attempt in range(SNAPSHOT_RETRIES):
             try:
                 with store.snapshot():  # the manifest and the tombstones of one commit
-                    manifest = current_manifest(store, directory)
+                    manifest = current_manifest(store)
                     segments = load_segments(directory, manifest, store)
                 break
             except IndexFormatError:
@@ -103,8 +103,3 @@ def load_index(directory: str | Path) -> LoadedIndex:
         store.close()
         raise
     return LoadedIndex(directory, manifest, store, segments, centroids)
-
-
-def current_manifest(store: DocStore, directory: Path) -> Manifest:
-    """The manifest the store's current snapshot records."""
-    return Manifest.from_json(store.get_meta("manifest") or "{}", str(directory / "docs.sqlite"))
