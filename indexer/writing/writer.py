@@ -396,8 +396,6 @@ class IndexWriter:
             if out is not None:
                 plan.segments.append({"name": out.name, "rows": len(out), "live": len(out), "created": generation})
                 plan.into = out.name
-                if flushed in merge:
-                    plan.pending_into = out.name
         return plan
 
     def _save(self, segment: Segment, written: list[Path]) -> None:
@@ -455,7 +453,7 @@ class IndexWriter:
             delete_documents(conn, sorted(self._pending_deletes | set(self._pending_docs)))
             write_documents(conn, list(self._pending_docs.values()))
             write_chunks(conn, [r for rows in self._pending_chunks.values() for r in rows],
-                         plan.pending_into or plan.flushed or "")
+                         plan.flushed or plan.into or "")  # not flushed alone: merged (or none pending)
             write_tombstones(conn, self._tombstones, generation)
             if plan.merged:
                 retire_segments(conn, plan.merged, plan.into)
@@ -477,7 +475,6 @@ class _Plan:
     flushed: str | None  # the pending segment, written as it is
     centroids: str | None  # the new language means' file
     into: str | None = None  # the segment a merge wrote
-    pending_into: str | None = None  # set when the pending chunks went into that merge
 
 
 def _remove_uncommitted(directory: Path, next_segment: int, generation: int) -> None:
