@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ChunkError, ConfigError
+from .maxscore import Postings, QueryTerms, top_k
 
 
 
@@ -53,6 +54,9 @@ class BM25Index:
         self._total_len = 0  # tokens in live rows
         self._df: np.ndarray | None = None  # live chunks per term, cached
         self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (idf per term, k1 * norm per row)
+        self._scoring: Postings | None = None  # every posting with its key and tf part, for top_k
+        self._tf_ready = np.zeros(0, bool)  # per term: its tf parts in _scoring are filled (with _stats)
+        self._tf_top = np.zeros(0)  # per term: the largest of them
         self._collection: Collection | None = None  # statistics of a whole this index is part of, when set
         self._global_ids: tuple[Vocabulary, np.ndarray] | None = None  # term id -> id in a shared vocabulary
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows)
@@ -190,11 +194,11 @@ class BM25Index:
                 block.resize((block.shape[0], n_terms))
             self._matrix = sp.vstack(blocks, format="csc", dtype=np.int32)
             self._matrix.sort_indices()  # postings must list rows in increasing order
-            self._pending = []
+            self._pending, self._scoring = [], None
         dead = len(self._row_ids) - len(self._row_of)
         if dead and (compact or dead * 8 > len(self._row_ids)):
             self._matrix = _drop_rows(self._matrix, self._alive)
-            self._df = self._sorted = None
+            self._df = self._sorted = self._stats = self._scoring = None
             self._row_ids, self._doc_len = self._row_ids[self._alive], self._doc_len[self._alive]
             self._alive = np.ones(len(self._row_ids), bool)
             self._row_of = dict(zip(self._row_ids.tolist(), range(len(self._row_ids))))
@@ -210,19 +214,48 @@ class BM25Index:
             else:  # idf looked up per query term: a re-open costs no pass over this part's terms
                 avgdl, idf = self._collection.avgdl, _PartIdf(self._collection, self)
             self._stats = (idf, self.k1 * (1 - self.b + self.b * self._doc_len / avgdl))
+            self._tf_ready = np.zeros(self._matrix.shape[1], bool)
+            self._tf_top = np.zeros(self._matrix.shape[1])
         return self._stats
+
+    def _scoring_for(self, terms: np.ndarray) -> Postings:
+        """Every posting with its key, the tf parts ``tf * (k1 + 1) / (tf + k1 * norm)`` of ``terms`` filled
+        (computed once per term until the statistics change)."""
+        _, norm = self._prepare()
+        matrix, scoring = self._matrix, self._scoring
+        if scoring is None:
+            term_of = np.repeat(np.arange(matrix.shape[1], dtype=np.int64), np.diff(matrix.indptr))
+            keys = term_of * len(self._row_ids) + matrix.indices
+            scoring = self._scoring = Postings(matrix.indices, np.empty(len(keys)), keys, len(self._row_ids))
+            self._tf_ready[:] = False
+        for term in terms[~self._tf_ready[terms]].tolist():
+            lo, hi = matrix.indptr[term], matrix.indptr[term + 1]
+            f = matrix.data[lo:hi]
+            scoring.weights[lo:hi] = f * (self.k1 + 1) / (f + norm[matrix.indices[lo:hi]])
+            self._tf_top[term] = scoring.weights[lo:hi].max() if hi > lo else 0.0
+            self._tf_ready[term] = True
+        return scoring
+
+    def _query_terms(self, query_tokens: list[str]) -> tuple[list[int], list[int]]:
+        """(the distinct query terms in the vocabulary, in first-occurrence order, each token's position in
+        them); a term's postings may be empty."""
+        positions, query, vocab = {}, [], self._vocab
+        for token in query_tokens:
+            term = vocab.get(token)
+            if term is not None:
+                query.append(positions.setdefault(term, len(positions)))
+        return list(positions), query
 
     def _postings(self, query_tokens: list[str]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(rows, contributions)`` per query token (repeats included) that is indexed."""
-        idf, norm = self._prepare()
-        indptr, rows, tf = self._matrix.indptr, self._matrix.indices, self._matrix.data
-        for token in query_tokens:
-            term = self._vocab.get(token)
-            if term is None or indptr[term] == indptr[term + 1]:
-                continue
+        idf, _ = self._prepare()
+        terms, query = self._query_terms(query_tokens)
+        scoring, indptr = self._scoring_for(np.array(terms, np.int64)), self._matrix.indptr
+        for position in query:
+            term = terms[position]
             lo, hi = indptr[term], indptr[term + 1]
-            r, f = rows[lo:hi], tf[lo:hi]
-            yield r, idf[term] * (f * (self.k1 + 1) / (f + norm[r]))
+            if hi > lo:
+                yield scoring.rows[lo:hi], idf[term] * scoring.weights[lo:hi]
 
     def get_scores(self, query_tokens: list[str]) -> np.ndarray:
         """BM25 of every live chunk, float64 ``(n,)`` in :attr:`chunk_ids` order (higher is better)."""
@@ -292,21 +325,19 @@ class BM25Index:
             ``(chunk_ids int64, scores float64)``, at most ``k`` each, best first
             (higher is better); equal scores in insertion order.
         """
-        self._prepare()
-        n = len(self._row_ids)
-        scores, matched = np.zeros(n), np.zeros(n, bool)
-        for rows, contrib in self._postings(query_tokens):
-            scores[rows] += contrib
-            matched[rows] = True
-        if allowed is not None:
-            matched &= self._row_mask(np.asarray(allowed, dtype=np.int64))
-        if len(self._row_of) < len(self._row_ids):
-            matched &= self._alive
-        rows = np.flatnonzero(matched)
-        if k <= 0 or len(rows) == 0:
+        idf, _ = self._prepare()
+        terms, query = self._query_terms(query_tokens)
+        if k <= 0 or not query:
             return np.empty(0, np.int64), np.empty(0, np.float64)
-        best = _top_k(rows, scores[rows], k, with_ties)
-        return self._row_ids[best], scores[best]
+        keep = None if allowed is None else self._row_mask(np.asarray(allowed, dtype=np.int64))
+        if len(self._row_of) < len(self._row_ids):
+            keep = self._alive if keep is None else keep & self._alive
+        ids = np.array(terms, np.int64)
+        scoring, indptr = self._scoring_for(ids), self._matrix.indptr
+        found = QueryTerms(ids, indptr[ids].astype(np.int64), indptr[ids + 1].astype(np.int64),
+                           np.asarray(idf[ids], np.float64), np.bincount(query), self._tf_top[ids])
+        rows, scores = top_k(scoring, found, np.array(query, np.int64), k, keep, with_ties)
+        return self._row_ids[rows], scores
 
     def contains(self, chunk_ids: np.ndarray) -> np.ndarray:
         """Boolean mask over int64 ``chunk_ids``: which are live chunks of this index."""
@@ -492,10 +523,6 @@ class Collection:
         """bool per shared term id: some live chunk holds it."""
         return self.vocabulary.df > 0
 
-    def term_idf(self, index: BM25Index, term: int) -> float:
-        """The idf of one term id of ``index``."""
-        return float(self.by_df[self.vocabulary.df[self.vocabulary.of(index)[term]]])
-
     def weight(self, term: str) -> float | None:
         """The term's idf, or None when no live chunk holds it."""
         position = self.vocabulary.ids.get(term)
@@ -510,8 +537,9 @@ class _PartIdf:
     def __init__(self, collection: Collection, index: BM25Index):
         self.collection, self.index = collection, index
 
-    def __getitem__(self, term: int) -> float:
-        return self.collection.term_idf(self.index, term)
+    def __getitem__(self, term: int | np.ndarray) -> float | np.ndarray:
+        vocabulary = self.collection.vocabulary
+        return self.collection.by_df[vocabulary.df[vocabulary.of(self.index)[term]]]
 
 
 def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
@@ -533,19 +561,6 @@ def _idf(df: np.ndarray, n: int, epsilon: float) -> np.ndarray:
     live_idf[live_idf < 0] = epsilon * average
     idf[live] = live_idf
     return idf
-
-
-def _top_k(rows: np.ndarray, scores: np.ndarray, k: int, with_ties: bool = False) -> np.ndarray:
-    """Rows of the ``k`` best ``scores`` (both ``(m,)``, rows increasing), best first; ties to the lower row
-    (``with_ties``: rows tied with the ``k``-th are kept too, up to ``2 k`` rows in all)."""
-    if len(rows) > k:
-        threshold = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        above = scores > threshold
-        at = np.flatnonzero(scores == threshold)
-        at = at[: (2 * k if with_ties else k) - int(above.sum())]
-        keep = np.union1d(np.flatnonzero(above), at)
-        rows, scores = rows[keep], scores[keep]
-    return rows[np.lexsort((rows, -scores))]
 
 
 def _drop_rows(matrix: sp.csc_matrix, alive: np.ndarray) -> sp.csc_matrix:
