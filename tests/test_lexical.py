@@ -416,7 +416,7 @@ def test_maxscore_never_scans_the_postings_of_a_term_that_cannot_matter(monkeypa
     merged_terms = []
     original = maxscore._merge
     monkeypatch.setattr(maxscore, "_merge", lambda p, r, s, batch, keep: (
-        merged_terms.extend(batch.term.tolist()), original(p, r, s, batch, keep))[1])
+        merged_terms.extend(t.term for t in batch), original(p, r, s, batch, keep))[1])
     monkeypatch.setattr(maxscore, "SHORT", 1)  # one term per pass, so the test sees the order
     query = ["the", "rare3", "mid3", "the"]
     ids, scores = index.search(query, 10)

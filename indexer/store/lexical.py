@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ChunkError, ConfigError
-from .maxscore import Postings, QueryTerms, top_k
+from .maxscore import Postings, Term, top_k
 
 
 
@@ -225,7 +225,7 @@ class BM25Index:
         matrix, scoring = self._matrix, self._scoring
         if scoring is None:
             term_of = np.repeat(np.arange(matrix.shape[1], dtype=np.int64), np.diff(matrix.indptr))
-            keys = term_of * len(self._row_ids) + matrix.indices
+            keys = np.append(term_of * len(self._row_ids) + matrix.indices, np.iinfo(np.int64).max)
             scoring = self._scoring = Postings(matrix.indices, np.empty(len(keys)), keys, len(self._row_ids))
             self._tf_ready[:] = False
         for term in terms[~self._tf_ready[terms]].tolist():
@@ -333,10 +333,11 @@ class BM25Index:
         if len(self._row_of) < len(self._row_ids):
             keep = self._alive if keep is None else keep & self._alive
         ids = np.array(terms, np.int64)
-        scoring, indptr = self._scoring_for(ids), self._matrix.indptr
-        found = QueryTerms(ids, indptr[ids].astype(np.int64), indptr[ids + 1].astype(np.int64),
-                           np.asarray(idf[ids], np.float64), np.bincount(query), self._tf_top[ids])
-        rows, scores = top_k(scoring, found, np.array(query, np.int64), k, keep, with_ties)
+        scoring = self._scoring_for(ids)
+        found = list(map(Term, terms, self._matrix.indptr[ids].tolist(), self._matrix.indptr[ids + 1].tolist(),
+                         np.asarray(idf[ids], np.float64).tolist(), np.bincount(query).tolist(),
+                         self._tf_top[ids].tolist()))
+        rows, scores = top_k(scoring, found, query, k, keep, with_ties)
         return self._row_ids[rows], scores
 
     def contains(self, chunk_ids: np.ndarray) -> np.ndarray:

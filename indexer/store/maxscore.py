@@ -14,7 +14,9 @@ only grow, so a query holding a term of negative idf is scored without it.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,9 +30,10 @@ class Postings:
 
     Attributes:
         rows: int32 row per posting.
-        weights: float64 tf part of BM25 per posting, ``tf * (k1 + 1) / (tf + k1 * norm)``; only
-            the postings of the terms being scored need to be filled.
-        keys: int64 ``term * n + row`` per posting (sorted): finds (term, row) pairs in one search.
+        weights: float64 tf part of BM25 per posting, ``tf * (k1 + 1) / (tf + k1 * norm)``, and one
+            more for the sentinel; only the postings of the terms being scored need to be filled.
+        keys: int64 ``term * n + row`` per posting (sorted), then a sentinel larger than any: finds
+            (term, row) pairs in one search.
         n: Rows in the index.
     """
 
@@ -40,36 +43,24 @@ class Postings:
     n: int
 
 
-@dataclass
-class QueryTerms:
-    """The query's distinct indexed terms, as parallel arrays.
+class Term(NamedTuple):
+    """One distinct query term: postings ``[start, end)``, idf, times in the query, largest tf part (0 for none)."""
 
-    Attributes:
-        term: int64 term ids.
-        start, end: int64: each term's postings are ``[start, end)``.
-        idf: float64 idf of each.
-        count: int64 times each occurs in the query.
-        top: float64 largest tf part in each term's postings (0 for none).
-    """
-
-    term: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    idf: np.ndarray
-    count: np.ndarray
-    top: np.ndarray
-
-    def take(self, which: np.ndarray) -> QueryTerms:
-        return QueryTerms(*(getattr(self, f)[which] for f in ("term", "start", "end", "idf", "count", "top")))
+    term: int
+    start: int
+    end: int
+    idf: float
+    count: int
+    top: float
 
 
-def top_k(postings: Postings, terms: QueryTerms, query: np.ndarray, k: int,
+def top_k(postings: Postings, terms: Sequence[Term], query: Sequence[int], k: int,
           keep: np.ndarray | None = None, with_ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best rows among those holding a query term, best first (ties to the lower row).
 
     Args:
-        terms: The query's distinct indexed terms.
-        query: int64 positions in ``terms`` of the query's tokens, in query order, repeats included.
+        terms: The query's distinct terms (a handful: plain Python, cheaper than numpy at this size).
+        query: Positions in ``terms`` of the query's tokens, in query order, repeats included.
         k: How many rows (``k >= 1``).
         keep: Optional bool per row: rows allowed in the result (live and passing the filter).
         with_ties: Also the rows tied with the ``k``-th score, up to ``2 k`` in all.
@@ -77,71 +68,81 @@ def top_k(postings: Postings, terms: QueryTerms, query: np.ndarray, k: int,
     Returns:
         ``(rows int64, scores float64)``.
     """
-    bound = terms.count * terms.idf * terms.top  # the most each term adds to one row's score
-    order = terms.take(np.argsort(-bound, kind="stable"))
-    rest = np.concatenate((np.cumsum(np.sort(bound)), [0.0]))[::-1].tolist()  # rest[i]: bound of order[i:]
-    lengths = (order.end - order.start).tolist()
-    prune = bool((terms.idf >= 0).all())
+    bound = {t: t.count * t.idf * t.top for t in terms}  # the most each term adds to one row's score
+    order = sorted(terms, key=bound.__getitem__, reverse=True)
+    rest = [0.0] * (len(order) + 1)  # rest[i]: the bound of order[i:]
+    for i in range(len(order) - 1, -1, -1):
+        rest[i] = rest[i + 1] + bound[order[i]]
+    prune = all(t.idf >= 0 for t in terms)
     rows, scores, taken, theta = np.empty(0, np.int64), np.empty(0), 0, -np.inf
-    while taken < len(lengths):
-        first, size = taken, lengths[taken]
+    while taken < len(order):
+        first, size = taken, order[taken].end - order[taken].start
         taken += 1
-        while taken < len(lengths) and size + lengths[taken] <= SHORT:
-            size += lengths[taken]
+        while taken < len(order) and size + order[taken].end - order[taken].start <= SHORT:
+            size += order[taken].end - order[taken].start
             taken += 1
-        rows, scores = _merge(postings, rows, scores, order.take(slice(first, taken)), keep)
+        rows, scores = _merge(postings, rows, scores, order[first:taken], keep)
         if prune and len(rows) >= k:
             theta = _kth(scores, k)
             if rest[taken] < _lower(theta):
                 break
-    for position in range(taken, len(lengths)):  # the rest only at the candidates that can still reach the k-th
+    for position in range(taken, len(order)):  # the rest only at the candidates that can still reach the k-th
         alive = scores + rest[position] >= _lower(theta)
         rows, scores = rows[alive], scores[alive]
-        start, end = int(order.start[position]), int(order.end[position])
-        term_rows = postings.rows[start:end]  # one term's postings: a search in cache
+        term = order[position]
+        term_rows = postings.rows[term.start:term.end]  # one term's postings: a search in cache
         at = np.minimum(np.searchsorted(term_rows, rows), len(term_rows) - 1)
         hit = term_rows[at] == rows
-        scores[hit] += (order.count[position] * order.idf[position]) * postings.weights[start + at[hit]]
+        scores[hit] += (term.count * term.idf) * postings.weights[term.start + at[hit]]
         theta = max(theta, _kth(scores, k)) if len(rows) >= k else theta
     if len(rows) > k:  # rescore exactly what can reach the k-th
         rows = rows[scores >= _lower(_kth(scores, k))]
     per_term = _lookup(postings, terms, rows)
-    scores = np.add.accumulate(per_term[query], axis=0)[-1]  # one token after another, as scoring every row
+    scores = np.add.accumulate(per_term[list(query)], axis=0)[-1]  # token after token, as scoring every row
     best = best_positions(rows, scores, k, with_ties)
     return rows[best], scores[best]
 
 
-def _merge(postings: Postings, rows: np.ndarray, scores: np.ndarray, batch: QueryTerms,
+def _merge(postings: Postings, rows: np.ndarray, scores: np.ndarray, batch: Sequence[Term],
            keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Candidates (sorted) and their partial scores after adding every posting of ``batch``."""
-    spans = list(zip(batch.start.tolist(), batch.end.tolist()))
-    new_rows = np.concatenate([postings.rows[a:b] for a, b in spans] + [rows])
-    new_scores = np.repeat(batch.count * batch.idf, batch.end - batch.start) * np.concatenate(
-        [postings.weights[a:b] for a, b in spans])
-    new_scores = np.concatenate((new_scores, scores))
+    new_rows = np.concatenate([postings.rows[t.start:t.end] for t in batch])
+    new_scores = np.concatenate([(t.count * t.idf) * postings.weights[t.start:t.end] for t in batch])
     if keep is not None:
         kept = keep[new_rows]
         new_rows, new_scores = new_rows[kept], new_scores[kept]
-    if len(new_rows) * 8 > postings.n:  # one pass over the rows beats sorting this many
-        merged = np.flatnonzero(np.bincount(new_rows, minlength=postings.n))
-        return merged, np.bincount(new_rows, weights=new_scores, minlength=postings.n)[merged]
-    if len(new_rows) == 0:
-        return np.empty(0, np.int64), np.empty(0)
-    sort = np.argsort(new_rows, kind="stable")  # timsort over a few sorted runs
-    sorted_rows = new_rows[sort]
-    starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
-    return sorted_rows[starts].astype(np.int64), np.add.reduceat(new_scores[sort], starts)
+    if len(batch) > 1 and len(new_rows):  # short postings: sorting their concatenation costs little
+        sort = np.argsort(new_rows, kind="stable")
+        new_rows, new_scores = new_rows[sort], new_scores[sort]
+        starts = np.flatnonzero(np.concatenate(([True], new_rows[1:] != new_rows[:-1])))
+        new_rows, new_scores = new_rows[starts], np.add.reduceat(new_scores, starts)
+    if len(rows) < len(new_rows):
+        rows, scores, new_rows, new_scores = new_rows, new_scores, rows, scores
+    return _union(rows, scores, new_rows, new_scores)
 
 
-def _lookup(postings: Postings, terms: QueryTerms, rows: np.ndarray) -> np.ndarray:
-    """float64 ``(terms, len(rows))``: what each term adds to each row, ``idf * tf part`` (0 where absent)."""
-    wanted = (terms.term[:, None] * postings.n + rows[None, :]).ravel()
-    at = np.minimum(np.searchsorted(postings.keys, wanted), max(len(postings.keys) - 1, 0))
-    hit = postings.keys[at] == wanted if len(postings.keys) else np.zeros(len(wanted), bool)
-    idf = np.repeat(terms.idf, len(rows))
-    out = np.zeros(len(wanted))
-    out[hit] = idf[hit] * postings.weights[at[hit]]
-    return out.reshape(len(terms.term), len(rows))
+def _union(rows: np.ndarray, scores: np.ndarray, more: np.ndarray, more_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct ``rows`` and ``more`` with their scores summed: ``more`` (the shorter) is
+    searched in ``rows`` and what is missing inserted, in time linear in ``rows``."""
+    if len(more) == 0:
+        return rows, scores
+    at = np.searchsorted(rows, more)
+    found = np.zeros(len(more), bool)
+    inside = at < len(rows)
+    found[inside] = rows[at[inside]] == more[inside]
+    scores = scores.copy()
+    scores[at[found]] += more_scores[found]
+    missing = ~found
+    return np.insert(rows, at[missing], more[missing]), np.insert(scores, at[missing], more_scores[missing])
+
+
+def _lookup(postings: Postings, terms: Sequence[Term], rows: np.ndarray) -> np.ndarray:
+    """float64 ``(len(terms), len(rows))``: what each term adds to each row, ``idf * tf part`` (0 where absent)."""
+    ids = np.array([t.term for t in terms], np.int64)
+    wanted = ids[:, None] * postings.n + rows[None, :]
+    at = np.searchsorted(postings.keys, wanted)  # keys end with a sentinel: ``at`` stays in range
+    found = np.where(postings.keys[at] == wanted, postings.weights[at], 0.0)
+    return found * np.array([t.idf for t in terms])[:, None]
 
 
 def _lower(score: float) -> float:
@@ -157,10 +158,8 @@ def _kth(scores: np.ndarray, k: int) -> float:
 def best_positions(rows: np.ndarray, scores: np.ndarray, k: int, with_ties: bool = False) -> np.ndarray:
     """Positions of the ``k`` best ``scores`` (``rows`` increasing), best first, ties to the lower row
     (``with_ties``: the rows tied with the ``k``-th are kept too, up to ``2 k`` in all)."""
-    if len(rows) <= k:
-        return np.lexsort((rows, -scores))
-    threshold = scores[np.argpartition(-scores, k - 1)[k - 1]]
-    above = np.flatnonzero(scores > threshold)
-    at = np.flatnonzero(scores == threshold)[: (2 * k if with_ties else k) - len(above)]
-    keep = np.union1d(above, at)
-    return keep[np.lexsort((rows[keep], -scores[keep]))]
+    order = np.lexsort((rows, -scores))
+    if len(order) <= k:
+        return order
+    tied = np.count_nonzero(scores[order[k:2 * k if with_ties else k]] == scores[order[k - 1]])  # a prefix
+    return order[:k + tied]
