@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
 
+from xlsearch.indexer.allocator import retain_freed_memory  # noqa: E402
 from xlsearch.indexer.encoding.encoder import Encoder, native_support
 from xlsearch.indexer.encoding.model import LoadedModel
 
@@ -201,6 +203,26 @@ def bench_bulk(encoder: Encoder, baseline: Baseline, docs: list[str], layer: int
             "peak_rss_mb_baseline": max(base_rss) if base_rss[0] else None}
 
 
+def bench_allocator(encoder: Encoder, docs: list[str], layer: int) -> dict:
+    """Bulk CPU time with glibc's default allocator settings, then as the command line runs (freed memory
+    retained, :mod:`indexer.allocator`); every later measurement in this run uses the latter."""
+    def run() -> tuple[float, int]:
+        before, faults = resource.getrusage(resource.RUSAGE_SELF), None
+        encoder.encode(docs, layer)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        faults = after.ru_minflt - before.ru_minflt
+        return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, faults
+
+    run()
+    default_s, default_faults = run()
+    retained = retain_freed_memory()
+    run()  # the heap grows to the working set once
+    retained_s, retained_faults = run()
+    return {"allocator_retains_freed_memory": retained, "bulk_cpu_s_default_allocator": round(default_s, 2),
+            "bulk_cpu_s_retained": round(retained_s, 2), "bulk_page_faults_default_allocator": default_faults,
+            "bulk_page_faults_retained": retained_faults, "allocator_speedup": round(default_s / retained_s, 2)}
+
+
 def bench_bf16(loaded: LoadedModel, fp32: Encoder, docs: list[str], layer: int, repeats: int) -> dict:
     bf16 = Encoder(loaded, batch_size=fp32.batch_size, precision="bf16")
     bf16.encode(docs[:1], layer)
@@ -216,6 +238,40 @@ def bench_bf16(loaded: LoadedModel, fp32: Encoder, docs: list[str], layer: int, 
             "bf16_cosine_mean": round(float(cosine.mean()), 5), "bf16_cosine_min": round(float(cosine.min()), 5)}
 
 
+PROFILE_GROUPS = {  # aten op -> where its time goes in the fast forward
+    "linear": ("aten::addmm", "aten::mm"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::gather",
+                  "aten::masked_fill", "aten::_softmax", "aten::baddbmm"),
+    "layer_norm": ("aten::native_layer_norm",),
+    "gelu": ("aten::gelu",),
+    "packing": ("aten::index", "aten::index_put_", "aten::copy_", "aten::cat", "aten::zero_", "aten::fill_",
+                "aten::clone", "aten::masked_select", "aten::nonzero"),
+    "residual_add": ("aten::add", "aten::add_"),
+    "embeddings": ("aten::embedding", "aten::index_select"),
+}
+
+
+def bench_profile(encoder: Encoder, docs: list[str], layer: int, limit_gflops: float) -> dict:
+    """Where the bulk forward spends its CPU time: each group's share of the profiled self time, and the
+    linear layers' own rate against the matmul limit."""
+    from torch.profiler import ProfilerActivity, profile
+
+    lengths = [len(ids) for ids in encoder.tokenizer(docs, truncation=True, max_length=512)["input_ids"]]
+    hidden, inner = encoder.dim, encoder.loaded.model.config.intermediate_size
+    linear_flops = float(sum(lengths)) * layer * 2 * (4 * hidden * hidden + 2 * hidden * inner)
+    encoder.encode(docs[:2], layer)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        encoder.encode(docs, layer)
+    self_us = {event.key: event.self_cpu_time_total for event in prof.key_averages()}
+    total = sum(self_us.values())
+    shares = {group: sum(self_us.get(op, 0.0) for op in ops) / total for group, ops in PROFILE_GROUPS.items()}
+    shares["other"] = 1.0 - sum(shares.values())
+    linear_s = sum(self_us.get(op, 0.0) for op in PROFILE_GROUPS["linear"]) / 1e6
+    return {"profile_share_of_forward": {group: round(share, 3) for group, share in shares.items()},
+            "profile_linear_gflop_per_s": round(linear_flops / linear_s / 1e9, 1),
+            "profile_linear_fraction_of_matmul_limit": round(linear_flops / linear_s / 1e9 / limit_gflops, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=16, help="questions timed one by one (default 16)")
@@ -227,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer", type=int, default=8, help="pooled layer (default 8)")
     parser.add_argument("--langs", default="en,de,es,ru,zh,ar,hi,th", help="XQuAD languages")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one bulk run: time per group of ops (linear, attention, layer norm, ...)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -251,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
               "tokenizer": "SentencePiece 32k trained on the XQuAD texts", "langs": args.langs, "layer": args.layer,
               "uses_fast_path": encoder.uses_fast_path}
     result.update(bench_queries(encoder, baseline, queries, args.layer))
+    result.update(bench_allocator(encoder, docs, args.layer))
     result.update(bench_bulk(encoder, baseline, docs, args.layer, args.repeats))
+    if args.profile:
+        result.update(bench_profile(encoder, docs, args.layer, result["matmul_fp32_gflop_per_s"]))
     if args.bf16_docs:
         result.update(bench_bf16(loaded, encoder, docs[:args.bf16_docs] + queries[:args.bf16_docs], args.layer,
                                  args.repeats))

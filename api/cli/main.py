@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ...indexer.allocator import retain_freed_memory
 from ...indexer.errors import XlsearchError
 
 log = logging.getLogger("xlsearch")
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _quiet_transformers()
+    retain_freed_memory()  # encoding reuses freed activations instead of faulting in fresh pages
     try:
         return args.handler(args)
     except XlsearchError as exc:

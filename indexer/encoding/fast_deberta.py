@@ -238,9 +238,9 @@ class FastDebertaV2:
         return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
 
     def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
-        """``norm(x + residual)``, in the residual stream's dtype."""
-        return F.layer_norm(x.to(residual.dtype) + residual, norm.normalized_shape, norm.weight, norm.bias,
-                            norm.eps)
+        """``norm(x + residual)``, in the residual stream's dtype; ``x`` (a fresh output) is overwritten."""
+        summed = x.add_(residual) if x.dtype == residual.dtype else x.to(residual.dtype) + residual
+        return F.layer_norm(summed, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
     def _layer(self, i: int, hidden: Tensor, batch: PackedBatch) -> Tensor:
         """One transformer block on packed ``(tokens, hidden)`` states."""
@@ -285,8 +285,8 @@ class FastDebertaV2:
         if pos_query is not None:  # position->content: key j against the position of query i
             p2c = torch.matmul(key, pos_query[:, lo:lo + rows].transpose(-1, -2))
             p2c = torch.gather(p2c, -1, p2c_index.expand(expand)).transpose(-1, -2)
-            bias = p2c if bias is None else bias + p2c
+            bias = p2c if bias is None else bias.add_(p2c)  # in place: the gathers' outputs are ours
         if group.key_mask is not None:
-            bias = bias.masked_fill(group.key_mask, torch.finfo(bias.dtype).min)
+            bias = bias.masked_fill_(group.key_mask, torch.finfo(bias.dtype).min)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0 / self.scale)
         return group.pack(context.transpose(1, 2).reshape(group.size, width, heads * size))

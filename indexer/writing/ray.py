@@ -83,7 +83,10 @@ class ChunkAndEncode:
                  threads: int, known: np.ndarray):
         import torch
 
+        from ..allocator import retain_freed_memory
+
         torch.set_num_threads(threads)
+        retain_freed_memory()
         self.config = IndexConfig(**config)
         self.encoder = Encoder(load_model(model, device), batch_size=batch_size, precision=precision)
         self.known = known
