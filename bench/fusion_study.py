@@ -15,6 +15,7 @@ of its two halves.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -35,9 +36,10 @@ from xlsearch.indexer.store.lexical import BM25Index  # noqa: E402
 from xlsearch.indexer.encoding.model import load_model  # noqa: E402
 from xlsearch.indexer.encoding.sentence_config import settle_config  # noqa: E402
 from xlsearch.search.eval.benchmarks import load_benchmark  # noqa: E402
-from xlsearch.search.fusion import FUSIONS, Candidates, fuse  # noqa: E402
+from xlsearch.search.fusion import Candidates, fuse  # noqa: E402
 from xlsearch.search.eval.metrics import mean_metrics  # noqa: E402
-from xlsearch.search.options import DEFAULT_FUSION  # noqa: E402
+from xlsearch.indexer.encoding.sentence_config import pools_as_trained  # noqa: E402
+from xlsearch.search.options import AUTO, DEFAULT_FUSION, FUSIONS as CHOICES  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "benchmarks"
 OPTIONS = {"xquad": {"pairs": "all"}, "tatoeba": {"langs": ["xtreme"]}, "xquad-r": {}}
@@ -84,6 +86,8 @@ def study(name: str, encoder: Encoder, layers: list[int], limit: int | None, cac
     modes = ["dense", "lexical"] + fusions
     out: dict = {}
     for layer in layers:
+        trained = pools_as_trained(dataclasses.replace(config, layer=layer), encoder.loaded)
+        named = {mode: ("backed" if trained else "evidence") if mode == AUTO else mode for mode in modes}
         per_task: dict[str, dict[str, float]] = {m: {} for m in modes}
         for task in bench.tasks:
             col = collections[task.collection]
@@ -108,7 +112,7 @@ def study(name: str, encoder: Encoder, layers: list[int], limit: int | None, cac
                     elif mode == "lexical":
                         fused = cands.lexical
                     else:
-                        fused = fuse(mode, cands)
+                        fused = fuse(named[mode], cands)
                     runs[mode][qid] = _documents(fused, col["doc"], bench.depth)
             for mode in modes:
                 per_task[mode][task.key] = mean_metrics(runs[mode], task.qrels, [bench.primary])[bench.primary]
@@ -186,7 +190,7 @@ def main() -> None:
     parser.add_argument("--layers", default="12")
     parser.add_argument("--benchmarks", default="xquad,xquad-r,tatoeba")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--fusions", default=",".join(FUSIONS))
+    parser.add_argument("--fusions", default=",".join(CHOICES))
     parser.add_argument("--cache", type=Path, default=Path("/tmp/xlsearch-fusion-study"))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--plot", type=Path, help="PNG of the default fusion's margin per XQuAD pair")

@@ -176,9 +176,31 @@ def fuse_evidence(c: Candidates, alpha: float) -> Run:
     return {key: 2 * alpha * dense[key] + 2 * (1 - alpha) * doubt * lexical[key] for key in dense}
 
 
-SCORE_BOTH_SIDES = frozenset({"zscore", "evidence"})  # fusions that read dense_all / lexical_all / query_weight
+BACKED_SHARE = 0.1  # of the vote that goes to the lexical side, backed by the dense side
+
+
+def fuse_backed(c: Candidates, alpha: float) -> Run:
+    """The dense side leads; the lexical side may only reorder what the dense side believes in.
+
+    Dense votes with the same softmax of the cosines' z-scores as :func:`fuse_evidence`; a tenth of
+    the vote goes to the lexical softmax of query coverage multiplied by the dense probability of each
+    candidate and renormalised, so a chunk the encoder ranks far down cannot be lifted by shared words
+    alone (a same-language sentence that shares the question's words but is not its answer). ``alpha``
+    scales the lexical share from 0.1 (at 0.5) towards 0 (at 1) or 0.2 (at 0).
+    """
+    if not c.dense_all:
+        return {}
+    dense = _softmax(_zscores(c.dense_all), EVIDENCE_DENSE_TEMPERATURE)
+    lexical = _softmax(coverage(c), EVIDENCE_LEXICAL_TEMPERATURE)
+    backed = {key: lexical[key] * dense[key] for key in dense}
+    total = sum(backed.values())
+    share = 2 * (1 - alpha) * BACKED_SHARE
+    return {key: (1 - share) * dense[key] + share * (backed[key] / total if total > 0 else 0.0) for key in dense}
+
+
+SCORE_BOTH_SIDES = frozenset({"zscore", "evidence", "backed"})  # fusions that read dense_all / lexical_all / query_weight
 FUSIONS = {"rrf": fuse_rrf, "linear": fuse_linear, "zscore": fuse_zscore, "dbsf": fuse_dbsf,
-           "evidence": fuse_evidence}
+           "evidence": fuse_evidence, "backed": fuse_backed}
 
 
 def fuse(name: str, candidates: Candidates, alpha: float = 0.5) -> Run:

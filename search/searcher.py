@@ -20,7 +20,7 @@ from ..indexer.text.language import detect_language
 from ..indexer.text.validation import text_problem
 
 from .fusion import SCORE_BOTH_SIDES, Candidates, fuse
-from .options import DEFAULT_FUSION, FUSIONS, MAX_K, MODES
+from .options import AUTO, DEFAULT_FUSION, FUSIONS, MAX_K, MODES
 from .highlight import highlights
 from .index.reader import IndexReader
 from .index.sharded import open_index
@@ -140,6 +140,7 @@ class Searcher:
             check_compatible(self.index.manifest, encoder)
         self._lock = threading.RLock()
         self.nprobe = nprobe
+        self._auto_fusion: str | None = None
 
     @property
     def encoder(self) -> TextEncoder:
@@ -155,6 +156,18 @@ class Searcher:
                 check_compatible(self.index.manifest, encoder)
                 self._encoder = encoder
             return self._encoder
+
+    @property
+    def auto_fusion(self) -> str:
+        """What fusion ``auto`` means for this index: ``backed`` when it holds the sentence embeddings its model
+        was trained to produce (the dense side leads), else ``evidence`` (a raw encoder, or another layer)."""
+        if self._auto_fusion is None:
+            from ..indexer.encoding.sentence_config import pools_as_trained
+
+            loaded = getattr(self.encoder, "loaded", None)
+            trained = loaded is not None and pools_as_trained(self.index.manifest.config, loaded)
+            self._auto_fusion = "backed" if trained else "evidence"
+        return self._auto_fusion
 
     def close(self) -> None:
         self.index.close()
@@ -174,8 +187,9 @@ class Searcher:
             query: Query text in any language.
             k: Number of documents (1..1000).
             mode: ``hybrid`` (fuse dense and lexical), ``dense`` or ``lexical``.
-            fusion: A key of :data:`search.fusion.FUSIONS`: ``evidence`` (default), ``rrf``
-                (reciprocal rank, k=60), ``linear`` (min-max normalised scores), ``zscore``, ``dbsf``.
+            fusion: ``auto`` (default: :attr:`auto_fusion`) or a key of :data:`search.fusion.FUSIONS`:
+                ``backed``, ``evidence``, ``rrf`` (reciprocal rank, k=60), ``linear`` (min-max normalised
+                scores), ``zscore``, ``dbsf``.
             alpha: Weight of the dense side in hybrid fusion (0..1); 0.5 weighs both equally.
             lang: Only documents whose ``lang`` is this.
             filter: Only documents whose metadata has exactly these values
@@ -289,6 +303,7 @@ class Searcher:
         """Hybrid scores of the union of both candidate lists (each candidate scored by both sides,
         for the fusions that read both scores)."""
         index = self.index
+        fusion = self.auto_fusion if fusion == AUTO else fusion
         candidates = Candidates(dense, lexical)
         if fusion in SCORE_BOTH_SIDES:
             candidates.query_weight = float(index.lexical.query_weights(tokens).sum())

@@ -90,6 +90,22 @@ def test_evidence_ignores_a_side_that_found_nothing():
     assert fuse("evidence", Candidates({}, {})) == {}
 
 
+def test_backed_lets_the_words_reorder_only_what_the_encoder_believes_in():
+    dense = {i: 0.50 + 0.001 * i for i in range(40)} | {1: 0.80, 2: 0.79}  # two candidates stand out, 1 first
+    fused = fuse("backed", _candidates(dense, {2: 6.0, 30: 9.0}))  # the words back 2, and a chunk dense ranks low
+    assert sorted(fused, key=fused.get, reverse=True)[:2] == [2, 1]  # backed by both: 2 moves up
+    assert fused[30] < fused[1]  # shared words alone do not lift a chunk the encoder ranks far down
+    evidence = fuse("evidence", _candidates(dense, {2: 6.0, 30: 9.0}))
+    assert evidence[30] > fused[30]
+
+
+def test_backed_keeps_the_dense_order_without_lexical_evidence():
+    dense = {i: 0.9 - 0.01 * i for i in range(20)}
+    fused = fuse("backed", _candidates(dense, {}))
+    assert sorted(fused, key=fused.get, reverse=True) == sorted(dense, key=dense.get, reverse=True)
+    assert fuse("backed", Candidates({}, {})) == {}
+
+
 @pytest.mark.parametrize("name", sorted(FUSIONS))
 def test_every_fusion_scores_the_union_deterministically(name):
     dense, lexical = {1: 0.9, 2: 0.7, 3: 0.6}, {3: 9.0, 4: 2.0}
@@ -102,4 +118,5 @@ def test_the_api_offers_exactly_the_searcher_s_fusions():
     from xlsearch.search.options import DEFAULT_FUSION
     from xlsearch.search.options import FUSIONS as SEARCH_FUSIONS
 
-    assert set(typing.get_args(Fusion)) == set(SEARCH_FUSIONS) == set(FUSIONS) and DEFAULT_FUSION in FUSIONS
+    assert set(typing.get_args(Fusion)) == set(SEARCH_FUSIONS) == {"auto", *FUSIONS}
+    assert DEFAULT_FUSION == "auto"

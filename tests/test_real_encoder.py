@@ -19,7 +19,8 @@ from xlsearch.indexer.document import Document
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.encoding.model import load_model
 from xlsearch.indexer.errors import ConfigError
-from xlsearch.indexer.encoding.sentence_config import model_defaults, raw_encoder_layer, settle_config
+from xlsearch.indexer.encoding.sentence_config import (model_defaults, pools_as_trained, raw_encoder_layer,
+                                                       settle_config)
 from xlsearch.search.eval.benchmarks import load_benchmark
 from xlsearch.search.eval.harness import EvalSettings, evaluate
 from xlsearch.search.options import DEFAULT_FUSION
@@ -45,6 +46,31 @@ def test_raw_encoders_pool_two_thirds_of_their_depth(tiny_model):
     assert defaults.layer == raw_encoder_layer(tiny_model.num_layers) == 2  # 3 layers
     assert defaults.pooling == MEAN_NO_SPECIAL and defaults.query_prompt == defaults.document_prompt == ""
     assert [raw_encoder_layer(n) for n in (6, 12, 24)] == [4, 8, 16]
+
+
+def test_a_raw_encoder_s_index_does_not_hold_trained_sentence_embeddings(tiny_model, tiny_deberta_dir, tmp_path):
+    assert not pools_as_trained(settle_config(IndexConfig(model_name="m"), tiny_model), tiny_model)
+    finetuned = _model_copy(tiny_deberta_dir, tmp_path, {"xlsearch_pooling.json": {"layer": 1, "pooling": "mean"}})
+    settled = settle_config(IndexConfig(model_name="m"), finetuned)
+    assert pools_as_trained(settled, finetuned)
+    assert not pools_as_trained(IndexConfig(model_name="m", layer=2, pooling=settled.pooling), finetuned)
+
+
+@pytest.mark.slow
+def test_auto_fusion_lets_the_dense_side_lead_only_where_the_index_holds_trained_embeddings(e5, tmp_path):
+    docs = [Document("de", "Der Rhein fließt durch Basel, Straßburg und Köln in die Nordsee.", lang="de"),
+            Document("es", "La paella es un plato de arroz originario de Valencia.", lang="es")]
+    for layer, expected in ((None, "backed"), (4, "evidence")):
+        directory = tmp_path / f"layer-{layer}"
+        with IndexWriter(directory, e5, IndexConfig(model_name=str(e5.loaded.name), layer=layer)) as writer:
+            writer.upsert(docs)
+            writer.commit()
+        searcher = Searcher(directory, encoder=e5)
+        try:
+            assert searcher.auto_fusion == expected
+            assert searcher.search("Which river flows through Cologne?", k=1).hits[0].id == "de"
+        finally:
+            searcher.close()
 
 
 def _model_copy(source, tmp_path, files: dict[str, dict]):

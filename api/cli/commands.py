@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ...indexer.config import COMMIT_CHUNKS, KINDS, MAX_DOCUMENT_CHARS, PRECISIONS
 from ...indexer.errors import QueryError, XlsearchError
 from ...search.queries import read_queries
-from ...search.options import DEFAULT_FUSION, FUSIONS, MODES
+from ...search.options import DEFAULT_FUSION, FUSION_HELP, FUSIONS, MODES
 
 if TYPE_CHECKING:  # the stores load with the first search, not with the parser
     from ...search.searcher import Searcher, SearchResult
@@ -86,9 +86,7 @@ def _add_search(subparsers) -> None:
                         "the second page (offset + k at most 1000; default 0)")
     search.add_argument("--mode", default="hybrid", choices=list(MODES), help="retrieval mode (default hybrid)")
     search.add_argument("--fusion", default=DEFAULT_FUSION, choices=list(FUSIONS),
-                        help="hybrid fusion (default evidence: each side votes with a probability over the "
-                        "candidates, the lexical vote scaled down when the dense side is sure; rrf: reciprocal "
-                        "rank, k=60; linear: min-max scores; zscore, dbsf: score normalisations)")
+                        help=f"hybrid fusion: {FUSION_HELP}")
     search.add_argument("--alpha", type=unit_float, default=0.5,
                         help="weight of the dense side in hybrid fusion, 0..1 (default 0.5)")
     search.add_argument("--lang", help="only documents in this language (as stored in their lang field)")

@@ -85,7 +85,7 @@ async def search_get(
         k: Annotated[int, QueryParam(ge=1, le=MAX_K)] = 10,
         offset: Annotated[int, QueryParam(ge=0, le=MAX_K - 1, description="hits to skip, for paging")] = 0,
         mode: Mode = "hybrid",
-        fusion: Fusion = "evidence",
+        fusion: Fusion = "auto",
         alpha: Annotated[float, QueryParam(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.5,
         lang: Annotated[str | None, QueryParam(min_length=1, max_length=MAX_LANG_CHARS)] = None) -> Any:
     return await run_in_threadpool(service.search, q, k, mode, fusion, alpha, lang, None, None, offset)

@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from ...indexer.config import MAX_DOCUMENT_CHARS
 from ...indexer.text.validation import MAX_ID_CHARS, id_problem, text_problem
-from ...search.options import MAX_K
+from ...search.options import FUSION_HELP, MAX_K
 
 MAX_QUERY_CHARS = 2000
 MAX_DOCUMENTS = 1000
@@ -28,7 +28,7 @@ MAX_EMBED_TOTAL_CHARS = 100_000  # one /embed request's whole work: about 25,000
 INT64 = 2 ** 63
 
 Mode = Literal["hybrid", "dense", "lexical"]
-Fusion = Literal["evidence", "rrf", "linear", "zscore", "dbsf"]
+Fusion = Literal["auto", "backed", "evidence", "rrf", "linear", "zscore", "dbsf"]
 
 
 def _unicode(value: str) -> str:
@@ -103,9 +103,7 @@ class SearchRequest(StrictModel):
     k: int = Field(10, ge=1, le=MAX_K, description="number of documents to return")
     offset: int = Field(0, ge=0, le=MAX_K - 1, description="hits to skip, for paging (offset + k <= 1000)")
     mode: Mode = Field("hybrid", description="hybrid fuses dense and lexical; or one of them alone")
-    fusion: Fusion = Field("evidence", description="hybrid fusion: evidence (default; each side votes with a "
-                           "probability over the candidates, the lexical vote scaled down when the dense side is "
-                           "sure), rrf (reciprocal rank, k=60), linear (min-max scores), zscore, dbsf")
+    fusion: Fusion = Field("auto", description=f"hybrid fusion: {FUSION_HELP}")
     alpha: float = Field(0.5, ge=0.0, le=1.0, allow_inf_nan=False, description="weight of the dense side, 0..1")
     lang: Lang | None = Field(None, description="only documents whose lang is this")
     query_lang: Lang | None = Field(None, description="the query's language, for indexes built with "

@@ -81,6 +81,14 @@ def model_defaults(loaded: LoadedModel) -> ModelDefaults:
                          source="sentence-transformers config")
 
 
+def pools_as_trained(config: IndexConfig, loaded: LoadedModel) -> bool:
+    """Whether an index of ``config`` holds the sentence embeddings ``loaded`` was trained to produce: the
+    pooling and layer of its sentence-transformers files, or of an ``xlsearch finetune`` checkpoint."""
+    defaults = model_defaults(loaded)
+    return (defaults.source != ModelDefaults.source and config.layer == defaults.layer
+            and config.pooling == defaults.pooling)
+
+
 def settle_config(config: IndexConfig, loaded: LoadedModel) -> IndexConfig:
     """``config`` with every ``auto`` (None) setting replaced by what ``loaded`` asks for.
 
