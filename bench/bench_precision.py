@@ -48,15 +48,26 @@ def cpu_flags() -> list[str]:
     return [flag for flag in wanted if f" {flag}" in flags]
 
 
-def quantized(model, per_channel: bool):
-    """A copy of ``model`` with every nn.Linear dynamically quantized to int8 (embeddings shared)."""
+LINEARS = {  # which nn.Linear layers a variant quantizes, by module name
+    "all": lambda name: True,
+    "ffn": lambda name: "intermediate.dense" in name or ("output.dense" in name and "attention" not in name),
+    "ffn-in": lambda name: "intermediate.dense" in name,
+    "attn-qkv": lambda name: name.rsplit(".", 1)[-1] in ("query", "key", "value"),
+}
+
+
+def quantized(model, per_channel: bool, which: str = "all"):
+    """A copy of ``model`` with the nn.Linear layers ``which`` names dynamically quantized to int8
+    (embeddings shared)."""
     import torch
     from torch import nn
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     shared = {id(p): p for name, p in model.named_parameters() if "embeddings" in name}
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
-    return quantize_dynamic(copy.deepcopy(model, shared), {nn.Linear: qconfig}, dtype=torch.qint8)
+    copied = copy.deepcopy(model, shared)
+    names = {name for name, module in copied.named_modules() if isinstance(module, nn.Linear) and LINEARS[which](name)}
+    return quantize_dynamic(copied, {name: qconfig for name in names}, dtype=torch.qint8)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     fp32_model = loaded.model
     variants = {"fp32": ("fp32", fp32_model), "bf16": ("bf16", fp32_model),
                 "int8-tensor": ("fp32", quantized(fp32_model, False)),
-                "int8-channel": ("fp32", quantized(fp32_model, True))}
+                "int8-channel": ("fp32", quantized(fp32_model, True)),
+                **{f"int8-channel-{which}": ("fp32", quantized(fp32_model, True, which))
+                   for which in ("ffn", "ffn-in", "attn-qkv")}}
     queries = [s for _, sources, _ in pairs for s in sources][:args.queries]
     results, reference = {}, None
     for name, (precision, model) in variants.items():
