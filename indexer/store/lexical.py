@@ -8,7 +8,8 @@ replaced by ``epsilon * mean(idf)`` over the live vocabulary, and per query toke
 Higher is better.
 
 Term frequencies live in a CSC matrix (rows: chunks, columns: terms), so a query
-touches only its terms' postings. ``add`` queues a block of new rows, merged into the
+touches only its terms' postings, and :meth:`BM25Index.search` skips most of a common term's
+by MaxScore (:mod:`indexer.store.maxscore`). ``add`` queues a block of new rows, merged into the
 matrix on the next read; ``remove`` marks rows dead, as Lucene's live-docs bits do: dead
 rows stay in the matrix, masked out of every result, until more than an eighth of the
 rows are dead and the matrix is compacted. N, df and avgdl always count live chunks only.
