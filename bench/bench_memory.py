@@ -204,11 +204,13 @@ def child(args: argparse.Namespace) -> None:
     marks: dict = {"rss_start_mib": round(status_kib("VmRSS") / 1024, 1)}
 
     import xlsearch.indexer.writing.writer as build
+    from xlsearch.indexer.allocator import retain_freed_memory
     from xlsearch.indexer.config import IndexConfig
     from xlsearch.indexer.writing.pipeline import build_index
     from xlsearch.indexer.encoding.model import load_model
 
     marks["rss_after_imports_mib"] = round(status_kib("VmRSS") / 1024, 1)
+    marks["allocator_retains_freed_memory"] = retain_freed_memory()  # as `xlsearch index` does
     sampler.phase = "load_model"
     loaded = load_model(str(args.model), "cpu")
     model_bytes = sum(t.numel() * t.element_size() for t in (*loaded.model.parameters(), *loaded.model.buffers()))
