@@ -31,6 +31,7 @@ ST_CONFIG = "config_sentence_transformers.json"
 POOLING_TYPE = "sentence_transformers.models.Pooling"
 NORMALIZE_TYPE = "sentence_transformers.models.Normalize"
 FINETUNE_POOLING = POOLING_FILE  # written by `xlsearch finetune` (indexer.tasks.finetune)
+RAW_ENCODER = "raw encoder"  # the source of a model's defaults when it ships no pooling of its own
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ModelDefaults:
     pooling: str | None
     query_prompt: str = ""
     document_prompt: str = ""
-    source: str = "raw encoder"
+    source: str = RAW_ENCODER
 
 
 def raw_encoder_layer(num_layers: int) -> int:
@@ -85,7 +86,7 @@ def pools_as_trained(config: IndexConfig, loaded: LoadedModel) -> bool:
     """Whether an index of ``config`` holds the sentence embeddings ``loaded`` was trained to produce: the
     pooling and layer of its sentence-transformers files, or of an ``xlsearch finetune`` checkpoint."""
     defaults = model_defaults(loaded)
-    return (defaults.source != ModelDefaults.source and config.layer == defaults.layer
+    return (defaults.source != RAW_ENCODER and config.layer == defaults.layer
             and config.pooling == defaults.pooling)
 
 
