@@ -404,6 +404,10 @@ def test_maxscore_top_k_equals_scoring_every_chunk(data):
     expected_ids, expected_scores = exhaustive_top_k(index, docs, query, k, allowed, with_ties)
     assert got_ids.tolist() == expected_ids
     assert got_scores.tolist() == expected_scores  # bit for bit
+    live = index.chunk_ids
+    sample = rng.choice(live, size=min(len(live), 20), replace=False) if len(live) else live
+    every = dict(zip(live.tolist(), index.get_scores(query).tolist()))
+    assert index.score_chunks(query, sample).tolist() == [every[i] for i in sample.tolist()]  # bit for bit
 
 
 def test_maxscore_never_scans_the_postings_of_a_term_that_cannot_matter(monkeypatch):

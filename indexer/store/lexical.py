@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ChunkError, ConfigError
-from .maxscore import Postings, Term, top_k
+from .maxscore import Postings, Term, exact_scores, top_k
 
 
 
@@ -302,12 +302,22 @@ class BM25Index:
         if missing:
             raise ChunkError(f"chunk ids not in the lexical index: {missing[:5]}")
         wanted = np.array([self._row_of[i] for i in ids], dtype=np.int64)
-        scores = np.zeros(len(wanted))
-        for rows, contrib in self._postings(query_tokens):
-            pos = np.minimum(np.searchsorted(rows, wanted), len(rows) - 1)
-            hit = rows[pos] == wanted
-            scores[hit] += contrib[pos[hit]]
-        return scores
+        scoring, found, query = self._scoring_terms(query_tokens)
+        return exact_scores(scoring, found, query, wanted) if query else np.zeros(len(wanted))
+
+    def _scoring_terms(self, query_tokens: list[str]) -> tuple[Postings | None, list[Term], list[int]]:
+        """(the postings with the query's tf parts filled, the query's distinct terms, each token's position
+        in them); no postings and empty lists when no query term is in the vocabulary."""
+        idf, _ = self._prepare()
+        terms, query = self._query_terms(query_tokens)
+        if not query:
+            return None, [], []
+        ids = np.array(terms, np.int64)
+        scoring = self._scoring_for(ids)
+        found = list(map(Term, terms, self._matrix.indptr[ids].tolist(), self._matrix.indptr[ids + 1].tolist(),
+                         np.asarray(idf[ids], np.float64).tolist(), np.bincount(query).tolist(),
+                         self._tf_top[ids].tolist()))
+        return scoring, found, query
 
     def search(self, query_tokens: list[str], k: int,
                allowed: np.ndarray | None = None, with_ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -326,18 +336,12 @@ class BM25Index:
             ``(chunk_ids int64, scores float64)``, at most ``k`` each, best first
             (higher is better); equal scores in insertion order.
         """
-        idf, _ = self._prepare()
-        terms, query = self._query_terms(query_tokens)
+        scoring, found, query = self._scoring_terms(query_tokens)
         if k <= 0 or not query:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         keep = None if allowed is None else self._row_mask(np.asarray(allowed, dtype=np.int64))
         if len(self._row_of) < len(self._row_ids):
             keep = self._alive if keep is None else keep & self._alive
-        ids = np.array(terms, np.int64)
-        scoring = self._scoring_for(ids)
-        found = list(map(Term, terms, self._matrix.indptr[ids].tolist(), self._matrix.indptr[ids + 1].tolist(),
-                         np.asarray(idf[ids], np.float64).tolist(), np.bincount(query).tolist(),
-                         self._tf_top[ids].tolist()))
         rows, scores = top_k(scoring, found, query, k, keep, with_ties)
         return self._row_ids[rows], scores
 

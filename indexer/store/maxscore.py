@@ -97,8 +97,7 @@ def top_k(postings: Postings, terms: Sequence[Term], query: Sequence[int], k: in
         theta = max(theta, _kth(scores, k)) if len(rows) >= k else theta
     if len(rows) > k:  # rescore exactly what can reach the k-th
         rows = rows[scores >= _lower(_kth(scores, k))]
-    per_term = _lookup(postings, terms, rows)
-    scores = np.add.accumulate(per_term[list(query)], axis=0)[-1]  # token after token, as scoring every row
+    scores = exact_scores(postings, terms, query, rows)
     best = best_positions(rows, scores, k, with_ties)
     return rows[best], scores[best]
 
@@ -134,6 +133,13 @@ def _union(rows: np.ndarray, scores: np.ndarray, more: np.ndarray, more_scores: 
     scores[at[found]] += more_scores[found]
     missing = ~found
     return np.insert(rows, at[missing], more[missing]), np.insert(scores, at[missing], more_scores[missing])
+
+
+def exact_scores(postings: Postings, terms: Sequence[Term], query: Sequence[int], rows: np.ndarray) -> np.ndarray:
+    """float64 BM25 of ``rows`` (any order; 0 where no term matches), added token after token in query order
+    from 0: the same float operations as scoring every row (``query`` non-empty)."""
+    per_term = _lookup(postings, terms, rows)
+    return np.add.accumulate(per_term[list(query)], axis=0)[-1]
 
 
 def _lookup(postings: Postings, terms: Sequence[Term], rows: np.ndarray) -> np.ndarray:
