@@ -12,7 +12,8 @@ This is xlsearch's one encode path: :meth:`Encoder.pooled` runs the same tokenis
 forward and pool steps on one batch and returns tensors, with autograd for training
 (``xlsearch finetune``) or under inference mode.
 
-``precision`` ``fp32`` (the default) is exact; ``bf16``/``fp16`` run the matmuls in
+fp32 linear layers run on MKL or oneDNN, whichever :mod:`.linear_kernel` measured faster on this
+CPU (both exact fp32). ``precision`` ``fp32`` (the default) is exact; ``bf16``/``fp16`` run the matmuls in
 that dtype (weights cast once for the DeBERTa-v2 path, autocast otherwise).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import Tensor
 
 from ..config import BATCH_SIZE, MEAN_NO_SPECIAL, IndexConfig, check_pooling
 from ..errors import XlsearchError
+from . import linear_kernel
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .layers import check_layers
 from .model import LoadedModel, transformer_blocks
@@ -210,8 +212,10 @@ class Encoder(ModelFacts):
         for layer in set(layers):
             if layer < self.num_layers:
                 handles.append(self._blocks[layer].register_forward_pre_hook(capture(layer), with_kwargs=True))
+        kernels = linear_kernel.routed(self.loaded.model) if self.precision == "fp32" else contextlib.nullcontext()
         try:
-            output = self.loaded.model(input_ids=input_ids, attention_mask=attention_mask)
+            with kernels:
+                output = self.loaded.model(input_ids=input_ids, attention_mask=attention_mask)
             captured[self.num_layers] = output.last_hidden_state
         except _StopForward:
             pass

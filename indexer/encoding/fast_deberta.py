@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules import module as nn_module
 
+from . import linear_kernel
 from .packing import AttentionGroup, PackedBatch
 
 _INDEX_CACHE_SIZE = 64
-_SKINNY = 128  # at most this many tokens: the transposed matmul in FastDebertaV2._linear
 
 
 def supports(model: nn.Module) -> bool:
@@ -225,17 +225,12 @@ class FastDebertaV2:
 
     # -- maths -------------------------------------------------------------
     def _linear(self, x: Tensor, layer: nn.Linear) -> Tensor:
-        """``layer(x)`` for packed ``x`` ``(tokens, in)``; may return a transposed (non-contiguous) view."""
+        """``layer(x)`` for packed ``x`` ``(tokens, in)`` by the CPU's faster fp32 kernel (:mod:`.linear_kernel`);
+        may return a transposed (non-contiguous) view."""
         weight, bias = layer.weight, layer.bias
         if self.compute_dtype is not None:
             x, weight, bias = x.to(self.compute_dtype), self._cast(weight), self._cast(bias)
-        if x.shape[0] > _SKINNY or x.device.type != "cpu":
-            return F.linear(x, weight, bias)
-        # Few tokens: weight @ x^T runs faster than x @ weight^T on MKL (1.3-2x up to ~128 rows, even
-        # at ~256); the result is a transposed view, which the next ops read as it is.
-        if bias is None:
-            return torch.mm(weight, x.t()).t()
-        return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
+        return linear_kernel.linear(x, weight, bias)
 
     def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """``norm(x + residual)``, in the residual stream's dtype; ``x`` (a fresh output) is overwritten."""

@@ -1,0 +1,190 @@
+"""Which library runs an fp32 linear layer on this CPU: MKL (torch's default) or oneDNN.
+
+torch sends an fp32 ``F.linear`` on the CPU to MKL. MKL picks its code path by CPU
+vendor: on AMD processors with AVX-512 it measured 2.2-3.1x slower than oneDNN (also
+shipped inside torch) on the shapes of mdeberta-v3-base and multilingual-e5-small, at 16
+to 2048 rows, one thread. Neither is assumed to win: the first fp32 linear of a process
+times both on its own weight, for few rows (a query) and many (a batch of documents), and
+each regime keeps the faster one. The two agree to ~1e-6; either is exact fp32.
+
+With oneDNN, a layer called with at most :data:`FEW_ROWS` rows runs on a copy of its
+weight laid out for oneDNN ahead of time (cached per weight version: 4 bytes per
+parameter of each layer that ever serves few rows, so a query server holds the layers it
+runs twice); more rows run on the weight as it is, oneDNN reordering it on the fly, which
+costs about 2% at 256 rows and no memory.
+
+``XLSEARCH_LINEAR_KERNEL`` = ``mkl`` or ``onednn`` forces the choice (``auto``, the default,
+measures). :func:`choice` says what was chosen and the timings it was chosen on.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ENV = "XLSEARCH_LINEAR_KERNEL"
+MKL, ONEDNN = "mkl", "onednn"
+FEW_ROWS = 128  # at most this many rows: the "few" regime (queries, short batches)
+_PROBE_ROWS = {"few": 16, "many": 256}
+_MARGIN = 0.9  # oneDNN must take at most this share of MKL's time to be chosen
+
+_lock = threading.Lock()
+_choice: dict | None = None
+_packed: dict[int, tuple[tuple, Tensor]] = {}
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has the oneDNN linear ops used here."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise") \
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    except (AttributeError, RuntimeError):  # pragma: no cover - unusual builds
+        return False
+
+
+def choice() -> dict | None:
+    """``{"few": kernel, "many": kernel, "ms": {...}}`` once the first fp32 linear has run, else None."""
+    return _choice
+
+
+@contextlib.contextmanager
+def forced(kernel: str) -> Iterator[None]:
+    """Use ``kernel`` (``mkl`` or ``onednn``) for every fp32 linear inside the block (benches, tests)."""
+    global _choice
+    if kernel not in (MKL, ONEDNN):
+        raise ValueError(f"kernel must be {MKL} or {ONEDNN}, not {kernel!r}")
+    with _lock:
+        saved, _choice = _choice, {"few": kernel, "many": kernel, "ms": {}, "forced": True}
+    try:
+        yield
+    finally:
+        with _lock:
+            _choice = saved
+
+
+def reset() -> None:
+    """Forget the choice and the packed weights (tests; after changing ``XLSEARCH_LINEAR_KERNEL``)."""
+    global _choice
+    with _lock:
+        _choice = None
+        _packed.clear()
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear(x, weight, bias)`` for 2-D fp32 ``x`` on the CPU, by the kernel chosen for its row count.
+
+    Anything else (another dtype or device, autograd) goes to ``F.linear``. The result may be a
+    transposed (non-contiguous) view when MKL serves few rows.
+    """
+    if (x.dim() != 2 or x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu"
+            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+        return F.linear(x, weight, bias)
+    regime = "few" if x.shape[0] <= FEW_ROWS else "many"
+    kernel = (_choice or _choose(weight, bias))[regime]
+    if kernel == ONEDNN:
+        packed = _packed_weight(weight) if regime == "few" else weight
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return _mkl(x, weight, bias)
+
+
+def _mkl(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    if x.shape[0] > FEW_ROWS:
+        return F.linear(x, weight, bias)
+    # Few rows: weight @ x^T runs faster than x @ weight^T on MKL (1.3-2x up to ~128 rows on an
+    # Intel Xeon); the result is a transposed view, which the next ops read as it is.
+    if bias is None:
+        return torch.mm(weight, x.t()).t()
+    return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
+
+
+def _weight_key(weight: Tensor) -> tuple:
+    return id(weight), weight._version, weight.data_ptr(), weight.shape
+
+
+def _packed_weight(weight: Tensor) -> Tensor:
+    """``weight`` laid out for oneDNN, cached until the weight changes."""
+    key = _weight_key(weight)
+    cached = _packed.get(id(weight))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with _lock:
+        cached = _packed.get(id(weight))
+        if cached is None or cached[0] != key:
+            cached = _packed[id(weight)] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
+        return cached[1]
+
+
+def _choose(weight: Tensor, bias: Tensor | None) -> dict:
+    """Time MKL and oneDNN on ``weight`` in both regimes (once per process) and keep the faster of each."""
+    global _choice
+    with _lock:
+        if _choice is not None:
+            return _choice
+        forced = os.environ.get(ENV, "auto").strip().lower() or "auto"
+        if forced not in ("auto", MKL, ONEDNN):
+            raise ValueError(f"{ENV} must be auto, {MKL} or {ONEDNN}, not {forced!r}")
+        if forced == MKL or not onednn_available():
+            _choice = {"few": MKL, "many": MKL, "ms": {}, "forced": forced != "auto"}
+        elif forced == ONEDNN:
+            _choice = {"few": ONEDNN, "many": ONEDNN, "ms": {}, "forced": True}
+        else:
+            _choice = _measure(weight.detach(), None if bias is None else bias.detach())
+        return _choice
+
+
+def _measure(weight: Tensor, bias: Tensor | None) -> dict:
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+    out: dict = {"ms": {}, "forced": False}
+    with torch.no_grad():
+        for regime, rows in _PROBE_ROWS.items():
+            x = torch.randn(rows, weight.shape[1])
+            onednn_weight = packed if regime == "few" else weight
+            mkl = _best_ms(lambda: _mkl(x, weight, bias))
+            onednn = _best_ms(lambda: torch.ops.mkldnn._linear_pointwise(x, onednn_weight, bias, "none", [], ""))
+            out["ms"][regime] = {MKL: round(mkl, 4), ONEDNN: round(onednn, 4), "rows": rows}
+            out[regime] = ONEDNN if onednn <= _MARGIN * mkl else MKL
+    return out
+
+
+def _best_ms(fn, repeats: int = 5) -> float:
+    """Best of ``repeats`` CPU-time measurements of ``fn`` (after one warm-up), in ms."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        fn()
+        best = min(best, time.process_time() - started)
+    return best * 1e3
+
+
+@contextlib.contextmanager
+def routed(model: nn.Module) -> Iterator[None]:
+    """Run every ``nn.Linear`` of ``model`` through :func:`linear` inside the block (inference of models
+    whose own forward runs). The instances' ``forward`` is set and restored; callers serialise calls."""
+    layers = [m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype == torch.float32]
+    chosen = (_choice or _choose(layers[0].weight, layers[0].bias)) if layers else None
+    if chosen is not None and chosen["few"] == chosen["many"] == MKL:
+        layers = []  # MKL serves both regimes: torch's own path, untouched
+    for layer in layers:
+        layer.forward = _routed_forward(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+def _routed_forward(layer: nn.Linear):
+    def forward(x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            return linear(x, layer.weight, layer.bias)
+        if x.dim() > 2 and x.is_contiguous():
+            return linear(x.view(-1, x.shape[-1]), layer.weight, layer.bias).reshape(*x.shape[:-1], -1)
+        return F.linear(x, layer.weight, layer.bias)
+    return forward

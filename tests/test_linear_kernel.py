@@ -1,0 +1,128 @@
+"""The fp32 linear kernel choice (MKL or oneDNN): either one computes F.linear, the choice is measured or forced."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertModel
+
+from xlsearch.indexer.encoding import linear_kernel
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.encoding.fast_deberta import FastDebertaV2
+from xlsearch.indexer.encoding.model import LoadedModel
+
+KERNELS = [linear_kernel.MKL] + ([linear_kernel.ONEDNN] if linear_kernel.onednn_available() else [])
+
+
+@pytest.fixture(autouse=True)
+def fresh_choice(monkeypatch):
+    monkeypatch.delenv(linear_kernel.ENV, raising=False)
+    linear_kernel.reset()
+    yield
+    linear_kernel.reset()
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("rows", [1, 16, linear_kernel.FEW_ROWS, linear_kernel.FEW_ROWS + 1, 300])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_each_kernel_computes_f_linear(kernel, rows, with_bias):
+    generator = torch.Generator().manual_seed(rows)
+    weight = torch.randn(48, 40, generator=generator)
+    bias = torch.randn(48, generator=generator) if with_bias else None
+    x = torch.randn(rows, 40, generator=generator)
+    transposed = torch.randn(40, rows, generator=generator).t()  # a non-contiguous input, as the fast path passes
+    with linear_kernel.forced(kernel):
+        for inputs in (x, transposed):
+            np.testing.assert_allclose(linear_kernel.linear(inputs, weight, bias).numpy(),
+                                       F.linear(inputs, weight, bias).numpy(), atol=1e-5)
+
+
+@pytest.mark.skipif(not linear_kernel.onednn_available(), reason="this torch build has no oneDNN linear ops")
+def test_packed_weight_follows_in_place_changes():
+    weight, x = torch.randn(24, 16), torch.randn(4, 16)
+    with linear_kernel.forced(linear_kernel.ONEDNN):
+        before = linear_kernel.linear(x, weight, None)
+        weight.mul_(2)  # bumps the version: the packed copy must be rebuilt
+        after = linear_kernel.linear(x, weight, None)
+    np.testing.assert_allclose(after.numpy(), 2 * before.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_times_both_kernels_once_and_keeps_one_per_regime():
+    assert linear_kernel.choice() is None
+    linear_kernel.linear(torch.randn(3, 32), torch.randn(64, 32), torch.randn(64))
+    chosen = linear_kernel.choice()
+    assert chosen["few"] in KERNELS and chosen["many"] in KERNELS and not chosen["forced"]
+    if linear_kernel.onednn_available():
+        for regime in ("few", "many"):
+            timings = chosen["ms"][regime]
+            assert timings["mkl"] > 0 and timings["onednn"] > 0
+            faster = linear_kernel.ONEDNN if timings["onednn"] <= 0.9 * timings["mkl"] else linear_kernel.MKL
+            assert chosen[regime] == faster
+    linear_kernel.linear(torch.randn(3, 32), torch.randn(64, 32), None)
+    assert linear_kernel.choice() is chosen  # measured once per process
+
+
+def test_environment_forces_and_checks_the_kernel(monkeypatch):
+    monkeypatch.setenv(linear_kernel.ENV, "mkl")
+    linear_kernel.linear(torch.randn(3, 8), torch.randn(4, 8), None)
+    assert linear_kernel.choice()["few"] == linear_kernel.choice()["many"] == "mkl"
+    linear_kernel.reset()
+    monkeypatch.setenv(linear_kernel.ENV, "fastest")
+    with pytest.raises(ValueError, match="XLSEARCH_LINEAR_KERNEL must be auto, mkl or onednn"):
+        linear_kernel.linear(torch.randn(3, 8), torch.randn(4, 8), None)
+
+
+def test_autograd_and_other_dtypes_keep_torch_linear():
+    weight = torch.randn(4, 8, requires_grad=True)
+    x = torch.randn(3, 8)
+    with linear_kernel.forced(linear_kernel.ONEDNN):
+        out = linear_kernel.linear(x, weight, None)
+        out.sum().backward()  # F.linear under autograd: gradients flow
+        assert weight.grad is not None
+        half = linear_kernel.linear(x.bfloat16(), weight.detach().bfloat16(), None)
+    assert half.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_fast_deberta_matches_hf_on_each_kernel(tiny_model, kernel):
+    model = copy.deepcopy(tiny_model.model).eval()
+    ids = torch.randint(5, model.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 1:] = 0
+    layers = list(range(model.config.num_hidden_layers + 1))
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    with linear_kernel.forced(kernel):
+        got = FastDebertaV2(model).hidden_states(ids, mask, layers)
+    real = mask.bool()
+    for layer in layers:
+        np.testing.assert_allclose(got[layer][real].numpy(), expected[layer][real].numpy(), atol=1e-5)
+
+
+def tiny_bert(tiny_model) -> LoadedModel:
+    config = BertConfig(vocab_size=tiny_model.model.config.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
+    torch.manual_seed(0)
+    return LoadedModel("tiny-bert", BertModel(config).eval(), tiny_model.tokenizer, "test", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_models_on_their_own_forward_are_routed_and_restored(tiny_model, kernel, monkeypatch):
+    loaded = tiny_bert(tiny_model)
+    texts = ["a short query", "a somewhat longer passage of text " * 12]
+    reference = Encoder(loaded, precision="fp32")
+    with linear_kernel.forced(linear_kernel.MKL):
+        expected = reference.encode(texts, 2)
+    calls = []
+    kernel_linear = linear_kernel.linear
+    monkeypatch.setattr(linear_kernel, "linear", lambda *args: calls.append(1) or kernel_linear(*args))
+    with linear_kernel.forced(kernel):
+        got = Encoder(loaded).encode(texts, 2)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert bool(calls) == (kernel == linear_kernel.ONEDNN)  # MKL for both regimes: torch's own forward, untouched
+    linears = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all("forward" not in vars(m) for m in linears)  # the model is as it was
