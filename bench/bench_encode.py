@@ -15,9 +15,15 @@ Figures (each a ratio measured in this run, baseline and fast runs interleaved, 
 * bulk: documents/s on ``--docs`` texts (half paragraphs, half questions) with
   ``Encoder.encode`` vs a sentence-transformers-style loop (length-sorted batches of
   ``--batch-size``, dynamic padding, all 12 layers, eager fp32). Tokens/s, and its
-  fraction of the matmul-bound limit: measured GFLOP/s of a 2048^3 fp32 matmul
-  divided by the useful FLOPs per token (linear layers plus QK, PV, c2p and p2c at
+  fraction of the matmul-bound limit: measured GFLOP/s of a 2048^3 fp32 matmul (the
+  faster of MKL and oneDNN, both reported) divided by the useful FLOPs per token (linear layers plus QK, PV, c2p and p2c at
   each text's own length, up to the pooled layer).
+* kernels: the fast path on the fp32 linear kernels chosen for this CPU
+  (:mod:`indexer.encoding.linear_kernel`) against MKL for every linear, CPU time per query
+  (p50) and per bulk run, interleaved; the choice and the timings it was made on.
+* ``--onnx``: ONNX Runtime (installed by the bench into ``--peers``) on the same single
+  queries, the first ``--layer`` layers exported in fp32: CPU time per query against the
+  fast path's, interleaved, and the difference of their vectors.
 * bf16: ``Encoder(precision="bf16")`` vs fp32 on ``--bf16-docs`` texts and as many
   questions: speed-up and the cosine of its vectors to the fp32 ones (``bf16_native``
   says whether the CPU has bf16 matmuls; without them bf16 is emulated and slower).
@@ -29,6 +35,8 @@ Usage: ``python bench/bench_encode.py [--queries 16] [--docs 64] [--threads N]``
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib
 import io
 import json
 import os
@@ -36,6 +44,7 @@ import platform
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +57,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
 
 from xlsearch.indexer.allocator import retain_freed_memory  # noqa: E402
+from xlsearch.indexer.encoding import linear_kernel  # noqa: E402
 from xlsearch.indexer.encoding.encoder import Encoder, native_support
+from xlsearch.indexer.config import MEAN  # noqa: E402
 from xlsearch.indexer.encoding.model import LoadedModel
 
 XQUAD = REPO.parent / "shared" / "benchmarks" / "xquad"
@@ -142,11 +153,70 @@ def timed(fn, *args):
     return time.perf_counter() - start, result
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
+def matmul_rates(size: int = 2048, repeats: int = 3) -> dict[str, float]:
+    """GFLOP/s of a ``size``-cubed fp32 product on each library the encoder may use (MKL through
+    ``torch.matmul``; oneDNN through its linear op, when this torch has it)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    seconds, _ = timed(lambda: [a @ b for _ in range(repeats)])
-    return repeats * 2 * size ** 3 / seconds / 1e9
+    products = {"mkl": lambda: a @ b}
+    if linear_kernel.onednn_available():
+        packed = torch.ops.mkldnn._reorder_linear_weight(b)
+        products["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+    rates = {}
+    for name, product in products.items():
+        product()
+        seconds, _ = timed(lambda: [product() for _ in range(repeats)])
+        rates[name] = repeats * 2 * size ** 3 / seconds / 1e9
+    return rates
+
+
+def matmul_gflops() -> float:
+    """The fp32 matmul limit: the faster library's rate."""
+    return max(matmul_rates().values())
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name and the instruction sets that matter to fp32, bf16 and int8 matmuls."""
+    name, flags = platform.processor() or platform.machine(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    return {"cpu": name, "cpu_flags": [flag for flag in wanted if f" {flag}" in flags]}
+
+
+def bench_kernels(encoder: Encoder, queries: list[str], docs: list[str], layer: int, repeats: int) -> dict:
+    """The fast path on the kernels :mod:`indexer.encoding.linear_kernel` chose against MKL for every
+    linear (torch's default), interleaved: CPU time per query (p50) and per bulk run (median)."""
+    def query_ms() -> float:
+        times = []
+        for query in queries:
+            started = time.process_time()
+            encoder.encode([query], layer)
+            times.append(time.process_time() - started)
+        return 1e3 * statistics.median(times)
+
+    def bulk_s() -> float:
+        started = time.process_time()
+        encoder.encode(docs, layer)
+        return time.process_time() - started
+
+    chosen_q, mkl_q, chosen_b, mkl_b = [], [], [], []
+    for _ in range(repeats):
+        chosen_q.append(query_ms())
+        chosen_b.append(bulk_s())
+        with linear_kernel.forced(linear_kernel.MKL):
+            mkl_q.append(query_ms())
+            mkl_b.append(bulk_s())
+    q, qm, b, bm = (statistics.median(x) for x in (chosen_q, mkl_q, chosen_b, mkl_b))
+    return {"linear_kernel": linear_kernel.choice(), "query_cpu_ms_p50_fast": round(q, 2),
+            "query_cpu_ms_p50_fast_on_mkl": round(qm, 2), "kernel_query_speedup": round(qm / q, 2),
+            "bulk_cpu_s_fast": round(b, 3), "bulk_cpu_s_fast_on_mkl": round(bm, 3),
+            "kernel_bulk_speedup": round(bm / b, 2)}
 
 
 def useful_flops(lengths: list[int], layers: int, hidden: int, inner: int) -> float:
@@ -238,8 +308,90 @@ def bench_bf16(loaded: LoadedModel, fp32: Encoder, docs: list[str], layer: int, 
             "bf16_cosine_mean": round(float(cosine.mean()), 5), "bf16_cosine_min": round(float(cosine.min()), 5)}
 
 
+ONNX_PEERS = ["onnxruntime==1.32.0", "onnx==1.23.2", "protobuf==7.36.2", "flatbuffers==25.12.19", "ml_dtypes==0.7.0"]
+
+
+def install_onnx(target: Path) -> bool:
+    """Make ONNX Runtime importable from ``target``, installing it there first (pinned, no other dependencies)."""
+    sys.path.append(str(target))
+    try:
+        importlib.import_module("onnxruntime")
+        return True
+    except ImportError:
+        pass
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                           *ONNX_PEERS], capture_output=True, text=True)
+    if done.returncode:
+        print(f"ONNX Runtime not installed ({done.stderr.strip()[-300:]}); no ONNX peer", file=sys.stderr)
+        return False
+    importlib.invalidate_caches()
+    return True
+
+
+def bench_onnx(encoder: Encoder, queries: list[str], layer: int, threads: int, peers: Path) -> dict:
+    """ONNX Runtime as a peer on single queries: the model's first ``layer`` layers exported to ONNX (fp32,
+    all graph optimisations, ``threads`` intra-op threads), the same tokenizer and mean pooling; CPU time
+    per query (p50) interleaved with the fast path's, and the largest difference of their vectors."""
+    if not install_onnx(peers):
+        return {}
+    import warnings
+
+    import onnxruntime
+
+    model = encoder.loaded.model
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = layer
+    truncated = type(model)(config).eval()
+    truncated.load_state_dict(model.state_dict(), strict=False)
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    sample = encoder.tokenizer(queries[:1], return_tensors="pt")
+    axes = {0: "batch", 1: "tokens"}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = str(Path(tmp) / "encoder.onnx")
+        torch.onnx.export(LastHidden(truncated), (sample["input_ids"], sample["attention_mask"]), path,
+                          input_names=["input_ids", "attention_mask"], output_names=["hidden"], dynamo=False,
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes}, opset_version=17)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def onnx_encode(query: str) -> np.ndarray:
+        inputs = encoder.tokenizer([query], return_tensors="np")
+        mask = inputs["attention_mask"].astype(np.float32)[..., None]
+        hidden = session.run(None, {"input_ids": inputs["input_ids"].astype(np.int64),
+                                    "attention_mask": inputs["attention_mask"].astype(np.int64)})[0]
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    onnx_times, fast_times, diffs = [], [], []
+    for query in queries[:2]:
+        onnx_encode(query), encoder.encode([query], layer, pooling=MEAN)
+    for query in queries:
+        started = time.process_time()
+        theirs = onnx_encode(query)
+        onnx_times.append(time.process_time() - started)
+        started = time.process_time()
+        ours = encoder.encode([query], layer, pooling=MEAN)
+        fast_times.append(time.process_time() - started)
+        diffs.append(float(np.abs(theirs - ours).max()))
+    onnx_ms, fast_ms = 1e3 * statistics.median(onnx_times), 1e3 * statistics.median(fast_times)
+    return {"onnxruntime": onnxruntime.__version__, "query_cpu_ms_p50_onnxruntime": round(onnx_ms, 2),
+            "query_cpu_ms_p50_fast_beside_onnx": round(fast_ms, 2),
+            "query_speedup_vs_onnxruntime": round(onnx_ms / fast_ms, 2), "onnx_max_abs_diff": max(diffs)}
+
+
 PROFILE_GROUPS = {  # aten op -> where its time goes in the fast forward
-    "linear": ("aten::addmm", "aten::mm"),
+    "linear": ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise"),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::gather",
                   "aten::masked_fill", "aten::_softmax", "aten::baddbmm"),
     "layer_norm": ("aten::native_layer_norm",),
@@ -283,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer", type=int, default=8, help="pooled layer (default 8)")
     parser.add_argument("--langs", default="en,de,es,ru,zh,ar,hi,th", help="XQuAD languages")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also time ONNX Runtime (installed into --peers) on the same single queries")
+    parser.add_argument("--peers", type=Path, default=Path(tempfile.gettempdir()) / "xlsearch-bench-peers",
+                        help="where the ONNX Runtime peer is installed (default: a folder in the temp directory)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one bulk run: time per group of ops (linear, attention, layer norm, ...)")
     args = parser.parse_args(argv)
@@ -304,13 +460,17 @@ def main(argv: list[str] | None = None) -> int:
     rng.shuffle(docs)
     result = {"bench": "encode", "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "threads": torch.get_num_threads(), "loadavg_1min_start": round(os.getloadavg()[0], 2),
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), **cpu_facts(),
               "model": "DebertaV2Model mdeberta-v3-base shape (random weights, fp32, eval)",
               "tokenizer": "SentencePiece 32k trained on the XQuAD texts", "langs": args.langs, "layer": args.layer,
               "uses_fast_path": encoder.uses_fast_path}
     result.update(bench_queries(encoder, baseline, queries, args.layer))
     result.update(bench_allocator(encoder, docs, args.layer))
+    result.update(bench_kernels(encoder, queries, docs, args.layer, args.repeats))
     result.update(bench_bulk(encoder, baseline, docs, args.layer, args.repeats))
+    result["matmul_fp32_gflop_per_s_by_library"] = {k: round(v, 1) for k, v in matmul_rates().items()}
+    if args.onnx:
+        result.update(bench_onnx(encoder, queries, args.layer, torch.get_num_threads(), args.peers))
     if args.profile:
         result.update(bench_profile(encoder, docs, args.layer, result["matmul_fp32_gflop_per_s"]))
     if args.bf16_docs:
