@@ -44,9 +44,14 @@ def test_each_kernel_computes_f_linear(kernel, rows, with_bias):
 def test_packed_weight_follows_in_place_changes():
     weight, x = torch.randn(24, 16), torch.randn(4, 16)
     with linear_kernel.forced(linear_kernel.ONEDNN):
-        before = linear_kernel.linear(x, weight, None)
+        linear_kernel.linear(x, weight, None)  # the first few-row call: the weight as it is
+        before = linear_kernel.linear(x, weight, None)  # the second: packed
+        assert linear_kernel._packed[id(weight)][1] is not None
         weight.mul_(2)  # bumps the version: the packed copy must be rebuilt
         after = linear_kernel.linear(x, weight, None)
+        assert linear_kernel._packed[id(weight)][1] is None  # rebuilt on the next call, not kept stale
+        after_packed = linear_kernel.linear(x, weight, None)
+    np.testing.assert_allclose(after_packed.numpy(), after.numpy(), atol=1e-5)
     np.testing.assert_allclose(after.numpy(), 2 * before.numpy(), rtol=1e-5, atol=1e-6)
 
 
