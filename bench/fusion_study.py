@@ -87,7 +87,7 @@ def study(name: str, encoder: Encoder, layers: list[int], limit: int | None, cac
     out: dict = {}
     for layer in layers:
         trained = pools_as_trained(dataclasses.replace(config, layer=layer), encoder.loaded)
-        named = {mode: ("backed" if trained else "evidence") if mode == AUTO else mode for mode in modes}
+        named = {mode: ("backed" if trained else "anchored") if mode == AUTO else mode for mode in modes}
         per_task: dict[str, dict[str, float]] = {m: {} for m in modes}
         for task in bench.tasks:
             col = collections[task.collection]

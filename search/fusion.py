@@ -198,9 +198,39 @@ def fuse_backed(c: Candidates, alpha: float) -> Run:
     return {key: (1 - share) * dense[key] + share * (backed[key] / total if total > 0 else 0.0) for key in dense}
 
 
-SCORE_BOTH_SIDES = frozenset({"zscore", "evidence", "backed"})  # fusions that read dense_all / lexical_all / query_weight
+ANCHORED_TEMPERATURE = 0.05  # softmax over coverage: 0.05 more of the query's IDF mass is e times likelier
+ANCHORED_BACKED_SHARE = 0.3  # of the lexical lead, given to lexical x dense probabilities
+ANCHORED_FULL_COVERAGE = 0.15  # the best lexical hit covering this much of the query gives the words their full lead
+
+
+def fuse_anchored(c: Candidates, alpha: float) -> Run:
+    """The query's words lead where they find something; the dense side decides where they find nothing.
+
+    For raw encoders, which are often worse than BM25 within one language. The lexical vote is a softmax
+    of each chunk's query coverage at temperature 0.05, seven tenths of it as it is and three tenths
+    multiplied by the dense probability (as in :func:`fuse_backed`) and renormalised, so the encoder
+    orders what the words support. That vote's share grows linearly with the coverage of the best
+    lexical hit, to all of it at 0.15 of the query's IDF mass; the rest goes to the dense probabilities,
+    so a query whose words match nothing (another script) keeps the encoder's order. ``alpha`` 0.5 as
+    described; larger shrinks the words' share (none at 1).
+    """
+    if not c.dense_all:
+        return {}
+    dense = _softmax(_zscores(c.dense_all), EVIDENCE_DENSE_TEMPERATURE)
+    covered = coverage(c)
+    lexical = _softmax(covered, ANCHORED_TEMPERATURE)
+    backed = {key: lexical[key] * dense[key] for key in dense}
+    total = sum(backed.values())
+    lead = min(1.0, max(0.0, max(covered.values()) / ANCHORED_FULL_COVERAGE)) * min(1.0, 2 * (1 - alpha))
+    share = ANCHORED_BACKED_SHARE
+    return {key: (1 - lead) * dense[key]
+            + lead * ((1 - share) * lexical[key] + share * (backed[key] / total if total > 0 else 0.0))
+            for key in dense}
+
+
+SCORE_BOTH_SIDES = frozenset({"zscore", "evidence", "backed", "anchored"})  # fusions that read dense_all / lexical_all / query_weight
 FUSIONS = {"rrf": fuse_rrf, "linear": fuse_linear, "zscore": fuse_zscore, "dbsf": fuse_dbsf,
-           "evidence": fuse_evidence, "backed": fuse_backed}
+           "evidence": fuse_evidence, "backed": fuse_backed, "anchored": fuse_anchored}
 
 
 def fuse(name: str, candidates: Candidates, alpha: float = 0.5) -> Run:

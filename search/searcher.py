@@ -160,13 +160,13 @@ class Searcher:
     @property
     def auto_fusion(self) -> str:
         """What fusion ``auto`` means for this index: ``backed`` when it holds the sentence embeddings its model
-        was trained to produce (the dense side leads), else ``evidence`` (a raw encoder, or another layer)."""
+        was trained to produce (the dense side leads), else ``anchored`` (a raw encoder, or another layer)."""
         if self._auto_fusion is None:
             from ..indexer.encoding.sentence_config import pools_as_trained
 
             loaded = getattr(self.encoder, "loaded", None)
             trained = loaded is not None and pools_as_trained(self.index.manifest.config, loaded)
-            self._auto_fusion = "backed" if trained else "evidence"
+            self._auto_fusion = "backed" if trained else "anchored"
         return self._auto_fusion
 
     def close(self) -> None:
@@ -188,7 +188,7 @@ class Searcher:
             k: Number of documents (1..1000).
             mode: ``hybrid`` (fuse dense and lexical), ``dense`` or ``lexical``.
             fusion: ``auto`` (default: :attr:`auto_fusion`) or a key of :data:`search.fusion.FUSIONS`:
-                ``backed``, ``evidence``, ``rrf`` (reciprocal rank, k=60), ``linear`` (min-max normalised
+                ``backed``, ``anchored``, ``evidence``, ``rrf`` (reciprocal rank, k=60), ``linear`` (min-max normalised
                 scores), ``zscore``, ``dbsf``.
             alpha: Weight of the dense side in hybrid fusion (0..1); 0.5 weighs both equally.
             lang: Only documents whose ``lang`` is this.

@@ -106,6 +106,35 @@ def test_backed_keeps_the_dense_order_without_lexical_evidence():
     assert fuse("backed", Candidates({}, {})) == {}
 
 
+def test_anchored_lets_words_that_cover_the_query_lead():
+    dense = {i: 0.50 + 0.001 * i for i in range(40)} | {1: 0.80}  # a raw encoder's confident pick, 1
+    fused = fuse("anchored", _candidates(dense, {7: 8.0, 1: 1.0}, query_weight=10.0))  # 7 covers 0.8 of the query
+    assert max(fused, key=fused.get) == 7
+    assert fused[1] > fused[2]  # the dense side still orders what the words do not decide
+
+
+def test_anchored_keeps_the_dense_order_where_the_words_match_nothing():
+    dense = {i: 0.9 - 0.01 * i for i in range(20)}
+    lexical = {i: 0.0 for i in range(20)}  # another script: no query word in any chunk
+    for found in ({}, lexical):
+        fused = fuse("anchored", _candidates(dense, found, query_weight=10.0))
+        assert sorted(fused, key=fused.get, reverse=True) == sorted(dense, key=dense.get, reverse=True)
+    assert fuse("anchored", Candidates({}, {})) == {}
+
+
+def test_anchored_lead_grows_with_the_best_hit_s_coverage():
+    dense = {i: 0.9 - 0.01 * i for i in range(20)}
+    ranks, scores = [], []
+    for bm25 in (0.3, 0.9, 1.5, 3.0):  # the dense side's last chunk covers 0.03, 0.09, 0.15, 0.3 of the query
+        fused = fuse("anchored", _candidates(dense, {19: bm25}, query_weight=10.0))
+        ranks.append(sorted(fused, key=fused.get, reverse=True).index(19))
+        scores.append(fused[19])
+    assert scores == sorted(scores) and ranks == sorted(ranks, reverse=True)
+    assert ranks[0] > 0 and ranks[-1] == 0  # a few shared words do not overturn the encoder; a covered query does
+    alpha_one = fuse("anchored", _candidates(dense, {19: 3.0}, query_weight=10.0), alpha=1.0)
+    assert sorted(alpha_one, key=alpha_one.get, reverse=True) == sorted(dense, key=dense.get, reverse=True)
+
+
 @pytest.mark.parametrize("name", sorted(FUSIONS))
 def test_every_fusion_scores_the_union_deterministically(name):
     dense, lexical = {1: 0.9, 2: 0.7, 3: 0.6}, {3: 9.0, 4: 2.0}

@@ -60,7 +60,7 @@ def test_a_raw_encoder_s_index_does_not_hold_trained_sentence_embeddings(tiny_mo
 def test_auto_fusion_lets_the_dense_side_lead_only_where_the_index_holds_trained_embeddings(e5, tmp_path):
     docs = [Document("de", "Der Rhein fließt durch Basel, Straßburg und Köln in die Nordsee.", lang="de"),
             Document("es", "La paella es un plato de arroz originario de Valencia.", lang="es")]
-    for layer, expected in ((None, "backed"), (4, "evidence")):
+    for layer, expected in ((None, "backed"), (4, "anchored")):
         directory = tmp_path / f"layer-{layer}"
         with IndexWriter(directory, e5, IndexConfig(model_name=str(e5.loaded.name), layer=layer)) as writer:
             writer.upsert(docs)

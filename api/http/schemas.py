@@ -28,7 +28,7 @@ MAX_EMBED_TOTAL_CHARS = 100_000  # one /embed request's whole work: about 25,000
 INT64 = 2 ** 63
 
 Mode = Literal["hybrid", "dense", "lexical"]
-Fusion = Literal["auto", "backed", "evidence", "rrf", "linear", "zscore", "dbsf"]
+Fusion = Literal["auto", "backed", "anchored", "evidence", "rrf", "linear", "zscore", "dbsf"]
 
 
 def _unicode(value: str) -> str:
