@@ -97,7 +97,7 @@ def test_dense_scores_are_exact_cosines(sample_index, encoder):
     searcher.close()
 
 
-def test_hybrid_evidence_fuses_both_scores_of_the_union(sample_index, encoder):
+def test_hybrid_default_fuses_both_scores_of_the_union(sample_index, encoder):
     """The default fusion sees both candidate lists (lexical ties at the cut included), each candidate
     scored by both sides, and the query's IDF mass: recomputed here from the indexes themselves."""
     searcher = Searcher(sample_index, encoder=encoder)
@@ -113,7 +113,8 @@ def test_hybrid_evidence_fuses_both_scores_of_the_union(sample_index, encoder):
                             query_weight=float(index.lexical.query_weights(tokens).sum()))
     candidates.complete(lambda ids: index.dense.score_chunks(vector, ids),
                         lambda ids: index.lexical.score_chunks(tokens, ids))
-    fused = fuse("evidence", candidates)
+    assert searcher.auto_fusion == "anchored"  # a raw (random) encoder: the words lead where they match
+    fused = fuse("anchored", candidates)
     assert set(fused) == set(dense_ids.tolist()) | set(lexical_ids.tolist())
     assert hits[0].chunk_id == max(fused, key=fused.get)
     assert [h.score for h in hits] == pytest.approx([fused[h.chunk_id] for h in hits])
