@@ -191,11 +191,16 @@ def fuse_backed(c: Candidates, alpha: float) -> Run:
     if not c.dense_all:
         return {}
     dense = _softmax(_zscores(c.dense_all), EVIDENCE_DENSE_TEMPERATURE)
-    lexical = _softmax(coverage(c), EVIDENCE_LEXICAL_TEMPERATURE)
-    backed = {key: lexical[key] * dense[key] for key in dense}
-    total = sum(backed.values())
+    backed = _backed(_softmax(coverage(c), EVIDENCE_LEXICAL_TEMPERATURE), dense)
     share = 2 * (1 - alpha) * BACKED_SHARE
-    return {key: (1 - share) * dense[key] + share * (backed[key] / total if total > 0 else 0.0) for key in dense}
+    return {key: (1 - share) * dense[key] + share * backed[key] for key in dense}
+
+
+def _backed(lexical: Run, dense: Run) -> Run:
+    """The lexical probabilities multiplied by the dense ones and renormalised (all 0 when nothing is left)."""
+    product = {key: lexical[key] * dense[key] for key in dense}
+    total = sum(product.values())
+    return {key: value / total if total > 0 else 0.0 for key, value in product.items()}
 
 
 ANCHORED_TEMPERATURE = 0.05  # softmax over coverage: 0.05 more of the query's IDF mass is e times likelier
@@ -219,12 +224,10 @@ def fuse_anchored(c: Candidates, alpha: float) -> Run:
     dense = _softmax(_zscores(c.dense_all), EVIDENCE_DENSE_TEMPERATURE)
     covered = coverage(c)
     lexical = _softmax(covered, ANCHORED_TEMPERATURE)
-    backed = {key: lexical[key] * dense[key] for key in dense}
-    total = sum(backed.values())
+    backed = _backed(lexical, dense)
     lead = min(1.0, max(0.0, max(covered.values()) / ANCHORED_FULL_COVERAGE)) * min(1.0, 2 * (1 - alpha))
     share = ANCHORED_BACKED_SHARE
-    return {key: (1 - lead) * dense[key]
-            + lead * ((1 - share) * lexical[key] + share * (backed[key] / total if total > 0 else 0.0))
+    return {key: (1 - lead) * dense[key] + lead * ((1 - share) * lexical[key] + share * backed[key])
             for key in dense}
 
 

@@ -83,11 +83,14 @@ def test_evidence_keeps_a_confident_encoder_s_order():
     assert fused[5] > fused[1]  # the lexical evidence still orders the rest
 
 
-def test_evidence_ignores_a_side_that_found_nothing():
+@pytest.mark.parametrize("name", ["evidence", "backed", "anchored"])
+def test_the_dense_order_stands_where_the_words_match_nothing(name):
     dense = {i: 0.9 - 0.01 * i for i in range(20)}
-    fused = fuse("evidence", _candidates(dense, {}))
-    assert sorted(fused, key=fused.get, reverse=True) == sorted(dense, key=dense.get, reverse=True)
-    assert fuse("evidence", Candidates({}, {})) == {}
+    nothing = {i: 0.0 for i in range(20)}  # another script: no query word in any chunk
+    for found in ({}, nothing):
+        fused = fuse(name, _candidates(dense, found, query_weight=10.0))
+        assert sorted(fused, key=fused.get, reverse=True) == sorted(dense, key=dense.get, reverse=True)
+    assert fuse(name, Candidates({}, {})) == {}
 
 
 def test_backed_lets_the_words_reorder_only_what_the_encoder_believes_in():
@@ -99,27 +102,11 @@ def test_backed_lets_the_words_reorder_only_what_the_encoder_believes_in():
     assert evidence[30] > fused[30]
 
 
-def test_backed_keeps_the_dense_order_without_lexical_evidence():
-    dense = {i: 0.9 - 0.01 * i for i in range(20)}
-    fused = fuse("backed", _candidates(dense, {}))
-    assert sorted(fused, key=fused.get, reverse=True) == sorted(dense, key=dense.get, reverse=True)
-    assert fuse("backed", Candidates({}, {})) == {}
-
-
 def test_anchored_lets_words_that_cover_the_query_lead():
     dense = {i: 0.50 + 0.001 * i for i in range(40)} | {1: 0.80}  # a raw encoder's confident pick, 1
     fused = fuse("anchored", _candidates(dense, {7: 8.0, 1: 1.0}, query_weight=10.0))  # 7 covers 0.8 of the query
     assert max(fused, key=fused.get) == 7
     assert fused[1] > fused[2]  # the dense side still orders what the words do not decide
-
-
-def test_anchored_keeps_the_dense_order_where_the_words_match_nothing():
-    dense = {i: 0.9 - 0.01 * i for i in range(20)}
-    lexical = {i: 0.0 for i in range(20)}  # another script: no query word in any chunk
-    for found in ({}, lexical):
-        fused = fuse("anchored", _candidates(dense, found, query_weight=10.0))
-        assert sorted(fused, key=fused.get, reverse=True) == sorted(dense, key=dense.get, reverse=True)
-    assert fuse("anchored", Candidates({}, {})) == {}
 
 
 def test_anchored_lead_grows_with_the_best_hit_s_coverage():
