@@ -75,11 +75,6 @@ def has_forward_hooks(modules: Sequence[nn.Module]) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
-def _weight_key(tensors: Sequence[Tensor]) -> tuple:
-    """Changes whenever one of ``tensors`` is modified in place or replaced."""
-    return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
-
-
 class FastDebertaV2:
     """Hidden states of a DeBERTa-v2 model, computing only what pooling needs.
 
@@ -188,7 +183,7 @@ class FastDebertaV2:
         for proj in (key_proj, query_proj):
             if proj is not None:
                 sources += [proj.weight] + ([proj.bias] if proj.bias is not None else [])
-        key = _weight_key(sources) + (self.compute_dtype,)
+        key = linear_kernel.weight_key(sources) + (self.compute_dtype,)
         with self._lock:
             cached = self._positions.get(i)
             if cached is not None and cached[0] == key:
@@ -216,7 +211,7 @@ class FastDebertaV2:
         """``weight`` in the compute dtype (cached per weight version), or itself."""
         if weight is None or self.compute_dtype is None or weight.dtype == self.compute_dtype:
             return weight
-        key = _weight_key([weight])
+        key = linear_kernel.weight_key([weight])
         with self._lock:
             cached = self._casts.get(id(weight))
             if cached is None or cached[0] != key:

@@ -23,7 +23,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ _MARGIN = 0.9  # oneDNN must take at most this share of MKL's time to be chosen
 
 _lock = threading.Lock()
 _choice: dict | None = None
-_packed: dict[int, tuple[tuple, Tensor]] = {}
+_packed: dict[int, tuple[tuple, Tensor | None]] = {}  # id -> (weight key, packed copy once called twice)
 
 
 def onednn_available() -> bool:
@@ -104,14 +104,15 @@ def _mkl(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.addmm(bias.unsqueeze(1), weight, x.t()).t()
 
 
-def _weight_key(weight: Tensor) -> tuple:
-    return id(weight), weight._version, weight.data_ptr(), weight.shape
+def weight_key(tensors: Sequence[Tensor]) -> tuple:
+    """Changes whenever one of ``tensors`` is modified in place or replaced: the key of a cached copy."""
+    return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
 
 
 def _packed_weight(weight: Tensor) -> Tensor:
     """``weight`` laid out for oneDNN from its second few-row call on (cached until the weight changes); the
     weight itself before that, so a bulk run whose last batch is short does not copy every layer."""
-    key = _weight_key(weight)
+    key = weight_key([weight])
     cached = _packed.get(id(weight))
     if cached is not None and cached[0] == key and cached[1] is not None:
         return cached[1]
