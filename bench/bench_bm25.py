@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine_facts import cpu_flags, cpu_name
 from rank_bm25 import BM25Okapi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
@@ -149,25 +150,9 @@ def summary(cpu_ms: list[float]) -> dict[str, float]:
             "mean": round(float(values.mean()), 4)}
 
 
-def cpu_flags() -> list[str]:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return [flag for flag in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16") if f" {flag}" in flags]
-
-
 def machine() -> str:
     """Describe the CPU and library versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cpus, Python {platform.python_version()}, numpy {np.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} cpus, Python {platform.python_version()}, numpy {np.__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine_facts import cpu_flags, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
@@ -172,21 +173,6 @@ def matmul_rates(size: int = 2048, repeats: int = 3) -> dict[str, float]:
 def matmul_gflops() -> float:
     """The fp32 matmul limit: the faster library's rate."""
     return max(matmul_rates().values())
-
-
-def cpu_facts() -> dict:
-    """The CPU's model name and the instruction sets that matter to fp32, bf16 and int8 matmuls."""
-    name, flags = platform.processor() or platform.machine(), ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = line
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-    return {"cpu": name, "cpu_flags": [flag for flag in wanted if f" {flag}" in flags]}
 
 
 def bench_kernels(encoder: Encoder, queries: list[str], docs: list[str], layer: int, repeats: int) -> dict:
@@ -460,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     rng.shuffle(docs)
     result = {"bench": "encode", "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "threads": torch.get_num_threads(), "loadavg_1min_start": round(os.getloadavg()[0], 2),
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(), **cpu_facts(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
               "model": "DebertaV2Model mdeberta-v3-base shape (random weights, fp32, eval)",
               "tokenizer": "SentencePiece 32k trained on the XQuAD texts", "langs": args.langs, "layer": args.layer,
               "uses_fast_path": encoder.uses_fast_path}

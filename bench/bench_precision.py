@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from machine_facts import cpu_flags
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "tatoeba"
 LANGS = "ara,cmn,deu,fra,hin,jpn,kor,rus,spa,swh,tur,vie,heb,tha,ell"
@@ -37,15 +38,6 @@ LANGS = "ara,cmn,deu,fra,hin,jpn,kor,rus,spa,swh,tur,vie,heb,tha,ell"
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8")
-    return [flag for flag in wanted if f" {flag}" in flags]
 
 
 LINEARS = {  # which nn.Linear layers a variant quantizes, by module name
