@@ -81,7 +81,7 @@ class Index:
                 loaded = load_model(self.model, self._device)  # an unreachable hub fails before torch loads
                 from ..indexer.encoding.encoder import Encoder
 
-                self._encoder = Encoder(loaded, batch_size=self._batch_size)
+                self._encoder = Encoder(loaded, batch_size=self._batch_size, precision=self.config.precision)
         return self._encoder
 
     def add(self, documents: Iterable[Document | Mapping[str, Any]]) -> UpsertStats:

@@ -28,6 +28,7 @@ class Settings:
         index: Index directory (must exist; build it with ``xlsearch index``).
         model: Model name or directory; None: the index's own model.
         device: ``auto``, ``cpu`` or ``cuda``.
+        precision: The encoder's matmul precision (``indexer.config.PRECISIONS``); None: the index's own.
         api_key: When set, write endpoints (and reads, with ``protect_reads``) need
             ``Authorization: Bearer <api_key>``.
         protect_reads: Require the key on every endpoint but ``/health`` and the docs.
@@ -39,6 +40,7 @@ class Settings:
     index: Path
     model: str | None = None
     device: str = "auto"
+    precision: str | None = None
     api_key: str | None = None
     protect_reads: bool = False
     batch_size: int = BATCH_SIZE

@@ -28,6 +28,11 @@ def check_compatible(manifest: Manifest, encoder: TextEncoder | None = None,
             f"the index was built with model {manifest.config.model_name!r} (fingerprint "
             f"{manifest.model_fingerprint}), not {encoder.loaded.name!r} ({encoder.loaded.fingerprint}); "
             "use the index's model, or build a new index")
+    if encoder is not None and encoder.precision != manifest.config.precision:
+        raise IndexMismatchError(
+            f"the index's vectors were computed in {manifest.config.precision}, not {encoder.precision}; "
+            f"vectors of different precisions are not compared: use --precision {manifest.config.precision} "
+            "(the default is the index's own), or build a new index")
     for setting in dataclasses.fields(IndexConfig):
         ours, asked = getattr(manifest.config, setting.name), getattr(config, setting.name, None)
         if config is not None and setting.name != "model_name" and asked is not None and ours != asked:

@@ -31,7 +31,7 @@ MEAN_NO_SPECIAL = "mean-tokens-no-special"  # mean over real tokens, [CLS]/[SEP]
 MEAN = "mean-tokens"  # mean over every token the model saw, special tokens included (sentence-transformers')
 CLS = "cls"  # the first token's vector
 POOLINGS = (MEAN_NO_SPECIAL, MEAN, CLS)
-PRECISIONS = ("fp32", "bf16", "fp16")  # matmul precisions of the encoder (``indexer.encoding.encoder``)
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # matmul precisions of the encoder (``indexer.encoding.encoder``)
 BATCH_SIZE = 32  # texts per forward pass of the encoder
 DEVICES = ("auto", "cpu", "cuda")  # where a model runs; auto = cuda when available
 # Longest document text accepted (characters), by every input path: it bounds what chunking one
@@ -85,6 +85,8 @@ class IndexConfig:
             until the index holds 50,000 vectors.
         center_languages: Subtract each language's mean vector from document and
             query vectors before normalising (see ``indexer.centering``).
+        precision: The encoder's matmul precision (:data:`PRECISIONS`) for documents and queries
+            alike: vectors of different precisions are never mixed in one index or compared.
         format_version: On-disk format of the whole index directory.
     """
 
@@ -102,10 +104,13 @@ class IndexConfig:
     normalization: str = NORMALIZATION
     dense_index: str = "flat-ip"
     center_languages: bool = False
+    precision: str = "fp32"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         check_kind(self.dense_index)  # ConfigError naming the valid kinds
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.pooling is not None:
             check_pooling(self.pooling)
         if self.layer is not None and self.layer < 0:

@@ -115,13 +115,14 @@ class Searcher:
         layer: Layer to pool; default and only accepted value: the index's own.
         device: ``auto``, ``cpu`` or ``cuda``.
         encoder: A ready encoder (skips loading; still checked against the index).
-        precision: Matmul precision of the encoder this loads: ``fp32``, ``bf16`` or ``fp16``.
+        precision: Matmul precision of the encoder this loads; default and only accepted value: the
+            index's own (``fp32``, ``bf16``, ``fp16`` or ``int8``).
         nprobe: Inverted lists scanned per query by an approximate dense index (``ivf-*``);
             default: the index's own choice (recall@10 >= 0.95 in ``bench/bench_dense.py``).
     """
 
     def __init__(self, directory: str | Path, model: str | None = None, layer: int | None = None,
-                 device: str = "auto", encoder: TextEncoder | None = None, precision: str = "fp32",
+                 device: str = "auto", encoder: TextEncoder | None = None, precision: str | None = None,
                  nprobe: int | None = None):
         self.index: IndexReader = open_index(directory)
         config = self.index.manifest.config
@@ -134,7 +135,7 @@ class Searcher:
             check_compatible(self.index.manifest, config=dataclasses.replace(config, layer=layer))
         self._model_name = model or config.model_name
         self._device = device
-        self._precision = precision
+        self._precision = precision or config.precision
         self._encoder = encoder
         if encoder is not None:
             check_compatible(self.index.manifest, encoder)

@@ -206,8 +206,8 @@ def test_bf16_is_close_to_fp32(which, tiny_model, tiny_bert_dir, sentences):
 
 
 def test_unknown_precision_names_the_choices(tiny_model):
-    with pytest.raises(XlsearchError, match="fp32, bf16, fp16"):
-        Encoder(tiny_model, precision="int8")
+    with pytest.raises(XlsearchError, match="fp32, bf16, fp16, int8"):
+        Encoder(tiny_model, precision="int4")
 
 
 def test_cli_precision_option(tmp_path, monkeypatch, tiny_deberta_dir, capsys):
@@ -215,8 +215,15 @@ def test_cli_precision_option(tmp_path, monkeypatch, tiny_deberta_dir, capsys):
     index = str(tmp_path / "idx")
     assert main(["index", str(SAMPLE), "--index", index, "--layer", "2", "--precision", "bf16"]) == 0
     capsys.readouterr()
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["config"]["precision"] == "bf16"
     assert main(["search", "--index", index, "green tea", "-k", "3", "--json", "--precision", "bf16"]) == 0
     assert len(json.loads(capsys.readouterr().out)["hits"]) == 3
+    assert main(["search", "--index", index, "green tea", "-k", "3", "--json"]) == 0  # the index's own precision
+    assert len(json.loads(capsys.readouterr().out)["hits"]) == 3
+    assert main(["search", "--index", index, "green tea", "--precision", "fp32"]) == 1  # never compared across
+    assert "computed in bf16, not fp32" in capsys.readouterr().err
+    assert main(["index", str(SAMPLE), "--index", index, "--precision", "int8"]) == 1  # nor mixed in one index
+    assert "computed in bf16, not int8" in capsys.readouterr().err
     with pytest.raises(SystemExit) as done:
         main(["search", "--index", index, "tea", "--precision", "fp8"])
     assert done.value.code == 2

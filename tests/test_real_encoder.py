@@ -181,3 +181,35 @@ def test_quickstart_finds_the_moon_landing_in_other_languages(tmp_path, capsys, 
     assert {"es-moon-01", "ar-moon-01", "zh-moon-01"} <= set(hybrid)
     assert all(doc.endswith("moon-01") for doc in hybrid)
     assert lexical == ["zh-moon-01"]
+
+
+@pytest.fixture(scope="module")
+def tatoeba_pairs() -> list[tuple[list[str], list[str]]]:
+    folder = benchmarks_dir() / "tatoeba"
+    pairs = []
+    for lang in ("ara", "cmn", "deu", "hin", "rus", "swh", "tha"):
+        source = (folder / f"tatoeba.{lang}-eng.{lang}").read_text(encoding="utf-8").splitlines()[:60]
+        target = (folder / f"tatoeba.{lang}-eng.eng").read_text(encoding="utf-8").splitlines()[:60]
+        pairs.append((source, target))
+    return pairs
+
+
+def _tatoeba(encoder: Encoder, pairs) -> tuple[float, np.ndarray]:
+    """Accuracy@1 of each sentence finding its English translation, and every vector encoded."""
+    encode = lambda texts: encoder.encode(texts, 12, pooling=MEAN, prompt="query: ")  # noqa: E731
+    vectors = [(encode(source), encode(target)) for source, target in pairs]
+    accuracy = float(np.mean([((a @ b.T).argmax(1) == np.arange(len(a))).mean() for a, b in vectors]))
+    return accuracy, np.concatenate([np.concatenate(v) for v in vectors])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_keeps_retrieval_on_real_weights(e5, tatoeba_pairs, precision):
+    """What --precision may cost, on 7 scripts x 60 Tatoeba pairs: vectors within cosine 0.99 of fp32's and
+    accuracy@1 within 0.02 (bench/bench_precision.py measures the full 15 x 100: both within 0.005)."""
+    exact_accuracy, exact = _tatoeba(e5, tatoeba_pairs)
+    reduced_accuracy, reduced = _tatoeba(Encoder(e5.loaded, batch_size=32, precision=precision), tatoeba_pairs)
+    cosine = (exact * reduced).sum(1)
+    assert np.median(cosine) >= 0.998 and cosine.min() >= 0.99, (np.median(cosine), cosine.min())
+    assert exact_accuracy >= 0.85
+    assert reduced_accuracy >= exact_accuracy - 0.02, (exact_accuracy, reduced_accuracy)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...indexer.config import COMMIT_CHUNKS, KINDS, MAX_DOCUMENT_CHARS, PRECISIONS
+from ...indexer.config import COMMIT_CHUNKS, KINDS, MAX_DOCUMENT_CHARS
 from ...indexer.errors import QueryError, XlsearchError
 from ...search.queries import read_queries
 from ...search.options import DEFAULT_FUSION, FUSION_HELP, FUSIONS, MODES
@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # the stores load with the first search, not with the parser
     from ...search.searcher import Searcher, SearchResult
 
 from ..settings import requested_model
-from .options import (add_batch_size_option, add_chunk_options, add_embedding_options, add_model_options, filter_option,
-                      layer_option, positive_int, unit_float)
+from .options import (add_batch_size_option, add_chunk_options, add_embedding_options, add_model_options,
+                      add_precision_option, filter_option, layer_option, positive_int, unit_float)
 
 
 def add_parsers(subparsers) -> None:
@@ -134,12 +134,6 @@ def _add_maintenance(subparsers) -> None:
     check.set_defaults(handler=run_check)
 
 
-def add_precision_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
-                        help="encoder matmul precision: fp32 (exact, default), bf16 (CPUs with AVX512-BF16/AMX, "
-                        "or CUDA) or fp16 (CUDA); reduced precision changes vectors slightly")
-
-
 def _progress_factory(total: int):
     """A tqdm bar over documents that also shows chunks/s; silent when stderr is no terminal."""
     from tqdm import tqdm
@@ -166,7 +160,7 @@ def run_index(args: argparse.Namespace) -> int:
                             layer=args.layer, pooling=args.pooling, query_prompt=args.query_prompt,
                             document_prompt=args.document_prompt, chunk_tokens=args.chunk_tokens,
                             chunk_overlap=args.chunk_overlap, center_languages=args.center_languages,
-                            dense_index=args.dense_index)
+                            dense_index=args.dense_index, precision=args.precision)
     if args.workers is not None and args.ray is None:
         raise XlsearchError("--workers needs --ray")
     if args.ray is not None:
@@ -174,7 +168,7 @@ def run_index(args: argparse.Namespace) -> int:
 
         options = RayOptions(address=None if args.ray == "local" else args.ray, workers=args.workers)
         stats, report = build_index_ray(args.paths, args.index, config, options, device=args.device,
-                                        precision=args.precision, batch_size=args.batch_size,
+                                        precision=config.precision, batch_size=args.batch_size,
                                         skip_bad=args.skip_bad, progress_factory=_progress_factory,
                                         commit_chunks=args.commit_chunks, shards=args.shards,
                                         max_chars=args.max_document_chars)
@@ -184,7 +178,7 @@ def run_index(args: argparse.Namespace) -> int:
         loaded = load_model(config.model_name, args.device)  # an unreachable hub fails here, before torch loads
         from ...indexer.encoding.encoder import Encoder
 
-        encoder = Encoder(loaded, batch_size=args.batch_size, precision=args.precision)
+        encoder = Encoder(loaded, batch_size=args.batch_size, precision=config.precision)
         stats, report = build_index(args.paths, args.index, encoder, config, skip_bad=args.skip_bad,
                                     progress_factory=_progress_factory, commit_chunks=args.commit_chunks,
                                     shards=args.shards, validated=validated, max_chars=args.max_document_chars)

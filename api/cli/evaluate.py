@@ -20,7 +20,8 @@ from ...search.options import DEFAULT_FUSION, FUSIONS, MODES
 if TYPE_CHECKING:  # the harness loads the stores; the parser needs none of it
     from ...search.eval.harness import Evaluation
 
-from .options import add_batch_size_option, add_chunk_options, add_embedding_options, add_model_options, layers_option, positive_int, unit_float
+from .options import (add_batch_size_option, add_chunk_options, add_embedding_options, add_model_options,
+                      add_precision_option, layers_option, positive_int, unit_float)
 from ..settings import requested_model
 
 
@@ -35,6 +36,7 @@ def add_parsers(subparsers) -> None:
     parser.add_argument("--data", required=True, metavar="PATH",
                         help="the benchmark's folder (e.g. ../shared/benchmarks/xquad, or a BEIR dataset folder)")
     add_model_options(parser)
+    add_precision_option(parser)
     parser.add_argument("--layers", type=layers_option, default=[], metavar="L1,L2,...",
                         help="layers to sweep for dense and hybrid, e.g. 4,6,8,10,12; one forward pass pools "
                         "them all (default auto: the model's own layer, as xlsearch index picks it)")
@@ -117,7 +119,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         from ...indexer.encoding.encoder import Encoder
         from ...indexer.encoding.model import load_model
 
-        encoder = Encoder(load_model(model_name or DEFAULT_MODEL, args.device), batch_size=args.batch_size)
+        encoder = Encoder(load_model(model_name or DEFAULT_MODEL, args.device), batch_size=args.batch_size,
+                          precision=args.precision or "fp32")
+    elif args.precision and needs_model:
+        raise XlsearchError("--precision with an existing --index needs --model (the index's model) as well")
     settings = EvalSettings(modes=tuple(modes), layers=tuple(args.layers), fusion=args.fusion, alpha=args.alpha,
                             pooling=args.pooling, query_prompt=args.query_prompt,
                             document_prompt=args.document_prompt,

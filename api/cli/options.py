@@ -5,7 +5,7 @@ import argparse
 import json
 import math
 
-from ...indexer.config import BATCH_SIZE, DEFAULT_MODEL, DEVICES, POOLINGS, IndexConfig
+from ...indexer.config import BATCH_SIZE, DEFAULT_MODEL, DEVICES, POOLINGS, PRECISIONS, IndexConfig
 from ...indexer.encoding.layers import parse_layer, parse_layers
 from ...indexer.errors import LayerError
 
@@ -36,6 +36,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_device_option(parser: argparse.ArgumentParser, runs: str = "the encoder runs") -> None:
     parser.add_argument("--device", default="auto", choices=list(DEVICES),
                         help=f"where {runs} (default: auto = cuda when available)")
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=list(PRECISIONS),
+                        help="encoder matmul precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), "
+                        "fp16 (CUDA) or int8 (linear layers, CPU; fastest with VNNI/AMX); reduced precision changes "
+                        "vectors slightly, and an index records its own (default: the index's, else fp32)")
 
 
 def add_batch_size_option(parser: argparse.ArgumentParser, unit: str = "texts per forward pass") -> None:

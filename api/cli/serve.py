@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .options import add_batch_size_option, add_model_options, positive_int
+from .options import add_batch_size_option, add_model_options, add_precision_option, positive_int
 from ..settings import requested_model
 from ..settings import API_KEY_ENV, MAX_BODY_BYTES, Settings, api_key_from_env
 
@@ -23,6 +23,7 @@ def add_parsers(subparsers) -> None:
     serve.add_argument("--protect-reads", action="store_true",
                        help=f"require the ${API_KEY_ENV} key on reads too (search, info, documents, embed)")
     add_model_options(serve)
+    add_precision_option(serve)
     add_batch_size_option(serve, "texts per forward pass when documents are added")
     serve.add_argument("--threads", type=positive_int, help="CPU threads of torch, numpy's BLAS and FAISS (default: "
                        "their own choice, one per core; 1 is often faster for short queries on a busy machine)")
@@ -33,7 +34,7 @@ def add_parsers(subparsers) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(index=Path(args.index), model=requested_model(args.model),
-                    device=args.device, api_key=api_key_from_env(),
+                    device=args.device, precision=args.precision, api_key=api_key_from_env(),
                     protect_reads=args.protect_reads, batch_size=args.batch_size, threads=args.threads,
                     max_body_bytes=max(1, int(args.max_body_mb * 2 ** 20)))
 

@@ -40,6 +40,7 @@ class IndexService:
         model: Model name or directory; None: the index's own.
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Texts per forward pass when documents are added.
+        precision: The encoder's matmul precision (``indexer.config.PRECISIONS``); None: the index's own.
 
     Raises:
         IndexNotFoundError, IndexFormatError: No readable index in ``directory``.
@@ -48,12 +49,13 @@ class IndexService:
     """
 
     def __init__(self, directory: str | Path, model: str | None = None, device: str = "auto",
-                 batch_size: int = BATCH_SIZE):
+                 batch_size: int = BATCH_SIZE, precision: str | None = None):
         self.directory = Path(directory)
         store, manifest = open_docstore(index_directories(self.directory)[0])
         store.close()
         self.config = manifest.config
-        self.encoder = Encoder(load_model(model or manifest.config.model_name, device), batch_size=batch_size)
+        self.encoder = Encoder(load_model(model or manifest.config.model_name, device), batch_size=batch_size,
+                               precision=precision or manifest.config.precision)
         self.searcher = Searcher(self.directory, encoder=self.encoder)
         self.write_lock = asyncio.Lock()  # one writer of this process at a time; others wait their turn
         self._writer = None

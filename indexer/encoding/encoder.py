@@ -14,7 +14,8 @@ forward and pool steps on one batch and returns tensors, with autograd for train
 
 fp32 linear layers run on MKL or oneDNN, whichever :mod:`.linear_kernel` measured faster on this
 CPU (both exact fp32). ``precision`` ``fp32`` (the default) is exact; ``bf16``/``fp16`` run the matmuls in
-that dtype (weights cast once for the DeBERTa-v2 path, autocast otherwise).
+that dtype (weights cast once for the DeBERTa-v2 path, autocast otherwise); ``int8`` runs the linear
+layers on int8 weights and per-token int8 activations (:mod:`.int8_linear`, CPU only) and the rest in fp32.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from ..config import BATCH_SIZE, MEAN_NO_SPECIAL, IndexConfig, check_pooling
 from ..errors import XlsearchError
-from . import linear_kernel
+from . import int8_linear, linear_kernel
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .layers import check_layers
 from .model import LoadedModel, transformer_blocks
@@ -38,7 +39,8 @@ from .pooling import pool, pool_mask, to_numpy
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Precision -> dtype of the model's activations; int8 quantizes only the linear layers (:mod:`.int8_linear`).
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 
 _HOOK_LOCK = threading.Lock()  # models are shared between Encoders and threads
@@ -56,8 +58,8 @@ class Encoder(ModelFacts):
         batch_size: Texts per forward pass.
         max_tokens: Longest input in tokens (special tokens included); longer
             texts are truncated. Defaults to the model's limit, at most 512.
-        precision: ``fp32`` (exact, default), ``bf16`` or ``fp16`` for the matmuls;
-            reduced precision changes vectors slightly (cosine ~0.99+ to fp32).
+        precision: ``fp32`` (exact, default), ``bf16`` or ``fp16`` for the matmuls, or ``int8`` for the
+            linear layers (CPU); reduced precision changes vectors slightly (cosine ~0.99+ to fp32).
 
     Raises:
         XlsearchError: Bad batch size or unknown precision.
@@ -75,7 +77,8 @@ class Encoder(ModelFacts):
         self._blocks = transformer_blocks(loaded.model)
         self._fast = None
         if supports(loaded.model):
-            self._fast = FastDebertaV2(loaded.model, None if precision == "fp32" else self._dtype)
+            self._fast = FastDebertaV2(loaded.model, None if self._dtype == torch.float32 else self._dtype,
+                                       int8=precision == "int8")
 
     def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
                *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> np.ndarray:
@@ -181,7 +184,7 @@ class Encoder(ModelFacts):
         if self.uses_fast_path and not grad:
             return self._fast.hidden_states(input_ids, attention_mask, layers)
         autocast = contextlib.nullcontext()
-        if self.precision != "fp32":
+        if self._dtype != torch.float32:
             autocast = torch.autocast(device_type=input_ids.device.type, dtype=self._dtype)
         with autocast:
             return self._hooked_hidden_states(input_ids, attention_mask, layers)
@@ -212,7 +215,9 @@ class Encoder(ModelFacts):
         for layer in set(layers):
             if layer < self.num_layers:
                 handles.append(self._blocks[layer].register_forward_pre_hook(capture(layer), with_kwargs=True))
-        kernels = linear_kernel.routed(self.loaded.model) if self.precision == "fp32" else contextlib.nullcontext()
+        kernels = contextlib.nullcontext()
+        if self._dtype == torch.float32:  # fp32 on the faster library, or int8
+            kernels = linear_kernel.routed(self.loaded.model, int8_linear.linear if self.precision == "int8" else None)
         try:
             with kernels:
                 output = self.loaded.model(input_ids=input_ids, attention_mask=attention_mask)
@@ -226,14 +231,22 @@ class Encoder(ModelFacts):
 
 
 def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of ``precision``; warns when ``device`` has no native support for it.
+    """The dtype of ``precision``'s activations; warns when ``device`` has no native support for it.
 
     Raises:
-        XlsearchError: ``precision`` is not one of ``fp32``, ``bf16``, ``fp16``.
+        XlsearchError: ``precision`` is not one of ``fp32``, ``bf16``, ``fp16``, ``int8``, or ``int8``
+            off the CPU.
     """
     if precision not in PRECISIONS:
         raise XlsearchError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     dtype = PRECISIONS[precision]
+    if precision == "int8":
+        if device.type != "cpu" or not int8_linear.available():
+            raise XlsearchError(f"--precision int8 runs on the CPU only, not on {device}; use fp16 or bf16 there")
+        if not int8_linear.native_support():
+            log.warning("this CPU has no int8 dot-product instructions (VNNI or AMX): --precision int8 "
+                        "may be no faster than fp32 here")
+        return dtype
     if dtype != torch.float32 and not native_support(dtype, device):
         log.warning("%s has no native %s matmuls: --precision %s will be slower than fp32 here",
                     device, precision, precision)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules import module as nn_module
 
-from . import linear_kernel
+from . import int8_linear, linear_kernel
 from .packing import AttentionGroup, PackedBatch
 
 _INDEX_CACHE_SIZE = 64
@@ -84,16 +84,19 @@ class FastDebertaV2:
             invalidates the cached position projections on the next call. In-place edits
             through ``param.data`` bypass version counters: call :meth:`clear_cache` then.
         compute_dtype: dtype of the matmuls, or None for the weights' own (exact) dtype.
+        int8: Run the linear layers on int8 weights and per-token int8 activations
+            (:mod:`.int8_linear`); attention and the rest keep ``compute_dtype``.
 
     Thread-safe: the caches are filled under a lock.
     """
 
-    def __init__(self, model: nn.Module, compute_dtype: torch.dtype | None = None):
+    def __init__(self, model: nn.Module, compute_dtype: torch.dtype | None = None, int8: bool = False):
         if not supports(model):
             raise ValueError(f"{type(model).__name__} is not a DeBERTa-v2 model the fast forward supports")
         self.model = model
         self.modules = tuple(model.modules())
         self.compute_dtype = compute_dtype
+        self._kernel = int8_linear.linear if int8 else linear_kernel.linear
         encoder = model.encoder
         first = encoder.layer[0].attention.self
         self.heads = first.num_attention_heads
@@ -108,7 +111,8 @@ class FastDebertaV2:
         self._indices: OrderedDict[tuple, tuple[int, int, Tensor, Tensor]] = OrderedDict()
 
     def clear_cache(self) -> None:
-        """Forget cached position projections, cast weights and position indices."""
+        """Forget cached position projections, cast and int8 weights, and position indices."""
+        int8_linear.clear()
         with self._lock:
             self._positions.clear()
             self._casts.clear()
@@ -220,12 +224,12 @@ class FastDebertaV2:
 
     # -- maths -------------------------------------------------------------
     def _linear(self, x: Tensor, layer: nn.Linear) -> Tensor:
-        """``layer(x)`` for packed ``x`` ``(tokens, in)`` by the CPU's faster fp32 kernel (:mod:`.linear_kernel`);
-        may return a transposed (non-contiguous) view."""
+        """``layer(x)`` for packed ``x`` ``(tokens, in)`` by the CPU's faster fp32 kernel (:mod:`.linear_kernel`)
+        or in int8 (:mod:`.int8_linear`); may return a transposed (non-contiguous) view."""
         weight, bias = layer.weight, layer.bias
         if self.compute_dtype is not None:
             x, weight, bias = x.to(self.compute_dtype), self._cast(weight), self._cast(bias)
-        return linear_kernel.linear(x, weight, bias)
+        return self._kernel(x, weight, bias)
 
     def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """``norm(x + residual)``, in the residual stream's dtype; ``x`` (a fresh output) is overwritten."""

@@ -23,7 +23,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -170,15 +170,18 @@ def _best_ms(fn, repeats: int = 5) -> float:
 
 
 @contextlib.contextmanager
-def routed(model: nn.Module) -> Iterator[None]:
-    """Run every ``nn.Linear`` of ``model`` through :func:`linear` inside the block (inference of models
-    whose own forward runs). The instances' ``forward`` is set and restored; callers serialise calls."""
+def routed(model: nn.Module, kernel: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None = None) -> Iterator[None]:
+    """Run every fp32 ``nn.Linear`` of ``model`` through ``kernel`` (default :func:`linear`) inside the
+    block (inference of models whose own forward runs). The instances' ``forward`` is set and restored;
+    callers serialise calls."""
     layers = [m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype == torch.float32]
-    chosen = (_choice or _choose(layers[0].weight, layers[0].bias)) if layers else None
-    if chosen is not None and chosen["few"] == chosen["many"] == MKL:
-        layers = []  # MKL serves both regimes: torch's own path, untouched
+    if kernel is None:
+        kernel = linear
+        chosen = (_choice or _choose(layers[0].weight, layers[0].bias)) if layers else None
+        if chosen is not None and chosen["few"] == chosen["many"] == MKL:
+            layers = []  # MKL serves both regimes: torch's own path, untouched
     for layer in layers:
-        layer.forward = _routed_forward(layer)
+        layer.forward = _routed_forward(layer, kernel)
     try:
         yield
     finally:
@@ -186,11 +189,11 @@ def routed(model: nn.Module) -> Iterator[None]:
             del layer.forward
 
 
-def _routed_forward(layer: nn.Linear):
+def _routed_forward(layer: nn.Linear, kernel: Callable[[Tensor, Tensor, Tensor | None], Tensor]):
     def forward(x: Tensor) -> Tensor:
         if x.dim() == 2:
-            return linear(x, layer.weight, layer.bias)
+            return kernel(x, layer.weight, layer.bias)
         if x.dim() > 2 and x.is_contiguous():
-            return linear(x.view(-1, x.shape[-1]), layer.weight, layer.bias).reshape(*x.shape[:-1], -1)
+            return kernel(x.view(-1, x.shape[-1]), layer.weight, layer.bias).reshape(*x.shape[:-1], -1)
         return F.linear(x, layer.weight, layer.bias)
     return forward

@@ -29,6 +29,10 @@ class TextEncoder(Protocol):
     @property
     def num_layers(self) -> int: ...
 
+    @property
+    def precision(self) -> str:
+        """The matmul precision its vectors are computed in (``indexer.config.PRECISIONS``)."""
+
     def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
                *, pooling: str, prompt: str = "") -> np.ndarray:
         """``(len(texts), dim)`` float32 unit vectors pooled at ``layer``, after ``prompt``."""
@@ -39,6 +43,7 @@ class ModelFacts:
     :class:`TextEncoder` implementation states the same way."""
 
     loaded: LoadedModel
+    precision: str = "fp32"
 
     @property
     def tokenizer(self):

@@ -148,7 +148,7 @@ def build_index_ray(paths: Sequence[str | Path], directory: str | Path, config: 
     config = settle_config(config, loaded)  # the actors chunk and embed with the numbers the index records
     files = [{"path": str(Path(p).resolve())} for p in paths]
     stats = UpsertStats()
-    with open_writer(directory, Encoder(loaded), config, shards) as writer:
+    with open_writer(directory, Encoder(loaded, precision=precision), config, shards) as writer:
         actor = {"model": config.model_name, "config": dataclasses.asdict(config), "device": "cuda" if gpus else "cpu",
                  "precision": precision, "batch_size": batch_size, "threads": options.cpus_per_worker,
                  "known": writer.stored_checksums()}

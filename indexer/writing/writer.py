@@ -79,12 +79,13 @@ class UpsertStats:
 def resolve_config(directory: str | Path, *, model_name: str | None = None, layer: int | None = None,
                    pooling: str | None = None, query_prompt: str | None = None, document_prompt: str | None = None,
                    chunk_tokens: int | None = None, chunk_overlap: int | None = None,
-                   center_languages: bool | None = None, dense_index: str | None = None) -> IndexConfig:
+                   center_languages: bool | None = None, dense_index: str | None = None,
+                   precision: str | None = None) -> IndexConfig:
     """The existing index's settings (or the defaults) with the given ones (not None) on top;
     a given setting that differs from an existing index's is refused when the writer opens it."""
     given = dict(model_name=model_name, layer=layer, pooling=pooling, query_prompt=query_prompt,
                  document_prompt=document_prompt, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                 center_languages=center_languages, dense_index=dense_index)
+                 center_languages=center_languages, dense_index=dense_index, precision=precision)
     base = IndexConfig()
     directory = index_directories(directory)[0]  # shard 0 of a sharded index
     if index_exists(directory):
@@ -154,8 +155,8 @@ class IndexWriter:
         from ..encoding.sentence_config import settle_config  # here: a writer that only deletes loads no torch
 
         config = settle_config(config, self.encoder.loaded)  # ConfigError for a layer the model lacks
-        # The manifest names the model that made the vectors, whatever the config was built with.
-        config = dataclasses.replace(config, model_name=self.encoder.loaded.name)
+        # The manifest names the model (and precision) that made the vectors, whatever the config was built with.
+        config = dataclasses.replace(config, model_name=self.encoder.loaded.name, precision=self.encoder.precision)
         # A new index (or one whose first commit never happened): start empty.
         self.store = DocStore(self.directory / DOCS_FILE, create=True)
         self.manifest = Manifest(config=config, model_fingerprint=self.encoder.loaded.fingerprint,

@@ -194,6 +194,10 @@ class LayerCache(ModelFacts):
     def loaded(self):
         return self.encoder.loaded
 
+    @property
+    def precision(self) -> str:
+        return self.encoder.precision
+
     def __len__(self) -> int:
         return len(self._vectors)
 

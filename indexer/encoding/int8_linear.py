@@ -1,0 +1,85 @@
+"""int8 linear layers for ``--precision int8``: weights per output channel, activations per row.
+
+``x @ weight.T + bias`` becomes ``(q(x) @ q(weight).T) * sx * sw + bias``, where ``q(weight)``
+rounds each output channel to int8 on its own scale ``sw = max|row| / 127`` (computed once per
+weight version and cached: one byte per parameter), ``q(x)`` rounds each row of the input (one
+token) on its own scale ``sx``, and the product accumulates in int32 (``torch._int_mm``:
+oneDNN, VNNI or AMX where the CPU has them).
+
+Why per row: torch's dynamic quantization (``quantize_dynamic``) scales the activations of a
+whole batch by one number, so a single token with a large activation costs every other token
+its precision. With multilingual-e5-small on Tatoeba (15 languages x 100 pairs,
+``bench/bench_precision.py``) that lost 1.3-2.6 points of accuracy@1; rounding the same int8
+weights against per-row activation scales loses 0.3, and the weights alone in int8 lose
+nothing. Every other op (attention, layer norms, GELU) stays fp32.
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .linear_kernel import weight_key
+
+_lock = threading.Lock()
+_weights: dict[int, tuple[tuple, Tensor, Tensor]] = {}  # id(weight) -> (key, int8 (in, out), scales (out,))
+
+
+def available() -> bool:
+    """Whether this torch build multiplies int8 matrices on the CPU."""
+    try:
+        torch._int_mm(torch.ones(1, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
+        return True
+    except (AttributeError, RuntimeError, NotImplementedError):  # pragma: no cover - unusual builds
+        return False
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``x`` (rows, n) as int8 rounded on each row's own scale, and the ``(rows, 1)`` scales
+    (``x ~= q * scale``; an all-zero row gets scale 1 and zeros)."""
+    amax = x.abs().amax(dim=1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    scaled = torch.div(x, scale, out=torch.empty(x.shape))  # row-major strides even for one row, as _int_mm needs
+    return scaled.round_().to(torch.int8), scale
+
+
+def quantized_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """``weight`` (out, in) as int8 per output channel, transposed to ``(in, out)`` for the product,
+    and its ``(out,)`` scales; cached until the weight changes."""
+    key = weight_key([weight])
+    cached = _weights.get(id(weight))
+    if cached is None or cached[0] != key:
+        with _lock:
+            q, scale = quantize_rows(weight.detach().float())
+            cached = _weights[id(weight)] = (key, q.t().contiguous(), scale.view(-1))
+    return cached[1], cached[2]
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear(x, weight, bias)`` with int8 operands for 2-D fp32 ``x`` on the CPU (see the module).
+
+    Anything else (another dtype or device, autograd, no rows) goes to ``F.linear`` unchanged.
+    """
+    if (x.dim() != 2 or x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[0] == 0
+            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+        return F.linear(x, weight, bias)
+    q_weight, w_scale = quantized_weight(weight)
+    q_x, x_scale = quantize_rows(x)
+    out = torch._int_mm(q_x, q_weight).to(torch.float32).mul_(w_scale)
+    if bias is None:
+        return out.mul_(x_scale)
+    return torch.addcmul(bias, out, x_scale, out=out)
+
+
+def clear() -> None:
+    """Forget every cached int8 weight (tests; memory)."""
+    with _lock:
+        _weights.clear()
+
+
+def native_support() -> bool:
+    """Whether the CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX), as torch reports them."""
+    probes = ("_is_vnni_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
