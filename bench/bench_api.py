@@ -106,10 +106,11 @@ def free_port() -> int:
 
 
 def start_server(index: Path, model: Path, threads: int | None, log: Path,
-                 timeout: float = 300) -> tuple[subprocess.Popen, str]:
+                 timeout: float = 300, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "xlsearch.api.cli.main", "serve", "--index", str(index), "--port", str(port),
-               "--model", str(model), "--device", "cpu"] + (["--threads", str(threads)] if threads else [])
+               "--model", str(model), "--device", "cpu"] + (["--threads", str(threads)] if threads else []) + \
+        (extra or [])
     with open(log, "wb") as stderr:
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
                                    env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})

