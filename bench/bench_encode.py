@@ -175,29 +175,33 @@ def matmul_gflops() -> float:
     return max(matmul_rates().values())
 
 
+def query_cpu_ms(encoder: Encoder, queries: list[str], layer: int) -> float:
+    """Median CPU time of encoding each of ``queries`` alone, in ms."""
+    times = []
+    for query in queries:
+        started = time.process_time()
+        encoder.encode([query], layer)
+        times.append(time.process_time() - started)
+    return 1e3 * statistics.median(times)
+
+
+def bulk_cpu_s(encoder: Encoder, docs: list[str], layer: int) -> float:
+    """CPU time of encoding ``docs`` in one call, in s."""
+    started = time.process_time()
+    encoder.encode(docs, layer)
+    return time.process_time() - started
+
+
 def bench_kernels(encoder: Encoder, queries: list[str], docs: list[str], layer: int, repeats: int) -> dict:
     """The fast path on the kernels :mod:`indexer.encoding.linear_kernel` chose against MKL for every
     linear (torch's default), interleaved: CPU time per query (p50) and per bulk run (median)."""
-    def query_ms() -> float:
-        times = []
-        for query in queries:
-            started = time.process_time()
-            encoder.encode([query], layer)
-            times.append(time.process_time() - started)
-        return 1e3 * statistics.median(times)
-
-    def bulk_s() -> float:
-        started = time.process_time()
-        encoder.encode(docs, layer)
-        return time.process_time() - started
-
     chosen_q, mkl_q, chosen_b, mkl_b = [], [], [], []
     for _ in range(repeats):
-        chosen_q.append(query_ms())
-        chosen_b.append(bulk_s())
+        chosen_q.append(query_cpu_ms(encoder, queries, layer))
+        chosen_b.append(bulk_cpu_s(encoder, docs, layer))
         with linear_kernel.forced(linear_kernel.MKL):
-            mkl_q.append(query_ms())
-            mkl_b.append(bulk_s())
+            mkl_q.append(query_cpu_ms(encoder, queries, layer))
+            mkl_b.append(bulk_cpu_s(encoder, docs, layer))
     q, qm, b, bm = (statistics.median(x) for x in (chosen_q, mkl_q, chosen_b, mkl_b))
     return {"linear_kernel": linear_kernel.choice(), "query_cpu_ms_p50_fast": round(q, 2),
             "query_cpu_ms_p50_fast_on_mkl": round(qm, 2), "kernel_query_speedup": round(qm / q, 2),
@@ -285,26 +289,12 @@ def bench_reduced(loaded: LoadedModel, fp32: Encoder, queries: list[str], docs: 
     bulk run over ``docs``; the cosine of its vectors to fp32's; whether the CPU has the instructions."""
     reduced = Encoder(loaded, batch_size=fp32.batch_size, precision=precision)
     reduced.encode(docs[:2], layer), reduced.encode(queries[:2], layer)  # warm-up: casts, int8 weights
-
-    def query_ms(encoder: Encoder) -> float:
-        times = []
-        for query in queries:
-            started = time.process_time()
-            encoder.encode([query], layer)
-            times.append(time.process_time() - started)
-        return 1e3 * statistics.median(times)
-
-    def bulk_s(encoder: Encoder) -> float:
-        started = time.process_time()
-        encoder.encode(docs, layer)
-        return time.process_time() - started
-
     times: dict[str, list[float]] = {"fq": [], "rq": [], "fb": [], "rb": []}
     for _ in range(repeats):
-        times["fq"].append(query_ms(fp32))
-        times["rq"].append(query_ms(reduced))
-        times["fb"].append(bulk_s(fp32))
-        times["rb"].append(bulk_s(reduced))
+        times["fq"].append(query_cpu_ms(fp32, queries, layer))
+        times["rq"].append(query_cpu_ms(reduced, queries, layer))
+        times["fb"].append(bulk_cpu_s(fp32, docs, layer))
+        times["rb"].append(bulk_cpu_s(reduced, docs, layer))
     fq, rq, fb, rb = (statistics.median(times[key]) for key in ("fq", "rq", "fb", "rb"))
     cosine = (fp32.encode(docs + queries, layer) * reduced.encode(docs + queries, layer)).sum(1)
     native = int8_linear.native_support() if precision == "int8" else native_support(PRECISIONS[precision],
