@@ -468,6 +468,14 @@ def test_a_model_that_does_not_match_the_index_stops_start_up(sample_index, tiny
     assert isinstance(app.state.startup_error, IndexMismatchError) and app.state.service is None
 
 
+def test_the_server_encodes_in_the_index_s_precision_and_refuses_another(sample_index, tiny_deberta_dir):
+    with TestClient(create_app(make_settings(sample_index, tiny_deberta_dir))) as client:  # precision None: the index's
+        assert client.app.state.service.encoder.precision == "fp32"
+    app = create_app(make_settings(sample_index, tiny_deberta_dir, precision="int8"))
+    with pytest.raises(IndexMismatchError, match="computed in fp32, not int8"), TestClient(app):
+        pass
+
+
 def test_public_messages_hide_paths():
     message = "/srv/idx: another process is writing (it holds /srv/idx/.lock); model /models/m failed"
     assert public_message(message, ["/srv/idx"]) == (

@@ -263,6 +263,10 @@ def test_cli_beir_index_reuse_and_existing_index(tmp_path, tiny_deberta_dir, bei
     assert {r["metric"]: r["value"] for r in existing["results"]} == lexical
     assert main(["evaluate", "xquad", "--data", str(SHARED / "xquad"), "--index", str(index), "--limit", "1"]) == 1
     assert "has 12 collections" in capsys.readouterr().err
+    # the index's own model in another precision than its vectors': refused, naming both
+    assert main(["evaluate", "beir", "--data", str(beir_dir), "--index", str(index), "--modes", "dense",
+                 "--precision", "int8"]) == 1
+    assert "computed in fp32, not int8" in capsys.readouterr().err
 
 
 def test_cli_lexical_needs_no_model(tmp_path, capsys):

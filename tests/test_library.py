@@ -40,6 +40,20 @@ def test_open_add_search_delete_in_a_few_lines(tmp_path, tiny_deberta_dir):
     assert len(committed_manifest(tmp_path / "i").segments) == 1
 
 
+def test_an_index_keeps_its_precision(tmp_path, tiny_deberta_dir):
+    with xlsearch.open_index(tmp_path / "i", model=str(tiny_deberta_dir), layer=2, precision="int8") as index:
+        index.add(DOCS)
+        assert index.search("Green tea water", k=1, mode="dense")[0].id == "tea-en"
+    with xlsearch.open_index(tmp_path / "i") as index:  # reopened: the recorded precision, for both sides
+        assert index.config.precision == "int8"
+        assert index.add([xlsearch.Document("x", "Apollo 11 landed in 1969.", lang="en")]).added == 1
+        assert index.search("Apollo 11", k=1, mode="dense")[0].id == "x"
+    with pytest.raises(IndexMismatchError, match="precision='int8', not 'fp32'"):
+        xlsearch.open_index(tmp_path / "i", precision="fp32")
+    with pytest.raises(ConfigError, match="unknown precision 'int4'"):
+        xlsearch.open_index(tmp_path / "new", precision="int4")
+
+
 def test_manifest_names_the_model_that_made_the_vectors(tmp_path, encoder):
     """A writer given an encoder and a config naming another model records the encoder's."""
     from xlsearch.indexer.writing.writer import IndexWriter

@@ -115,14 +115,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                pairs=args.pairs, split=args.split)
     encoder = None
     needs_model = any(mode != "lexical" for mode in modes)
+    if args.precision and existing and needs_model and not model_name:
+        model_name = _index_model(args.index)  # loaded here in the precision asked for, then checked against the index
     if args.model or (needs_model and (model_name or not existing)):  # else an index's own model, or none
         from ...indexer.encoding.encoder import Encoder
         from ...indexer.encoding.model import load_model
 
         encoder = Encoder(load_model(model_name or DEFAULT_MODEL, args.device), batch_size=args.batch_size,
                           precision=args.precision or "fp32")
-    elif args.precision and needs_model:
-        raise XlsearchError("--precision with an existing --index needs --model (the index's model) as well")
     settings = EvalSettings(modes=tuple(modes), layers=tuple(args.layers), fusion=args.fusion, alpha=args.alpha,
                             pooling=args.pooling, query_prompt=args.query_prompt,
                             document_prompt=args.document_prompt,
@@ -139,6 +139,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(format_tables(evaluation))
     write_outputs(evaluation, args.out, args.report, args.plot, args.run_file)
     return 0
+
+
+def _index_model(directory: Path) -> str:
+    from ...indexer.store.shard_layout import index_directories
+    from ...indexer.store.storage import committed_manifest
+
+    return committed_manifest(index_directories(directory)[0]).config.model_name
 
 
 def _is_index(directory: Path) -> bool:
