@@ -216,6 +216,8 @@ def test_cli_precision_option(tmp_path, monkeypatch, tiny_deberta_dir, capsys):
     assert main(["index", str(SAMPLE), "--index", index, "--layer", "2", "--precision", "bf16"]) == 0
     capsys.readouterr()
     assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["config"]["precision"] == "bf16"
+    assert main(["info", "--index", index]) == 0
+    assert "dimensions, bf16, flat-ip" in capsys.readouterr().out
     assert main(["search", "--index", index, "green tea", "-k", "3", "--json", "--precision", "bf16"]) == 0
     assert len(json.loads(capsys.readouterr().out)["hits"]) == 3
     assert main(["search", "--index", index, "green tea", "-k", "3", "--json"]) == 0  # the index's own precision

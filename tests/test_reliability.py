@@ -509,10 +509,17 @@ def test_real_full_disk_and_read_only_disk_keep_the_old_index(sample_index_maste
     directory = small_mount / "index"
     shutil.copytree(sample_index_master, directory)
     (directory / ".lock").unlink(missing_ok=True)
-    config = load_index(directory).manifest.config
+    reader = load_index(directory)
+    config = reader.manifest.config
+    reader.close()  # no connection left open: the writer makes SQLite's shared-memory file itself
     before, ids = listing(directory), stored_ids(directory)
     text = " ".join(sib_sentences("eng_Latn", limit=60))
-    filler = fill(small_mount, leave=16 * 1024)
+    filler = fill(small_mount, leave=16 * 1024)  # too little for SQLite's 32 KiB shared-memory file
+    with pytest.raises(IndexFormatError, match="cannot open the document store .*is the disk full or read-only"):
+        IndexWriter(directory, encoder, config)
+    filler.unlink()
+    # Room for opening the store, not for the commit.
+    filler = fill(small_mount, leave=64 * 1024)
     with IndexWriter(directory, encoder, config) as writer:
         writer.upsert([Document(id=f"big-{i}", text=text) for i in range(3)])
         with pytest.raises(IndexWriteError, match="No space left on device.*the index is unchanged"):

@@ -298,7 +298,7 @@ def format_info(info: dict) -> str:
         + (f" (generation {info['generation']})" if "generation" in info else ""),
         f"model      {config['model_name']} (fingerprint {info['model_fingerprint']})",
         f"vectors    layer {config['layer']} of {info['num_layers']}, {config['pooling']}, {prompts}, "
-        f"{info['dim']} dimensions, {config['dense_index']}"
+        f"{info['dim']} dimensions, {config.get('precision', 'fp32')}, {config['dense_index']}"
         + (", languages centered" if config.get("center_languages") else ""),
         f"chunks     up to {config['chunk_tokens']} tokens, {config['chunk_overlap']} shared",
         f"lexical    BM25 k1={config['bm25_k1']} b={config['bm25_b']}, analyzer {config['analyzer']}",

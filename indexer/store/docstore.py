@@ -131,7 +131,7 @@ class DocStore:
         try:
             return self.db.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise IndexFormatError(f"{self.path}: unreadable document store ({exc})") from None
+            raise unreadable(self.path, exc) from None
 
     def documents(self, doc_ids: Iterable[str]) -> dict[str, Document]:
         return {d: doc for d in set(doc_ids) if (doc := self.get_document(d)) is not None}
@@ -259,3 +259,11 @@ def delete_documents(conn: sqlite3.Connection, doc_ids: Sequence[str]) -> None:
 
 def set_meta(conn: sqlite3.Connection, values: dict[str, str]) -> None:
     conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+
+
+def unreadable(path: Path, exc: sqlite3.DatabaseError) -> IndexFormatError:
+    """The error for a document store SQLite cannot read; an I/O error (SQLite could not create its
+    shared-memory or journal file: a full or read-only disk) is named as such, not as damage."""
+    if "disk I/O error" in str(exc):
+        return IndexFormatError(f"{path}: cannot open the document store ({exc}): is the disk full or read-only?")
+    return IndexFormatError(f"{path}: unreadable document store ({exc})")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .centering import Centroids
 from ..config import Manifest
-from .docstore import DOCS_FILE, DocStore
+from .docstore import DOCS_FILE, DocStore, unreadable
 from ..errors import IndexFormatError, IndexLockedError, IndexNotFoundError, IndexWriteError
 from .durable import fsync_dir, fsync_tree
 from .segment import Segment, is_segment_name
@@ -159,7 +159,7 @@ def committed_manifest(directory: str | Path) -> Manifest | None:
             return None  # created, but the first commit never happened
         text = store.get_meta("manifest")
     except sqlite3.DatabaseError as exc:
-        raise IndexFormatError(f"{path}: unreadable document store ({exc})") from None
+        raise unreadable(path, exc) from None
     finally:
         store.close()
     return None if text is None else Manifest.from_json(text, str(path))

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (documents done, chunks done) since the last call
 ENCODE_GROUP = 512  # chunks encoded together, so length sorting has something to sort
+FULL_DISK_BYTES = 1 << 20  # less free space than this after a short write: the disk is full
 
 
 @dataclass
@@ -339,8 +340,8 @@ class IndexWriter:
             fsync_dir(self.directory)
             manifest = self._commit_store(generation, plan, digest_files(self.directory, written))
         except (OSError, RuntimeError, sqlite3.Error) as exc:  # RuntimeError: FAISS I/O
+            reason = _failure(exc, self.directory)
             _discard(written)
-            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
             raise IndexWriteError(f"{self.directory}: could not commit ({reason}); "
                                   f"the index is unchanged") from exc
         except BaseException:
@@ -489,6 +490,20 @@ def _remove_uncommitted(directory: Path, next_segment: int, generation: int) -> 
                 item.name.startswith("centroids.") and int(number) > generation):
             log.info("removing %s, left by a commit that did not finish", item)
             shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def _failure(exc: BaseException, directory: Path) -> str:
+    """Why a write failed, in the OS's words where it gave any. numpy and FAISS report a full disk as a
+    short write without an errno ("1040 requested and 1008 written"): that is named for what it is."""
+    reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+    if getattr(exc, "errno", None) is None and " written" in reason:
+        try:
+            full = shutil.disk_usage(directory).free < FULL_DISK_BYTES
+        except OSError:
+            full = False
+        if full:
+            return f"No space left on device: {reason}"
+    return reason
 
 
 def _discard(written: list[Path]) -> None:
