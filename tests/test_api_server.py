@@ -137,8 +137,11 @@ def test_serve_options_reach_the_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("XLSEARCH_API_KEY", "k")
     monkeypatch.setenv("XLSEARCH_MODEL", "/models/m")
     args = build_parser().parse_args(["serve", "--index", str(tmp_path), "--protect-reads", "--batch-size", "8",
-                                      "--max-body-mb", "0.5", "--device", "cpu", "--threads", "1"])
+                                      "--max-body-mb", "0.5", "--device", "cpu", "--threads", "1",
+                                      "--precision", "int8"])
     settings = settings_from_args(args)
+    assert settings.precision == "int8"
+    assert settings_from_args(build_parser().parse_args(["serve", "--index", str(tmp_path)])).precision is None
     assert (settings.index, settings.api_key, settings.model, settings.device) == (Path(tmp_path), "k", "/models/m",
                                                                                    "cpu")
     assert settings.protect_reads and settings.batch_size == 8 and settings.max_body_bytes == 2 ** 19
