@@ -85,6 +85,11 @@ def test_cli_npy_writes_ids_beside(text_file, tmp_path, tiny_deberta_dir, encode
     assert "embedded 6 texts" in capsys.readouterr().err
     np.testing.assert_allclose(np.load(out), encoder.encode(TEXTS, 2), atol=1e-5)
     assert json.loads(ids_path(out).read_text(encoding="utf-8")) == ["1", "2", "3", "5", "6", "7"]
+    assert main(["embed", str(text_file), "--model", str(tiny_deberta_dir), "--layers", "2",
+                 "--out", str(out), "--device", "cpu", "--precision", "int8"]) == 0
+    assert "dim 32, int8)" in capsys.readouterr().err
+    reduced, exact = np.load(out), encoder.encode(TEXTS, 2)
+    assert (reduced * exact).sum(1).min() > 0.99 and np.abs(reduced - exact).max() > 1e-6  # int8: close, not equal
 
 
 @pytest.mark.parametrize("fixture", ["tiny_deberta_dir", "tiny_bert_dir"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ...indexer.config import DEFAULT_MODEL
+from ...indexer.config import DEFAULT_MODEL, PRECISIONS
 from ...indexer.errors import XlsearchError
 from ...indexer.encoding.layers import parse_layers
 from ...indexer.tasks.embed import OUTPUT_SUFFIXES, POOLINGS, Embeddings, embed_texts, read_texts, write_embeddings
@@ -38,6 +38,9 @@ def add_parsers(subparsers) -> None:
                        "(default vectors.npy for one layer, vectors.npz for several)")
     add_batch_size_option(embed)
     add_device_option(embed)
+    embed.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                       help="encoder matmul precision, as for xlsearch index (default fp32; int8 on the CPU is "
+                       "1.5-1.8x faster with VNNI, within 0.002 of fp32 on the retrieval benchmarks measured)")
     embed.set_defaults(handler=run_embed)
 
     fill = subparsers.add_parser(
@@ -65,7 +68,8 @@ def run_embed(args) -> int:
 
     layers = parse_layers(args.layers)
     ids, texts = read_texts(args.input)
-    encoder = Encoder(load_model(_model_name(args), args.device), batch_size=args.batch_size)
+    encoder = Encoder(load_model(_model_name(args), args.device), batch_size=args.batch_size,
+                      precision=args.precision)
     defaults = model_defaults(encoder.loaded)
     layers = layers or [defaults.layer]
     pooling = defaults.pooling if args.pooling == "auto" else args.pooling
@@ -77,7 +81,7 @@ def run_embed(args) -> int:
     vectors = embed_texts(encoder, texts, layers, pooling, prompt)
     written = write_embeddings(Embeddings(ids, vectors), out)
     print(f"embedded {len(texts)} texts, layers {','.join(map(str, layers))} ({pooling} pooling, prompt {prompt!r}, "
-          f"dim {encoder.dim}) -> {', '.join(map(str, written))}", file=sys.stderr)
+          f"dim {encoder.dim}, {encoder.precision}) -> {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 
