@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import sys
 
-from ...indexer.config import DEFAULT_MODEL, PRECISIONS
+from ...indexer.config import DEFAULT_MODEL
 from ...indexer.errors import XlsearchError
 from ...indexer.encoding.layers import parse_layers
 from ...indexer.tasks.embed import OUTPUT_SUFFIXES, POOLINGS, Embeddings, embed_texts, read_texts, write_embeddings
 
-from .options import add_batch_size_option, add_device_option, positive_int
+from .options import add_batch_size_option, add_device_option, add_precision_option, positive_int
 from ..settings import MODEL_ENV, requested_model
 
 
@@ -38,9 +38,7 @@ def add_parsers(subparsers) -> None:
                        "(default vectors.npy for one layer, vectors.npz for several)")
     add_batch_size_option(embed)
     add_device_option(embed)
-    embed.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
-                       help="encoder matmul precision, as for xlsearch index (default fp32; int8 on the CPU is "
-                       "1.5-1.8x faster with VNNI, within 0.002 of fp32 on the retrieval benchmarks measured)")
+    add_precision_option(embed, default="fp32")  # no index to take it from
     embed.set_defaults(handler=run_embed)
 
     fill = subparsers.add_parser(

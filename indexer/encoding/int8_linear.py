@@ -47,7 +47,8 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     (``x ~= q * scale``; an all-zero row gets scale 1 and zeros)."""
     amax = x.abs().amax(dim=1, keepdim=True)
     scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-    scaled = torch.div(x, scale, out=torch.empty(x.shape, dtype=torch.float32))  # row-major strides even for one row, as _int_mm needs
+    # Written into row-major strides even for one row, as _int_mm needs.
+    scaled = torch.div(x, scale, out=torch.empty(x.shape, dtype=torch.float32))
     return scaled.round_().to(torch.int8), scale
 
 
@@ -83,4 +84,3 @@ def clear() -> None:
     """Forget every cached int8 weight (tests; memory)."""
     with _lock:
         _weights.clear()
-
