@@ -41,9 +41,9 @@ def add_device_option(parser: argparse.ArgumentParser, runs: str = "the encoder 
 def add_precision_option(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     """``--precision``; None (the default) means the index's own, else fp32."""
     parser.add_argument("--precision", default=default, choices=list(PRECISIONS),
-                        help="encoder matmul precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA), "
-                        "fp16 (CUDA) or int8 (linear layers, CPU; fastest with VNNI/AMX); reduced precision changes "
-                        "vectors slightly, and an index records its own (default: "
+                        help="encoder matmul precision: fp32 (exact), bf16 (CPUs with AVX512-BF16/AMX, or CUDA; the "
+                        "fastest with AMX), fp16 (CUDA) or int8 (linear layers, CPU; with VNNI/AMX); reduced precision "
+                        "changes vectors slightly, and an index records its own (default: "
                         + (f"{default})" if default else "the index's, else fp32)"))
 
 

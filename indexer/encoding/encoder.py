@@ -14,8 +14,9 @@ forward and pool steps on one batch and returns tensors, with autograd for train
 
 fp32 linear layers run on MKL or oneDNN, whichever :mod:`.linear_kernel` measured faster on this
 CPU (both exact fp32). ``precision`` ``fp32`` (the default) is exact; ``bf16``/``fp16`` run the matmuls in
-that dtype (weights cast once for the DeBERTa-v2 path, autocast otherwise); ``int8`` runs the linear
-layers on int8 weights and per-token int8 activations (:mod:`.int8_linear`, CPU only) and the rest in fp32.
+that dtype (autocast for models other than DeBERTa-v2; on the CPU, bf16 linear layers run on weights
+cast and laid out for oneDNN once, :mod:`.bf16_linear`); ``int8`` runs the linear layers on int8 weights
+and per-token int8 activations (:mod:`.int8_linear`, CPU only) and the rest in fp32.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from ..config import BATCH_SIZE, MEAN_NO_SPECIAL, IndexConfig, check_pooling
 from ..errors import XlsearchError
-from . import int8_linear, linear_kernel
+from . import bf16_linear, int8_linear, linear_kernel
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
 from .layers import check_layers
 from .model import LoadedModel, transformer_blocks
@@ -218,6 +219,8 @@ class Encoder(ModelFacts):
         kernels = contextlib.nullcontext()
         if self._dtype == torch.float32:  # fp32 on the faster library, or int8
             kernels = linear_kernel.routed(self.loaded.model, int8_linear.linear if self.precision == "int8" else None)
+        elif self._dtype == torch.bfloat16 and input_ids.device.type == "cpu" and bf16_linear.available():
+            kernels = linear_kernel.routed(self.loaded.model, bf16_linear.linear)  # packed, not cast per call
         try:
             with kernels:
                 output = self.loaded.model(input_ids=input_ids, attention_mask=attention_mask)

@@ -18,8 +18,9 @@ attention runs per group of similar-length rows, padded to the group's widest, w
 padding keys masked, through ``scaled_dot_product_attention`` with the c2p + p2c
 scores as its additive mask.
 Everything runs in the weights' dtype unless a ``compute_dtype`` is given: then the
-matmuls and attention run in that dtype on cached, cast copies of the weights, while
-LayerNorms and the residual stream stay in the weights' dtype.
+matmuls and attention run in that dtype on cached, cast copies of the weights (bf16 on
+the CPU: cast and laid out for oneDNN, :mod:`.bf16_linear`), while LayerNorms and the
+residual stream stay in the weights' dtype.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules import module as nn_module
 
-from . import int8_linear, linear_kernel
+from . import bf16_linear, int8_linear, linear_kernel
 from .packing import AttentionGroup, PackedBatch
 
 _INDEX_CACHE_SIZE = 64
@@ -96,7 +97,7 @@ class FastDebertaV2:
         self.model = model
         self.modules = tuple(model.modules())
         self.compute_dtype = compute_dtype
-        self._kernel = int8_linear.linear if int8 else linear_kernel.linear
+        self._kernel = self._choose_kernel(model, compute_dtype, int8)
         encoder = model.encoder
         first = encoder.layer[0].attention.self
         self.heads = first.num_attention_heads
@@ -110,9 +111,22 @@ class FastDebertaV2:
         self._rel_full: Tensor | None = None
         self._indices: OrderedDict[tuple, tuple[int, int, Tensor, Tensor]] = OrderedDict()
 
+    def _choose_kernel(self, model: nn.Module, compute_dtype: torch.dtype | None, int8: bool):
+        """The linear layers' kernel: int8, bf16 on packed weights (CPU), fp32's faster library, or
+        ``F.linear`` on cast weights (fp16; bf16 off the CPU)."""
+        if int8:
+            return int8_linear.linear
+        if compute_dtype is None:
+            return linear_kernel.linear
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        if compute_dtype == torch.bfloat16 and on_cpu and bf16_linear.available():
+            return bf16_linear.linear
+        return lambda x, weight, bias: F.linear(x, self._cast(weight), self._cast(bias))
+
     def clear_cache(self) -> None:
-        """Forget cached position projections, cast and int8 weights, and position indices."""
+        """Forget cached position projections, cast, bf16 and int8 weights, and position indices."""
         int8_linear.clear()
+        bf16_linear.clear()
         with self._lock:
             self._positions.clear()
             self._casts.clear()
@@ -224,12 +238,11 @@ class FastDebertaV2:
 
     # -- maths -------------------------------------------------------------
     def _linear(self, x: Tensor, layer: nn.Linear) -> Tensor:
-        """``layer(x)`` for packed ``x`` ``(tokens, in)`` by the CPU's faster fp32 kernel (:mod:`.linear_kernel`)
-        or in int8 (:mod:`.int8_linear`); may return a transposed (non-contiguous) view."""
-        weight, bias = layer.weight, layer.bias
+        """``layer(x)`` for packed ``x`` ``(tokens, in)`` by the CPU's faster fp32 kernel (:mod:`.linear_kernel`),
+        in bf16 (:mod:`.bf16_linear`) or int8 (:mod:`.int8_linear`); may return a transposed (non-contiguous) view."""
         if self.compute_dtype is not None:
-            x, weight, bias = x.to(self.compute_dtype), self._cast(weight), self._cast(bias)
-        return self._kernel(x, weight, bias)
+            x = x.to(self.compute_dtype)
+        return self._kernel(x, layer.weight, layer.bias)
 
     def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """``norm(x + residual)``, in the residual stream's dtype; ``x`` (a fresh output) is overwritten."""
@@ -247,6 +260,8 @@ class FastDebertaV2:
 
     def _attention(self, i: int, attention: nn.Module, hidden: Tensor, batch: PackedBatch) -> Tensor:
         """Self-attention of packed states, one group of similar-length rows at a time; packed."""
+        if self.compute_dtype is not None:
+            hidden = hidden.to(self.compute_dtype)  # once for the three projections
         query = self._linear(hidden, attention.query_proj)
         key = self._linear(hidden, attention.key_proj)
         value = self._linear(hidden, attention.value_proj)
