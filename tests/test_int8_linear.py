@@ -60,6 +60,25 @@ def test_linear_is_the_quantized_arithmetic_and_close_to_fp32(rows, with_bias):
     assert np.abs(got.numpy() - exact).max() < 0.02 * np.abs(exact).max()
 
 
+@pytest.mark.parametrize("prepacked", [True, False])
+def test_both_int8_products_give_the_quantized_arithmetic(prepacked, monkeypatch):
+    """oneDNN's int8 linear on a prepacked weight where torch has it, ``torch._int_mm`` elsewhere."""
+    if prepacked and not int8_linear.prepacked():
+        pytest.skip("this torch build has no oneDNN int8 linear")
+    monkeypatch.setattr(int8_linear, "prepacked", lambda: prepacked)
+    weight, bias = torch.randn(24, 16), torch.randn(24)
+    for rows in (1, 5, 200):
+        x = torch.randn(rows, 16)
+        with torch.no_grad():
+            got = int8_linear.linear(x, weight, bias)
+        np.testing.assert_allclose(got.numpy(), by_hand(x, weight, bias), rtol=1e-5, atol=1e-4)
+    operand = int8_linear._weights[id(weight)][1]
+    if prepacked:
+        assert operand.layout == torch._mkldnn  # laid out for oneDNN
+    else:
+        assert operand.layout == torch.strided and operand.shape == (16, 24) and operand.is_contiguous()
+
+
 def test_int8_weights_follow_in_place_changes():
     weight, x = torch.randn(24, 16), torch.randn(4, 16)
     with torch.no_grad():
