@@ -89,6 +89,24 @@ def test_single_unpadded_sequences(model, length):
     assert_matches_hf(model, ids, mask)
 
 
+@pytest.mark.parametrize("kinds, buckets, shared", [(["c2p"], 256, True), (["p2c"], 256, True),
+                                                     (["p2c", "c2p"], 32, False), (["c2p"], -1, True)])
+def test_other_relative_attention_variants(kinds, buckets, shared):
+    """One kind of position attention only, separate position projections, fewer buckets, none at all."""
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    torch.manual_seed(1)
+    config = DebertaV2Config(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, relative_attention=True, position_buckets=buckets,
+                             pos_att_type=kinds, share_att_key=shared, norm_rel_ebd="layer_norm",
+                             max_relative_positions=-1, position_biased_input=False, max_position_embeddings=512,
+                             type_vocab_size=0, pad_token_id=0)
+    model = DebertaV2Model(config).eval()
+    assert supports(model)
+    ids, mask = padded_batch([1, 5, 40, 70, 200], 100, seed=len(kinds) + buckets)
+    assert_matches_hf(model, ids, mask)
+
+
 def test_encoder_vectors_equal_hf_for_long_texts(tiny_model, sentences):
     """Pooled, normalised vectors through ``Encoder`` (fast path) equal the HF reference, texts up to ~300 tokens."""
     texts = [" ".join(sentences[i:i + n]) for i, n in [(0, 1), (5, 2), (40, 3), (100, 4), (200, 2), (300, 1)]]

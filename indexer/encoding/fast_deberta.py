@@ -109,7 +109,7 @@ class FastDebertaV2:
         self._positions: dict[int, tuple[tuple, Tensor, Tensor]] = {}
         self._casts: dict[int, tuple[tuple, Tensor]] = {}
         self._rel_full: Tensor | None = None
-        self._indices: OrderedDict[tuple, tuple[int, int, Tensor, Tensor]] = OrderedDict()
+        self._columns: OrderedDict[tuple, Tensor] = OrderedDict()
 
     def _choose_kernel(self, model: nn.Module, compute_dtype: torch.dtype | None, int8: bool):
         """The linear layers' kernel: int8, bf16 on packed weights (CPU), fp32's faster library, or
@@ -130,7 +130,7 @@ class FastDebertaV2:
         with self._lock:
             self._positions.clear()
             self._casts.clear()
-            self._indices.clear()
+            self._columns.clear()
             self._rel_full = None
 
     # -- public ------------------------------------------------------------
@@ -160,27 +160,24 @@ class FastDebertaV2:
         return {layer: captured[layer] for layer in layers}
 
     # -- caches ------------------------------------------------------------
-    def _relative_index(self, length: int, device: torch.device) -> tuple[int, int, Tensor, Tensor]:
-        """Table rows ``lo .. lo+rows-1`` a sequence of ``length`` uses, and its c2p / p2c gather indices."""
+    def _relative_columns(self, length: int, device: torch.device) -> Tensor:
+        """Rows of the position table for the relative distances ``-(length-1) .. length-1``, in that order
+        (``2*length - 1`` of them; log-bucketed distances repeat a row)."""
         key = (length, device)
         with self._lock:
-            if key in self._indices:
-                self._indices.move_to_end(key)
-                return self._indices[key]
+            if key in self._columns:
+                self._columns.move_to_end(key)
+                return self._columns[key]
             full = self._rel_full
             if full is None or full.shape[0] < length or full.device != device:
                 full = self._rel_full = self._build_relative_positions(max(length, 512), device)
-            relative = full[:length, :length]
+            # full[i, j] is the bucket of distance i - j: its first row holds -j, its first column +i.
+            distances = torch.cat([full[0, 1:length].flip(0), full[:length, 0]])
             span = self.att_span
-            c2p = torch.clamp(relative + span, 0, 2 * span - 1)
-            p2c = torch.clamp(-relative + span, 0, 2 * span - 1)
-            lo = int(torch.minimum(c2p.min(), p2c.min()))
-            rows = int(torch.maximum(c2p.max(), p2c.max())) - lo + 1
-            entry = (lo, rows, (c2p - lo).contiguous(), (p2c - lo).contiguous())
-            self._indices[key] = entry
-            if len(self._indices) > _INDEX_CACHE_SIZE:
-                self._indices.popitem(last=False)
-            return entry
+            columns = self._columns[key] = torch.clamp(distances + span, 0, 2 * span - 1).contiguous()
+            if len(self._columns) > _INDEX_CACHE_SIZE:
+                self._columns.popitem(last=False)
+            return columns
 
     def _build_relative_positions(self, length: int, device: torch.device) -> Tensor:
         """HF's bucketed ``q - k`` matrix; the one for a shorter sequence is its top-left block."""
@@ -285,17 +282,25 @@ class FastDebertaV2:
 
         query, key, value = split(query), split(key), split(value)
         pos_key, pos_query = positions
-        lo, rows, c2p_index, p2c_index = self._relative_index(width, query.device)
-        expand = (group.size, heads, width, width)
-        bias = None
-        if pos_key is not None:  # content->position: query i against the position of key j
-            c2p = torch.matmul(query, pos_key[:, lo:lo + rows].transpose(-1, -2))
-            bias = torch.gather(c2p, -1, c2p_index.expand(expand))
-        if pos_query is not None:  # position->content: key j against the position of query i
-            p2c = torch.matmul(key, pos_query[:, lo:lo + rows].transpose(-1, -2))
-            p2c = torch.gather(p2c, -1, p2c_index.expand(expand)).transpose(-1, -2)
-            bias = p2c if bias is None else bias.add_(p2c)  # in place: the gathers' outputs are ours
+        columns = self._relative_columns(width, query.device)
+        c2p = p2c = None
+        if pos_key is not None:  # content->position: query i against the position of key j (distance i - j)
+            # Column t of the product is distance (width-1) - t: [i, j] sits at row i, column j - i + width - 1.
+            c2p = _by_distance(torch.matmul(query, pos_key[:, columns.flip(0)].transpose(-1, -2)), width)
+        if pos_query is not None:  # position->content: key j against the position of query i (distance i - j)
+            # Column t of the product is distance t - (width-1): [i, j] sits at row j, column i - j + width - 1.
+            p2c = _by_distance(torch.matmul(key, pos_query[:, columns].transpose(-1, -2)), width).transpose(-1, -2)
+        # The views' rows overlap: their sum (or a copy) is a tensor of its own, which the mask may write.
+        bias = c2p + p2c if c2p is not None and p2c is not None else (c2p if p2c is None else p2c).contiguous()
         if group.key_mask is not None:
             bias = bias.masked_fill_(group.key_mask, torch.finfo(bias.dtype).min)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0 / self.scale)
         return group.pack(context.transpose(1, 2).reshape(group.size, width, heads * size))
+
+
+def _by_distance(scores: Tensor, width: int) -> Tensor:
+    """``(..., width, width)`` from ``scores`` ``(..., width, 2*width - 1)``: entry ``[r, c]`` is row ``r``,
+    column ``c - r + width - 1``, as a strided view (Transformer-XL's relative shift: no copy, no index)."""
+    scores = scores.contiguous()
+    return scores.as_strided((*scores.shape[:-1], width), (*scores.stride()[:-2], 2 * width - 2, 1),
+                             scores.storage_offset() + width - 1)
