@@ -4,7 +4,8 @@ Vectors are L2-normalised, so the inner-product score is cosine similarity (high
 is better). Kinds (``IndexConfig.dense_index``, see :mod:`indexer.ann`):
 
 * ``flat-ip`` (default): exact search, an ``IndexFlatIP`` inside an ``IndexIDMap2``
-  that maps chunk ids to rows, supports ``remove_ids`` and reconstructs vectors.
+  that maps chunk ids to rows, supports ``remove_ids`` and reconstructs vectors. Large ones
+  are scanned through a bf16 copy with exact fp32 rescoring (:mod:`.bf16_scan`).
 * ``ivf-flat`` / ``ivf-sq8``: approximate inverted-file search for large collections.
   Such an index stays exact (flat) until it holds ``train_min`` vectors; then
   :meth:`DenseIndex.train_if_needed` (called by :meth:`DenseIndex.save`) trains it
@@ -16,9 +17,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -27,7 +30,13 @@ from ..config import APPROXIMATE, EXACT, check_kind
 from .ann import TRAIN_MIN, build_ivf, default_nprobe, ivf_ids, kind_of, needs_training
 from ..errors import ConfigError, IndexFormatError
 
+if TYPE_CHECKING:  # torch loads only when a large exact segment is searched
+    from .bf16_scan import Bf16Scan
+
 log = logging.getLogger(__name__)
+
+BF16_SCAN_MIN_BYTES = 64 << 20  # exact search of fewer fp32 bytes reads them as they are (cached; no second copy)
+BF16_SCAN_ENV = "XLSEARCH_BF16_SCAN"  # "off" keeps every exact search in fp32 (benches, tests)
 
 
 class DenseIndex:
@@ -54,6 +63,8 @@ class DenseIndex:
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.nprobe = nprobe
         self.train_min = train_min
+        self._scan: tuple[tuple, Bf16Scan | None] | None = None  # (what it is of, the copy once made)
+        self._scan_lock = threading.Lock()
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -74,6 +85,7 @@ class DenseIndex:
         if len(chunk_ids) == 0:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._scan = None
         self.index.add_with_ids(vectors, np.asarray(chunk_ids, dtype=np.int64))
 
     def remove(self, chunk_ids: Sequence[int]) -> int:
@@ -81,6 +93,7 @@ class DenseIndex:
         if len(chunk_ids) == 0:
             return 0
         ids = np.asarray(chunk_ids, dtype=np.int64)
+        self._scan = None
         if self._ivf() is not None:  # its id hash table removes only by an explicit array
             selector = faiss.IDSelectorArray(ids)
             return int(self.index.remove_ids(selector))
@@ -130,15 +143,40 @@ class DenseIndex:
         return min(nlist, self.nprobe or default_nprobe(nlist))
 
     def _search_flat(self, flat: faiss.IndexFlat, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One query against the stored vectors with numpy's BLAS: about twice as fast as
-        FAISS's flat search for a single query on this kind of CPU (same scores, exact)."""
+        """One query against the stored vectors: numpy's BLAS (about twice as fast as FAISS's flat search
+        for a single query), or from :data:`BF16_SCAN_MIN_BYTES` of vectors on a CPU with bf16 instructions, a
+        bf16 scan with fp32 rescoring (:mod:`.bf16_scan`); both exact, the same top k."""
         n = len(self)
         vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
         ids = faiss.rev_swig_ptr(self.index.id_map.data(), n)
+        scan = self._bf16_scan(vectors)
+        if scan is not None:
+            top, scores = scan.top(vectors, query, k)
+            return ids[top].astype(np.int64), scores
         scores = vectors @ query
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
         return ids[top].astype(np.int64), scores[top]
+
+    def _bf16_scan(self, vectors: np.ndarray) -> Bf16Scan | None:
+        """The bf16 copy of ``vectors``, made at the second search (a one-query process never pays for it)
+        and remade after any change; None where it does not apply."""
+        if vectors.nbytes < BF16_SCAN_MIN_BYTES or os.environ.get(BF16_SCAN_ENV, "auto") == "off":
+            return None
+        from . import bf16_scan  # torch
+
+        if not bf16_scan.native():
+            return None
+        key = (len(vectors), vectors.ctypes.data)  # changes go through add/remove, which drop it too
+        cached = self._scan
+        if cached is None or cached[0] != key or cached[1] is None:
+            with self._scan_lock:
+                cached = self._scan
+                if cached is None or cached[0] != key:
+                    cached = self._scan = (key, None)  # searched once
+                elif cached[1] is None:
+                    cached = self._scan = (key, bf16_scan.Bf16Scan(vectors))
+        return cached[1]
 
     def chunk_ids(self) -> np.ndarray:
         """Every stored chunk id (int64), in storage order."""
@@ -166,6 +204,7 @@ class DenseIndex:
         """Replace every stored vector; a trained index keeps its lists (no retraining),
         and the old vectors are freed before the new ones are stored."""
         self.index.reset()
+        self._scan = None
         self.add(chunk_ids, vectors)
 
     def train_if_needed(self) -> bool:
@@ -196,6 +235,7 @@ class DenseIndex:
         start = time.perf_counter()
         ids, vectors = self.all_vectors()
         self.index = build_ivf(self.kind, ids, vectors, nlist)
+        self._scan = None
         log.info("trained %s dense index: %d vectors, %d lists, %.1f s",
                  self.kind, len(self), self.index.nlist, time.perf_counter() - start)
 

@@ -1,0 +1,98 @@
+"""Exact dense search: the fp32 scan against the bf16 scan with fp32 rescoring, one JSON line.
+
+Vectors: Tatoeba sentences (112 language pairs, round-robin) and XQuAD questions encoded by
+``--model`` (default multilingual-e5-small, the real multilingual encoder; or the random-weight
+mdeberta-v3-base shape, whose vectors crowd together), through ``bench_dense.encode`` (cached in
+/tmp); ``--synthetic N`` adds N vectors resampled from them with noise (not real text). For k = 10
+(one query's dense list) and k = 50 (the hybrid mode's depth at k = 10): CPU time per query at
+one thread (p50, p99) of each scan, their ratio, the share of rows the bf16 scan rescored in fp32
+(median, max), whether every top k had the same scores (rows of equal score may swap), and whether
+the index kept its bf16 copy (it drops it where the copy measured slower on the vectors themselves).
+
+Usage: ``python bench/bench_scan.py [--model multilingual-e5-small] [--docs 20000] [--synthetic 100000]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a plain checkout
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_dense import encode, synthetic  # noqa: E402
+from machine_facts import cpu_flags, cpu_name  # noqa: E402
+from xlsearch.indexer.store import dense  # noqa: E402
+from xlsearch.indexer.store.bf16_scan import Bf16Scan  # noqa: E402
+from xlsearch.indexer.store.dense import DenseIndex  # noqa: E402
+
+
+def timed_search(index: DenseIndex, queries: np.ndarray, k: int) -> tuple[list[np.ndarray], list[float], list[int]]:
+    index.search(queries[0], k)
+    index.search(queries[0], k)  # the bf16 copy is made from the second search on
+    tops, times, rescored = [], [], []
+    for query in queries:
+        started = time.process_time()
+        _, scores = index.search(query, k)
+        times.append(time.process_time() - started)
+        tops.append(scores)
+        scan = index._scan[1] if index._scan else None
+        rescored.append(scan.rescored if scan is not None else len(index))
+    return tops, times, rescored
+
+
+def compare(vectors: np.ndarray, queries: np.ndarray) -> dict:
+    index = DenseIndex(vectors.shape[1])
+    index.add(list(range(len(vectors))), vectors)
+    out = {"vectors": len(vectors)}
+    for k in (10, 50):
+        os.environ[dense.BF16_SCAN_ENV] = "off"
+        exact, fp32_times, _ = timed_search(index, queries, k)
+        os.environ[dense.BF16_SCAN_ENV] = "auto"
+        got, bf16_times, rescored = timed_search(index, queries, k)
+        ms = lambda times, q: round(float(np.percentile(times, q)) * 1e3, 2)  # noqa: E731
+        out[f"k{k}"] = {"fp32_cpu_ms": {"p50": ms(fp32_times, 50), "p99": ms(fp32_times, 99)},
+                        "bf16_cpu_ms": {"p50": ms(bf16_times, 50), "p99": ms(bf16_times, 99)},
+                        "speedup_p50": round(float(np.median(fp32_times) / np.median(bf16_times)), 2),
+                        "bf16_copy_kept": isinstance(index._scan[1], Bf16Scan) if index._scan else False,
+                        "rescored_share": {"median": round(float(np.median(rescored)) / len(vectors), 4),
+                                           "max": round(max(rescored) / len(vectors), 4)},
+                        # Scores, not ids: rows of equal score (duplicate texts) may come in either order.
+                        "same_top_k_scores": all(np.allclose(a, b, rtol=1e-6, atol=0) for a, b in zip(exact, got))}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="multilingual-e5-small", help="encoder (name or directory)")
+    parser.add_argument("--layer", type=int, default=12, help="pooled layer")
+    parser.add_argument("--docs", type=int, default=20_000, help="collection sentences to encode")
+    parser.add_argument("--queries", type=int, default=200, help="query questions to encode")
+    parser.add_argument("--synthetic", type=int, default=100_000, help="also run on this many resampled vectors (0: no)")
+    args = parser.parse_args(argv)
+    import torch
+    import threadpoolctl
+
+    torch.set_num_threads(1)
+    threadpoolctl.threadpool_limits(1)
+    started = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    data = encode(args.model, args.layer, args.docs, args.queries)
+    out = {"bench": "dense_scan", "model": args.model, "layer": args.layer, "threads": 1,
+           "min_bytes": dense.BF16_SCAN_MIN_BYTES, "cpu": cpu_name(), "cpu_flags": cpu_flags(),
+           "real": compare(data["docs"], data["queries"])}
+    if args.synthetic:
+        out["synthetic"] = compare(synthetic(data["docs"], args.synthetic), data["queries"])
+    out["loadavg_1min"] = [load_start, os.getloadavg()[0]]
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

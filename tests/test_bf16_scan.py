@@ -1,0 +1,102 @@
+"""Exact dense search through a bf16 copy of the vectors: the same top k and scores as the fp32 scan."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xlsearch.indexer.store import bf16_scan, dense
+from xlsearch.indexer.store.bf16_scan import Bf16Scan
+from xlsearch.indexer.store.dense import DenseIndex
+
+
+def unit(rows: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = vectors @ query
+    top = np.argsort(-scores, kind="stable")[:k]
+    return top, scores[top]
+
+
+@pytest.mark.parametrize("dim", [64, 768])
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_top_k_equals_the_fp32_scan(dim, k):
+    vectors = unit(5000, dim, seed=dim)
+    scan = Bf16Scan(vectors)
+    for seed in range(5):
+        query = vectors[seed] * 0.5 + unit(1, dim, seed=100 + seed)[0] * 0.5  # near a stored vector, as queries are
+        rows, scores = scan.top(vectors, query, k)
+        expected_rows, expected_scores = exact_top(vectors, query, k)
+        np.testing.assert_array_equal(rows, expected_rows)
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)  # rescored in fp32 (BLAS may sum in another order)
+        assert scan.rescored < len(vectors)  # it did not simply scan everything in fp32
+
+
+def test_bf16_scores_stay_within_the_bound():
+    vectors = unit(3000, 768, seed=1) * np.float32(1.5)  # not unit: the bound scales with the norms
+    scan = Bf16Scan(vectors)
+    for seed in range(10):
+        query = unit(1, 768, seed=seed)[0] * 2
+        approx = torch.mv(scan.matrix, torch.from_numpy(query).bfloat16()).float().numpy()
+        assert np.abs(approx - vectors @ query).max() <= scan.bound(query)
+
+
+def test_crowded_vectors_fall_back_to_the_whole_fp32_scan():
+    base = unit(1, 256, seed=0)
+    vectors = base + 0.05 * unit(4000, 256, seed=1)  # every score within bf16's error of every other
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scan = Bf16Scan(vectors)
+    rows, scores = scan.top(vectors, base[0], 10)
+    assert scan.rescored == len(vectors)
+    np.testing.assert_array_equal(rows, exact_top(vectors, base[0], 10)[0])
+
+
+@pytest.fixture
+def small_min(monkeypatch):
+    """The bf16 scan from 200 vectors of 32 dimensions (not 64 MiB), wherever this CPU would decline it."""
+    monkeypatch.setattr(dense, "BF16_SCAN_MIN_BYTES", 200 * 32 * 4)
+    monkeypatch.setattr(bf16_scan, "native", lambda: True)
+    monkeypatch.delenv(dense.BF16_SCAN_ENV, raising=False)
+
+
+def test_dense_index_uses_it_from_the_second_search_and_drops_it_on_change(small_min):
+    vectors = unit(1000, 32, seed=3)
+    index = DenseIndex(32)
+    index.add(list(range(1000)), vectors)
+    query = vectors[7]
+    first = index.search(query, 5)
+    assert index._scan[1] is None  # a one-query process never makes the copy
+    second = index.search(query, 5)
+    assert isinstance(index._scan[1], Bf16Scan)
+    for got in (first, second):
+        np.testing.assert_array_equal(got[0], exact_top(vectors, query, 5)[0])
+    index.add([5000], -query[None, :])  # a change: the copy is remade from the new vectors
+    assert index._scan is None
+    index.search(-query, 3)
+    ids, scores = index.search(-query, 3)
+    assert isinstance(index._scan[1], Bf16Scan) and index._scan[1].rows == 1001
+    assert ids[0] == 5000 and scores[0] == pytest.approx(1.0, abs=1e-6)
+    index.remove([5000])
+    index.search(-query, 3)
+    assert 5000 not in index.search(-query, 3)[0]
+
+
+def test_off_keeps_fp32(small_min, monkeypatch):
+    monkeypatch.setenv(dense.BF16_SCAN_ENV, "off")
+    index = DenseIndex(32)
+    index.add(list(range(500)), unit(500, 32, seed=4))
+    for _ in range(3):
+        index.search(unit(1, 32, seed=5)[0], 5)
+    assert index._scan is None
+
+
+def test_no_bf16_instructions_keep_fp32(small_min, monkeypatch):
+    monkeypatch.setattr(bf16_scan, "native", lambda: False)
+    index = DenseIndex(32)
+    index.add(list(range(500)), unit(500, 32, seed=6))
+    for _ in range(3):
+        index.search(unit(1, 32, seed=7)[0], 5)
+    assert index._scan is None
