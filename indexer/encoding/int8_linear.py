@@ -29,7 +29,9 @@ _weights: dict[int, tuple[tuple, Tensor, Tensor, Tensor]] = {}  # id -> (key, in
 
 
 def available() -> bool:
-    """Whether this torch build multiplies int8 matrices on the CPU."""
+    """Whether this torch build multiplies int8 matrices on the CPU (oneDNN's int8 linear or ``_int_mm``)."""
+    if prepacked():
+        return True
     try:
         torch._int_mm(torch.ones(1, 8, dtype=torch.int8), torch.ones(8, 8, dtype=torch.int8))
         return True
