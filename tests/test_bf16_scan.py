@@ -1,6 +1,8 @@
 """Exact dense search through a bf16 copy of the vectors: the same top k and scores as the fp32 scan."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,19 @@ def test_no_bf16_instructions_keep_fp32(small_min, monkeypatch):
     for _ in range(3):
         index.search(unit(1, 32, seed=7)[0], 5)
     assert index._scan is None
+
+
+def test_no_copy_without_room_for_it(small_min, monkeypatch):
+    monkeypatch.setattr(dense, "free_memory", lambda: 4 * 1000 * 32 * 2 - 4)  # a quarter is just too little
+    vectors = unit(1000, 32, seed=8)
+    index = DenseIndex(32)
+    index.add(list(range(1000)), vectors)
+    for _ in range(3):
+        ids, _ = index.search(vectors[1], 4)
+        np.testing.assert_array_equal(ids, exact_top(vectors, vectors[1], 4)[0])
+    assert index._scan[1] is False  # declined once, not retried at every search
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="free memory is read from Linux's sysconf")
+def test_free_memory_is_read_on_linux():
+    assert 0 < dense.free_memory() < 1 << 50

@@ -63,7 +63,7 @@ class DenseIndex:
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.nprobe = nprobe
         self.train_min = train_min
-        self._scan: tuple[tuple, Bf16Scan | None] | None = None  # (what it is of, the copy once made)
+        self._scan: tuple[tuple, Bf16Scan | bool | None] | None = None  # (what of, copy; None: searched once; False: no room)
         self._scan_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -160,7 +160,8 @@ class DenseIndex:
 
     def _bf16_scan(self, vectors: np.ndarray) -> Bf16Scan | None:
         """The bf16 copy of ``vectors``, made at the second search (a one-query process never pays for it)
-        and remade after any change; None where it does not apply."""
+        and remade after any change, if it takes at most a quarter of the memory free then; None where it
+        does not apply."""
         if vectors.nbytes < BF16_SCAN_MIN_BYTES or os.environ.get(BF16_SCAN_ENV, "auto") == "off":
             return None
         from . import bf16_scan  # torch
@@ -169,14 +170,17 @@ class DenseIndex:
             return None
         key = (len(vectors), vectors.ctypes.data)  # changes go through add/remove, which drop it too
         cached = self._scan
-        if cached is None or cached[0] != key or cached[1] is None:
+        if cached is None or cached[0] != key or cached[1] is None:  # False: declined for want of memory
             with self._scan_lock:
                 cached = self._scan
                 if cached is None or cached[0] != key:
                     cached = self._scan = (key, None)  # searched once
                 elif cached[1] is None:
+                    if vectors.nbytes // 2 > free_memory() // 4:  # the copy would crowd the machine
+                        self._scan = (key, False)
+                        return None
                     cached = self._scan = (key, bf16_scan.Bf16Scan(vectors))
-        return cached[1]
+        return cached[1] or None
 
     def chunk_ids(self) -> np.ndarray:
         """Every stored chunk id (int64), in storage order."""
@@ -284,3 +288,11 @@ class DenseIndex:
         if kind is not None and kind != found and not (found == EXACT and kind in APPROXIMATE):
             raise IndexFormatError(f"{path}: holds a {found} index, manifest says {kind}")
         return cls(dim, kind or found, index, nprobe=nprobe)
+
+
+def free_memory() -> int:
+    """Bytes of memory free now (Linux: free pages, not counting the page cache); 0 where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
