@@ -82,8 +82,29 @@ def test_dense_index_uses_it_from_the_second_search_and_drops_it_on_change(small
     assert isinstance(index._scan[1], Bf16Scan) and index._scan[1].rows == 1001
     assert ids[0] == 5000 and scores[0] == pytest.approx(1.0, abs=1e-6)
     index.remove([5000])
-    index.search(-query, 3)
+    assert isinstance(index._scan[1], Bf16Scan) and index._scan[1].rows == 1000  # compacted, not remade
     assert 5000 not in index.search(-query, 3)[0]
+
+
+def test_removals_compact_the_copy_and_keep_results_exact(small_min):
+    vectors = unit(2000, 32, seed=9)
+    index = DenseIndex(32)
+    index.add(list(range(2000)), vectors)
+    index.search(vectors[0], 5)
+    index.search(vectors[0], 5)
+    copy = index._scan[1]
+    gone = list(range(0, 2000, 3))
+    assert index.remove(gone + [99999]) == len(gone)
+    kept = np.setdiff1d(np.arange(2000), gone)
+    assert index._scan[1].rows == len(kept)
+    np.testing.assert_array_equal(index._scan[1].matrix.float().numpy(), copy.matrix[kept].float().numpy())
+    for row in (1, 500, 1999):
+        ids, scores = index.search(vectors[row], 10)
+        top = kept[np.argsort(-(vectors[kept] @ vectors[row]), kind="stable")[:10]]
+        np.testing.assert_array_equal(ids, top)
+    assert index.remove([123456]) == 0 and isinstance(index._scan[1], Bf16Scan)
+    index.remove(kept.tolist())
+    assert len(index) == 0 and index.search(vectors[1], 3)[0].size == 0
 
 
 def test_off_keeps_fp32(small_min, monkeypatch):

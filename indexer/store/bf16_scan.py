@@ -42,6 +42,14 @@ class Bf16Scan:
         self.max_norm = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max())) if self.rows else 0.0
         self.rescored = 0  # rows rescored in fp32 by the last search (benches, tests)
 
+    def keep(self, rows: np.ndarray) -> Bf16Scan:
+        """This copy with only ``rows`` (a boolean mask) left, in order: what the fp32 vectors become when
+        chunks are removed. ``max_norm`` stays, an upper bound still."""
+        kept = object.__new__(Bf16Scan)
+        kept.matrix = self.matrix[torch.from_numpy(np.asarray(rows, dtype=bool))]
+        kept.rows, kept.dim, kept.max_norm, kept.rescored = len(kept.matrix), self.dim, self.max_norm, 0
+        return kept
+
     def bound(self, query: np.ndarray) -> float:
         """The most a bf16 score of ``query`` can differ from its fp32 score."""
         return float(np.linalg.norm(query)) * self.max_norm * (3 * U + 4 * U * U + 2 * self.dim * 2.0 ** -24)

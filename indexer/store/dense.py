@@ -93,11 +93,16 @@ class DenseIndex:
         if len(chunk_ids) == 0:
             return 0
         ids = np.asarray(chunk_ids, dtype=np.int64)
-        self._scan = None
         if self._ivf() is not None:  # its id hash table removes only by an explicit array
-            selector = faiss.IDSelectorArray(ids)
-            return int(self.index.remove_ids(selector))
-        return int(self.index.remove_ids(ids))
+            self._scan = None
+            return int(self.index.remove_ids(faiss.IDSelectorArray(ids)))
+        scan = (self._scan[1] or None) if self._scan is not None else None
+        keep = ~np.isin(self.chunk_ids(), ids) if scan is not None else None
+        removed = int(self.index.remove_ids(ids))
+        self._scan = None
+        if scan is not None:  # FAISS compacts the kept rows in order: the bf16 copy follows, not remade
+            self._scan = (_scan_key(self._flat_vectors()), scan.keep(keep) if removed else scan)
+        return removed
 
     def search(self, query: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +134,7 @@ class DenseIndex:
         else:
             flat = faiss.downcast_index(self.index.index)
             if selector is None and isinstance(flat, faiss.IndexFlat):
-                return self._search_flat(flat, query, k)
+                return self._search_flat(query, k)
             params = None if selector is None else faiss.SearchParameters(sel=selector)
         scores, ids = self.index.search(query[None, :], k, params=params)
         keep = ids[0] >= 0
@@ -142,12 +147,12 @@ class DenseIndex:
             return 0
         return min(nlist, self.nprobe or default_nprobe(nlist))
 
-    def _search_flat(self, flat: faiss.IndexFlat, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_flat(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One query against the stored vectors: numpy's BLAS (about twice as fast as FAISS's flat search
         for a single query), or from :data:`BF16_SCAN_MIN_BYTES` of vectors on a CPU with bf16 instructions, a
         bf16 scan with fp32 rescoring (:mod:`.bf16_scan`); both exact, the same top k."""
         n = len(self)
-        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+        vectors = self._flat_vectors()
         ids = faiss.rev_swig_ptr(self.index.id_map.data(), n)
         scan = self._bf16_scan(vectors)
         if scan is not None:
@@ -157,6 +162,14 @@ class DenseIndex:
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
         return ids[top].astype(np.int64), scores[top]
+
+    def _flat_vectors(self) -> np.ndarray:
+        """The stored vectors of an exact index, ``(n, dim)``, as a view of FAISS's own array."""
+        n = len(self)
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        flat = faiss.downcast_index(self.index.index)
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
     def _bf16_scan(self, vectors: np.ndarray) -> Bf16Scan | None:
         """The bf16 copy of ``vectors``, made at the second search (a one-query process never pays for it)
@@ -168,7 +181,7 @@ class DenseIndex:
 
         if not bf16_scan.native():
             return None
-        key = (len(vectors), vectors.ctypes.data)  # changes go through add/remove, which drop it too
+        key = _scan_key(vectors)
         cached = self._scan
         if cached is None or cached[0] != key or cached[1] is None:  # False: declined for want of memory
             with self._scan_lock:
@@ -288,6 +301,12 @@ class DenseIndex:
         if kind is not None and kind != found and not (found == EXACT and kind in APPROXIMATE):
             raise IndexFormatError(f"{path}: holds a {found} index, manifest says {kind}")
         return cls(dim, kind or found, index, nprobe=nprobe)
+
+
+def _scan_key(vectors: np.ndarray) -> tuple[int, int]:
+    """What a bf16 copy was made of: the stored vectors' count and address (add and remove also drop or
+    update the copy themselves)."""
+    return len(vectors), vectors.ctypes.data
 
 
 def free_memory() -> int:
