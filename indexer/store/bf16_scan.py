@@ -8,7 +8,8 @@ result is the fp32 scan's, not an approximation of it:
 
 * Rounding the vectors and the query to bf16 (relative error ``u = 2^-8`` each), summing in
   fp32 and rounding the score to bf16 moves a score by at most
-  ``eps = |q| max|x| (3u + 4u^2 + 2 d 2^-24)`` (about 0.012 for unit vectors).
+  ``eps = |q| max|x| (3u + 4u^2 + 4 d 2^-24)`` (about 0.012 for unit vectors; the last term covers
+  the fp32 sums of both scans, so the fp32 scan's own top k is what is guaranteed).
 * If ``t`` is the k-th best bf16 score, the k rows at or above it score at least ``t - eps`` in
   fp32, so the true k-th best does too, and every row of the true top k has a bf16 score of at
   least ``t - 2 eps``. Those rows, and only those, are rescored from the fp32 vectors.
@@ -52,7 +53,7 @@ class Bf16Scan:
 
     def bound(self, query: np.ndarray) -> float:
         """The most a bf16 score of ``query`` can differ from its fp32 score."""
-        return float(np.linalg.norm(query)) * self.max_norm * (3 * U + 4 * U * U + 2 * self.dim * 2.0 ** -24)
+        return float(np.linalg.norm(query)) * self.max_norm * (3 * U + 4 * U * U + 4 * self.dim * 2.0 ** -24)
 
     def top(self, vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the ``k`` best inner products with ``query`` and their fp32 scores, best first.
