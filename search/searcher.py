@@ -178,6 +178,13 @@ class Searcher:
         with self._lock, self.index.store.snapshot():
             self.index.refresh()
 
+    def prepare(self) -> int:
+        """Make the loaded segments' bf16 copies for exact search now (a server starting), not at their
+        second search (see :mod:`indexer.store.bf16_scan`); how many segments have one."""
+        with self._lock:
+            return sum(segment.dense.prepare_scan() for part in self.index.parts
+                       for segment in part.segments.values())
+
     def search(self, query: str, k: int = 10, mode: str = "hybrid", fusion: str = DEFAULT_FUSION,
                alpha: float = 0.5, lang: str | None = None,
                filter: dict[str, str | int | float | bool] | None = None,

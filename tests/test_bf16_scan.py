@@ -139,3 +139,30 @@ def test_no_copy_without_room_for_it(small_min, monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="free memory is read from Linux's sysconf")
 def test_free_memory_is_read_on_linux():
     assert 0 < dense.free_memory() < 1 << 50
+
+
+def test_prepare_makes_the_copy_now(small_min):
+    vectors = unit(1000, 32, seed=10)
+    index = DenseIndex(32)
+    assert index.prepare_scan() is False  # empty: nothing to copy
+    index.add(list(range(1000)), vectors)
+    assert index.prepare_scan() is True and isinstance(index._scan[1], Bf16Scan)
+    copy = index._scan[1]
+    ids, _ = index.search(vectors[2], 5)  # the first search already scans the copy
+    assert index._scan[1] is copy
+    np.testing.assert_array_equal(ids, exact_top(vectors, vectors[2], 5)[0])
+
+
+def test_a_searcher_prepares_its_segments(small_min, monkeypatch, sample_index, encoder):
+    from xlsearch.search.searcher import Searcher
+
+    monkeypatch.setattr(dense, "BF16_SCAN_MIN_BYTES", 1)  # the sample's few chunks count as large
+    searcher = Searcher(sample_index, encoder=encoder)
+    try:
+        prepared = searcher.prepare()
+        segments = [s for part in searcher.index.parts for s in part.segments.values()]
+        assert prepared == len(segments) > 0
+        assert all(isinstance(s.dense._scan[1], Bf16Scan) for s in segments)
+        assert searcher.search("green tea", k=3, mode="dense").hits
+    finally:
+        searcher.close()

@@ -171,10 +171,17 @@ class DenseIndex:
         flat = faiss.downcast_index(self.index.index)
         return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
-    def _bf16_scan(self, vectors: np.ndarray) -> Bf16Scan | None:
+    def prepare_scan(self) -> bool:
+        """Make the bf16 copy of an exact index now rather than at its second search (a server starting);
+        whether it has one. Where it does not apply, nothing happens."""
+        if self._ivf() is not None or len(self) == 0:
+            return False
+        return self._bf16_scan(self._flat_vectors(), now=True) is not None
+
+    def _bf16_scan(self, vectors: np.ndarray, now: bool = False) -> Bf16Scan | None:
         """The bf16 copy of ``vectors``, made at the second search (a one-query process never pays for it)
-        and remade after any change, if it takes at most a quarter of the memory free then; None where it
-        does not apply."""
+        or ``now``, and remade after any change, if it takes at most a quarter of the memory free then;
+        None where it does not apply."""
         if vectors.nbytes < BF16_SCAN_MIN_BYTES or os.environ.get(BF16_SCAN_ENV, "auto") == "off":
             return None
         from . import bf16_scan  # torch
@@ -186,9 +193,9 @@ class DenseIndex:
         if cached is None or cached[0] != key or cached[1] is None:  # False: declined for want of memory
             with self._scan_lock:
                 cached = self._scan
-                if cached is None or cached[0] != key:
+                if (cached is None or cached[0] != key) and not now:
                     cached = self._scan = (key, None)  # searched once
-                elif cached[1] is None:
+                elif cached is None or cached[0] != key or cached[1] is None:
                     if vectors.nbytes // 2 > free_memory() // 4:  # the copy would crowd the machine
                         self._scan = (key, False)
                         return None
