@@ -131,3 +131,23 @@ def test_models_on_their_own_forward_are_routed_and_restored(tiny_model, kernel,
     assert bool(calls) == (kernel == linear_kernel.ONEDNN)  # MKL for both regimes: torch's own forward, untouched
     linears = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all("forward" not in vars(m) for m in linears)  # the model is as it was
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_packed_rows_are_padded_for_mkl_only(kernel, tiny_model, monkeypatch):
+    """MKL's few-row products cost the same up to each multiple of 16, so its inputs are padded; oneDNN's
+    (and the bf16 and int8 kernels') cost follows the rows, so theirs are not."""
+    from xlsearch.indexer.encoding import packing
+
+    seen = []
+    original = packing.PackedBatch.of.__func__
+    monkeypatch.setattr(packing.PackedBatch, "of", classmethod(
+        lambda cls, mask, **kw: seen.append(kw.get("multiple")) or original(cls, mask, **kw)))
+    fast = FastDebertaV2(copy.deepcopy(tiny_model.model).eval())
+    ids = torch.randint(5, 100, (1, 17))
+    with linear_kernel.forced(kernel):
+        fast.hidden_states(ids, torch.ones_like(ids), [1])
+    expected = linear_kernel.MKL_ROW_MULTIPLE if kernel == linear_kernel.MKL else 1
+    assert seen == [expected]
+    with linear_kernel.forced(kernel):
+        assert linear_kernel.row_multiple(300, torch.randn(4, 4), None) == expected  # the many-row regime too

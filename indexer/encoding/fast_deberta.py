@@ -123,6 +123,14 @@ class FastDebertaV2:
             return bf16_linear.linear
         return lambda x, weight, bias: F.linear(x, self._cast(weight), self._cast(bias))
 
+    def _row_multiple(self, attention_mask: Tensor) -> int:
+        """Packed rows are padded to a multiple of this: MKL's, where fp32 products run on MKL, else 1
+        (oneDNN's fp32, bf16 and int8 products cost what their rows cost)."""
+        if self._kernel is not linear_kernel.linear:
+            return 1
+        first = self.model.encoder.layer[0].attention.self.query_proj
+        return linear_kernel.row_multiple(int(attention_mask.sum()), first.weight, first.bias)
+
     def clear_cache(self) -> None:
         """Forget cached position projections, cast, bf16 and int8 weights, and position indices."""
         int8_linear.clear()
@@ -151,7 +159,7 @@ class FastDebertaV2:
             hidden = self.model.embeddings(input_ids=input_ids, mask=attention_mask)
             captured = {0: hidden}
             if top > 0:
-                batch = PackedBatch.of(attention_mask)
+                batch = PackedBatch.of(attention_mask, multiple=self._row_multiple(attention_mask))
                 packed = batch.pack(hidden)
                 for i in range(top):
                     packed = self._layer(i, packed, batch)

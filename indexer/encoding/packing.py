@@ -56,9 +56,10 @@ class PackedBatch:
     """The map between a padded batch and its packed tokens, with its attention groups.
 
     The packed layout has ``packed_rows`` rows: the ``tokens`` real ones, then zero
-    rows up to a multiple of ``multiple`` (MKL's matmuls with few rows run up to 2x
-    faster on aligned row counts). Per-token layers carry those rows along; attention
-    never reads them.
+    rows up to a multiple of ``multiple`` (16 where MKL runs the products: its matmuls
+    with few rows run up to 2x faster on aligned row counts; 1 for oneDNN, see
+    :func:`indexer.encoding.linear_kernel.row_multiple`). Per-token layers carry those
+    rows along; attention never reads them.
     """
 
     size: int
