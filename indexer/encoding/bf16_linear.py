@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cpu import native_matmul
 from .linear_kernel import onednn_available, weight_key
 
 _lock = threading.Lock()
@@ -24,10 +25,7 @@ _weights: dict[int, tuple[tuple, Tensor, Tensor | None]] = {}  # id(weight) -> (
 
 def available() -> bool:
     """Whether this torch build and CPU run bf16 linear layers in oneDNN (AMX or AVX512-BF16)."""
-    try:
-        return onednn_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - unusual builds
-        return False
+    return onednn_available() and native_matmul(torch.bfloat16)
 
 
 def packed_weight(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:

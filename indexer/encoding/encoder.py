@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..config import BATCH_SIZE, MEAN_NO_SPECIAL, IndexConfig, check_pooling
+from ..cpu import native_matmul
 from ..errors import XlsearchError
 from . import bf16_linear, int8_linear, linear_kernel
 from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
@@ -262,12 +263,7 @@ def native_support(dtype: torch.dtype, device: torch.device) -> bool:
         return True
     if device.type == "cuda":
         return dtype == torch.float16 or torch.cuda.is_bf16_supported()
-    try:
-        if dtype == torch.bfloat16:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return native_matmul(dtype)
 
 
 def model_max_tokens(loaded: LoadedModel) -> int:

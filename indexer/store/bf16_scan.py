@@ -25,10 +25,10 @@ and the scan measured no faster.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
+
+from ..cpu import native_matmul
 
 U = 2.0 ** -8  # bf16's unit roundoff (8 significant bits)
 RESCORE_LIMIT = 0.25  # rescoring more than this share of the rows: scan them all in fp32 instead
@@ -76,15 +76,10 @@ class Bf16Scan:
         return candidates[best], exact[best]
 
 
-@functools.cache
 def native() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), as torch's oneDNN reports it.
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX; :func:`indexer.cpu.native_matmul`).
 
-    Without it a bf16 product converts every element in software and is no cheaper than fp32's.
     Decided by the CPU's instructions, not by timing: a timed probe small enough to be cheap sits in
     the CPU's caches, where fp32 wins, and timings in a busy process pick up other threads' spinning.
     """
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
-        return False
+    return native_matmul(torch.bfloat16)
