@@ -107,21 +107,16 @@ def test_removals_compact_the_copy_and_keep_results_exact(small_min):
     assert len(index) == 0 and index.search(vectors[1], 3)[0].size == 0
 
 
-def test_off_keeps_fp32(small_min, monkeypatch):
-    monkeypatch.setenv(dense.BF16_SCAN_ENV, "off")
+@pytest.mark.parametrize("why", ["XLSEARCH_BF16_SCAN=off", "no bf16 instructions"])
+def test_fp32_stays_where_the_scan_is_off_or_the_cpu_lacks_bf16(why, small_min, monkeypatch):
+    if why == "no bf16 instructions":
+        monkeypatch.setattr(bf16_scan, "native", lambda: False)
+    else:
+        monkeypatch.setenv(dense.BF16_SCAN_ENV, "off")
     index = DenseIndex(32)
     index.add(list(range(500)), unit(500, 32, seed=4))
     for _ in range(3):
         index.search(unit(1, 32, seed=5)[0], 5)
-    assert index._scan is None
-
-
-def test_no_bf16_instructions_keep_fp32(small_min, monkeypatch):
-    monkeypatch.setattr(bf16_scan, "native", lambda: False)
-    index = DenseIndex(32)
-    index.add(list(range(500)), unit(500, 32, seed=6))
-    for _ in range(3):
-        index.search(unit(1, 32, seed=7)[0], 5)
     assert index._scan is None
 
 
