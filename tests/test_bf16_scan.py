@@ -27,7 +27,7 @@ def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarra
 @pytest.mark.parametrize("k", [1, 10, 100])
 def test_top_k_equals_the_fp32_scan(dim, k):
     vectors = unit(5000, dim, seed=dim)
-    scan = Bf16Scan(vectors)
+    scan = Bf16Scan.of(vectors)
     for seed in range(5):
         query = vectors[seed] * 0.5 + unit(1, dim, seed=100 + seed)[0] * 0.5  # near a stored vector, as queries are
         rows, scores = scan.top(vectors, query, k)
@@ -39,7 +39,7 @@ def test_top_k_equals_the_fp32_scan(dim, k):
 
 def test_bf16_scores_stay_within_the_bound():
     vectors = unit(3000, 768, seed=1) * np.float32(1.5)  # not unit: the bound scales with the norms
-    scan = Bf16Scan(vectors)
+    scan = Bf16Scan.of(vectors)
     for seed in range(10):
         query = unit(1, 768, seed=seed)[0] * 2
         approx = torch.mv(scan.matrix, torch.from_numpy(query).bfloat16()).float().numpy()
@@ -50,7 +50,7 @@ def test_crowded_vectors_fall_back_to_the_whole_fp32_scan():
     base = unit(1, 256, seed=0)
     vectors = base + 0.05 * unit(4000, 256, seed=1)  # every score within bf16's error of every other
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    scan = Bf16Scan(vectors)
+    scan = Bf16Scan.of(vectors)
     rows, scores = scan.top(vectors, base[0], 10)
     assert scan.rescored == len(vectors)
     np.testing.assert_array_equal(rows, exact_top(vectors, base[0], 10)[0])

@@ -29,31 +29,40 @@ import numpy as np
 import torch
 
 from ..cpu import native_matmul
+from .dense import best_first
 
 U = 2.0 ** -8  # bf16's unit roundoff (8 significant bits)
 RESCORE_LIMIT = 0.25  # rescoring more than this share of the rows: scan them all in fp32 instead
 
 
 class Bf16Scan:
-    """A bf16 copy of ``vectors`` ``(n, d)`` float32 and the top-k search over it (see the module)."""
+    """A bf16 copy of fp32 vectors ``(n, d)`` and the top-k search over it (see the module); made by
+    :meth:`of`. ``max_norm`` bounds the norms of the rows it was made from."""
 
-    def __init__(self, vectors: np.ndarray):
-        self.rows, self.dim = vectors.shape
-        self.matrix = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(torch.bfloat16)
-        self.max_norm = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max())) if self.rows else 0.0
+    def __init__(self, matrix: torch.Tensor, max_norm: float):
+        self.matrix = matrix
+        self.max_norm = max_norm
         self.rescored = 0  # rows rescored in fp32 by the last search (benches, tests)
+
+    @classmethod
+    def of(cls, vectors: np.ndarray) -> Bf16Scan:
+        """The copy of ``vectors`` ``(n, d)`` float32."""
+        matrix = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(torch.bfloat16)
+        return cls(matrix, float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max())) if len(vectors) else 0.0)
+
+    @property
+    def rows(self) -> int:
+        return self.matrix.shape[0]
 
     def keep(self, rows: np.ndarray) -> Bf16Scan:
         """This copy with only ``rows`` (a boolean mask) left, in order: what the fp32 vectors become when
         chunks are removed. ``max_norm`` stays, an upper bound still."""
-        kept = object.__new__(Bf16Scan)
-        kept.matrix = self.matrix[torch.from_numpy(np.asarray(rows, dtype=bool))]
-        kept.rows, kept.dim, kept.max_norm, kept.rescored = len(kept.matrix), self.dim, self.max_norm, 0
-        return kept
+        return Bf16Scan(self.matrix[torch.from_numpy(np.asarray(rows, dtype=bool))], self.max_norm)
 
     def bound(self, query: np.ndarray) -> float:
         """The most a bf16 score of ``query`` can differ from its fp32 score."""
-        return float(np.linalg.norm(query)) * self.max_norm * (3 * U + 4 * U * U + 4 * self.dim * 2.0 ** -24)
+        dim = self.matrix.shape[1]
+        return float(np.linalg.norm(query)) * self.max_norm * (3 * U + 4 * U * U + 4 * dim * 2.0 ** -24)
 
     def top(self, vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the ``k`` best inner products with ``query`` and their fp32 scores, best first.
@@ -71,8 +80,7 @@ class Bf16Scan:
         else:
             exact = vectors[candidates] @ query
         self.rescored = len(candidates)
-        best = np.argpartition(-exact, k - 1)[:k] if k < len(exact) else np.arange(len(exact))
-        best = best[np.argsort(-exact[best], kind="stable")]
+        best = best_first(exact, k)
         return candidates[best], exact[best]
 
 

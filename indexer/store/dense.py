@@ -94,7 +94,6 @@ class DenseIndex:
             return 0
         ids = np.asarray(chunk_ids, dtype=np.int64)
         if self._ivf() is not None:  # its id hash table removes only by an explicit array
-            self._scan = None
             return int(self.index.remove_ids(faiss.IDSelectorArray(ids)))
         scan = (self._scan[1] or None) if self._scan is not None else None
         keep = ~np.isin(self.chunk_ids(), ids) if scan is not None else None
@@ -159,8 +158,7 @@ class DenseIndex:
             top, scores = scan.top(vectors, query, k)
             return ids[top].astype(np.int64), scores
         scores = vectors @ query
-        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = best_first(scores, k)
         return ids[top].astype(np.int64), scores[top]
 
     def _flat_vectors(self) -> np.ndarray:
@@ -190,17 +188,16 @@ class DenseIndex:
             return None
         key = _scan_key(vectors)
         cached = self._scan
-        if cached is None or cached[0] != key or cached[1] is None:  # False: declined for want of memory
+        if cached is None or cached[0] != key or cached[1] is None:
             with self._scan_lock:
                 cached = self._scan
-                if (cached is None or cached[0] != key) and not now:
+                seen = cached is not None and cached[0] == key
+                if not seen and not now:
                     cached = self._scan = (key, None)  # searched once
-                elif cached is None or cached[0] != key or cached[1] is None:
-                    if vectors.nbytes // 2 > free_memory() // 4:  # the copy would crowd the machine
-                        self._scan = (key, False)
-                        return None
-                    cached = self._scan = (key, bf16_scan.Bf16Scan(vectors))
-        return cached[1] or None
+                elif not seen or cached[1] is None:
+                    room = vectors.nbytes // 2 <= free_memory() // 4  # else the copy would crowd the machine
+                    cached = self._scan = (key, bf16_scan.Bf16Scan.of(vectors) if room else False)
+        return cached[1] or None  # the copy; not if searched once, or False: no room for it
 
     def chunk_ids(self) -> np.ndarray:
         """Every stored chunk id (int64), in storage order."""
@@ -308,6 +305,12 @@ class DenseIndex:
         if kind is not None and kind != found and not (found == EXACT and kind in APPROXIMATE):
             raise IndexFormatError(f"{path}: holds a {found} index, manifest says {kind}")
         return cls(dim, kind or found, index, nprobe=nprobe)
+
+
+def best_first(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest ``scores`` (all of them if fewer), highest first."""
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return top[np.argsort(-scores[top], kind="stable")]
 
 
 def _scan_key(vectors: np.ndarray) -> tuple[int, int]:
