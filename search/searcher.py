@@ -15,6 +15,7 @@ from ..indexer.compat import check_compatible
 from ..indexer.text.analysis import analyze
 from ..indexer.store.centering import center
 from ..indexer.store.docstore import ChunkRow
+from ..indexer.store.maxscore import compile_now
 from ..indexer.errors import IndexFormatError, IndexMismatchError, QueryError
 from ..indexer.text.language import detect_language
 from ..indexer.text.validation import text_problem
@@ -180,7 +181,9 @@ class Searcher:
 
     def prepare(self) -> int:
         """Make the loaded segments' bf16 copies for exact search now (a server starting), not at their
-        second search (see :mod:`indexer.store.bf16_scan`); how many segments have one."""
+        second search (see :mod:`indexer.store.bf16_scan`), and compile BM25's search loops; how many
+        segments have a bf16 copy."""
+        compile_now()
         with self._lock:
             return sum(segment.dense.prepare_scan() for part in self.index.parts
                        for segment in part.segments.values())

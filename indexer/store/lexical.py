@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ChunkError, ConfigError
-from .maxscore import Postings, Term, exact_scores, top_k
+from .maxscore import Postings, QueryTerms, exact_scores, top_k
 
 
 
@@ -55,7 +55,7 @@ class BM25Index:
         self._total_len = 0  # tokens in live rows
         self._df: np.ndarray | None = None  # live chunks per term, cached
         self._stats: tuple[np.ndarray, np.ndarray] | None = None  # (idf per term, k1 * norm per row)
-        self._scoring: Postings | None = None  # every posting with its key and tf part, for top_k
+        self._scoring: Postings | None = None  # every posting with its tf part, for top_k
         self._tf_ready = np.zeros(0, bool)  # per term: its tf parts in _scoring are filled (with _stats)
         self._tf_top = np.zeros(0)  # per term: the largest of them
         self._collection: Collection | None = None  # statistics of a whole this index is part of, when set
@@ -220,21 +220,14 @@ class BM25Index:
         return self._stats
 
     def _scoring_for(self, terms: np.ndarray) -> Postings:
-        """Every posting with its key, the tf parts ``tf * (k1 + 1) / (tf + k1 * norm)`` of ``terms`` filled
-        (computed once per term until the statistics change)."""
+        """Every posting, the tf parts ``tf * (k1 + 1) / (tf + k1 * norm)`` of ``terms`` filled (computed once
+        per term until the statistics change)."""
         _, norm = self._prepare()
         matrix, scoring = self._matrix, self._scoring
         if scoring is None:
-            term_of = np.repeat(np.arange(matrix.shape[1], dtype=np.int64), np.diff(matrix.indptr))
-            keys = np.append(term_of * len(self._row_ids) + matrix.indices, np.iinfo(np.int64).max)
-            scoring = self._scoring = Postings(matrix.indices, np.empty(len(keys)), keys, len(self._row_ids))
+            scoring = self._scoring = Postings(matrix.data, matrix.indices, matrix.indptr, len(self._row_ids))
             self._tf_ready[:] = False
-        for term in terms[~self._tf_ready[terms]].tolist():
-            lo, hi = matrix.indptr[term], matrix.indptr[term + 1]
-            f = matrix.data[lo:hi]
-            scoring.weights[lo:hi] = f * (self.k1 + 1) / (f + norm[matrix.indices[lo:hi]])
-            self._tf_top[term] = scoring.weights[lo:hi].max() if hi > lo else 0.0
-            self._tf_ready[term] = True
+        scoring.fill(terms, norm, self.k1, self._tf_ready, self._tf_top)
         return scoring
 
     def _query_terms(self, query_tokens: list[str]) -> tuple[list[int], list[int]]:
@@ -302,22 +295,19 @@ class BM25Index:
         if missing:
             raise ChunkError(f"chunk ids not in the lexical index: {missing[:5]}")
         wanted = np.array([self._row_of[i] for i in ids], dtype=np.int64)
-        scoring, found, query = self._scoring_terms(query_tokens)
-        return exact_scores(scoring, found, query, wanted) if query else np.zeros(len(wanted))
+        scoring, terms = self._scoring_terms(query_tokens)
+        return np.zeros(len(wanted)) if terms is None else exact_scores(scoring, terms, wanted)
 
-    def _scoring_terms(self, query_tokens: list[str]) -> tuple[Postings | None, list[Term], list[int]]:
-        """(the postings with the query's tf parts filled, the query's distinct terms, each token's position
-        in them); no postings and empty lists when no query term is in the vocabulary."""
+    def _scoring_terms(self, query_tokens: list[str]) -> tuple[Postings | None, QueryTerms | None]:
+        """(the postings with the query's tf parts filled, the query's terms); None twice when no query term
+        is in the vocabulary."""
         idf, _ = self._prepare()
         terms, query = self._query_terms(query_tokens)
         if not query:
-            return None, [], []
+            return None, None
         ids = np.array(terms, np.int64)
         scoring = self._scoring_for(ids)
-        found = list(map(Term, terms, self._matrix.indptr[ids].tolist(), self._matrix.indptr[ids + 1].tolist(),
-                         np.asarray(idf[ids], np.float64).tolist(), np.bincount(query).tolist(),
-                         self._tf_top[ids].tolist()))
-        return scoring, found, query
+        return scoring, scoring.terms(ids, np.asarray(idf[ids], np.float64), self._tf_top[ids], query)
 
     def search(self, query_tokens: list[str], k: int,
                allowed: np.ndarray | None = None, with_ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -336,13 +326,13 @@ class BM25Index:
             ``(chunk_ids int64, scores float64)``, at most ``k`` each, best first
             (higher is better); equal scores in insertion order.
         """
-        scoring, found, query = self._scoring_terms(query_tokens)
-        if k <= 0 or not query:
+        scoring, terms = self._scoring_terms(query_tokens)
+        if k <= 0 or terms is None:
             return np.empty(0, np.int64), np.empty(0, np.float64)
         keep = None if allowed is None else self._row_mask(np.asarray(allowed, dtype=np.int64))
         if len(self._row_of) < len(self._row_ids):
             keep = self._alive if keep is None else keep & self._alive
-        rows, scores = top_k(scoring, found, query, k, keep, with_ties)
+        rows, scores, _ = top_k(scoring, terms, k, keep, with_ties)
         return self._row_ids[rows], scores
 
     def contains(self, chunk_ids: np.ndarray) -> np.ndarray:
