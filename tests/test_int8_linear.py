@@ -25,12 +25,14 @@ def fresh_cache():
 
 
 def by_hand(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> np.ndarray:
-    """The same arithmetic in float64: per-row scales, rounding half to even, exact integer products."""
+    """The same arithmetic: per-row scales and the division by them in fp32 (as torch does them: in float64
+    a value a hair from a half rounds the other way now and then), rounding half to even, exact integer
+    products and the scaling in float64."""
     def rows(m):
-        m = m.double().numpy()
+        m = m.float().numpy()
         amax = np.abs(m).max(1, keepdims=True)
-        scale = np.where(amax > 0, amax / 127, 1.0)
-        return np.round(m / scale), scale
+        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1))
+        return np.round(m / scale).astype(np.float64), scale.astype(np.float64)
     qx, sx = rows(x)
     qw, sw = rows(weight)
     out = (qx @ qw.T) * sx * sw.T
