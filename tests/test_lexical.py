@@ -425,3 +425,21 @@ def test_maxscore_never_scans_the_postings_of_a_term_that_cannot_matter():
     assert index.search(query, 10)[0].tolist() == ids.tolist()
     expected_ids, expected_scores = exhaustive_top_k(index, dict(enumerate(docs)), query, 10)
     assert ids.tolist() == expected_ids and scores.tolist() == expected_scores
+
+
+def test_compiling_the_search_loops_once_serves_built_and_loaded_indexes(tmp_path):
+    """``compile_now`` (a server starting) compiles the loops for the dtypes every index passes them, so no
+    query compiles them again: one machine code per loop, whether the index was built or read from disk."""
+    from xlsearch.indexer.store import maxscore
+
+    maxscore.compile_now()
+    loops = (maxscore._top_k, maxscore._exact, maxscore._fill)
+    compiled = [len(loop.signatures) for loop in loops]
+    docs = [["the", f"rare{i % 50}", f"mid{i % 7}"] for i in range(500)]
+    built = fresh(docs)
+    save_bm25(built, tmp_path / "bm25")
+    for index in (built, load_bm25(tmp_path / "bm25")):
+        index.search(["the", "rare3"], 5)
+        index.search(["mid2"], 5, allowed=np.arange(0, 500, 3))
+        index.score_chunks(["rare3"], [3, 4])
+    assert [len(loop.signatures) for loop in loops] == compiled
