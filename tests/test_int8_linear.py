@@ -44,7 +44,9 @@ def test_rows_are_rounded_on_their_own_scale():
     q, scale = int8_linear.quantize_rows(x)
     assert q.dtype == torch.int8 and scale.shape == (3, 1)
     assert q[0].tolist() == [64, -127, 32] and q[1].tolist() == [0, 0, 0] and q[2, 0] == 127
-    assert scale[1].item() == 1.0  # an all-zero row: no division by zero
+    assert 0 < scale[1].item() < 1e-30  # an all-zero row: no division by zero
+    unsigned, same = int8_linear.quantize_rows(x, unsigned=True)
+    assert unsigned.dtype == torch.uint8 and torch.equal(unsigned.int() - 128, q.int()) and torch.equal(same, scale)
     assert (q.float() * scale - x).abs().le(scale / 2 + 1e-6).all()  # within half a step of each row
 
 
@@ -139,3 +141,18 @@ def test_int8_runs_on_the_cpu_only():
     assert precision_dtype("int8", torch.device("cpu")) == torch.float32  # activations stay fp32
     with pytest.raises(XlsearchError, match="CPU only"):
         precision_dtype("int8", torch.device("cuda"))
+
+
+def test_one_input_is_quantized_once_for_several_layers(monkeypatch):
+    """``linears`` (attention's three projections) quantizes its input once and equals ``linear`` per layer."""
+    calls = []
+    original = int8_linear.quantize_rows
+    monkeypatch.setattr(int8_linear, "quantize_rows", lambda x, unsigned=False: (calls.append(1), original(x, unsigned))[1])
+    x, layers = torch.randn(5, 16), [(torch.randn(8, 16), torch.randn(8)), (torch.randn(4, 16), None)]
+    with torch.no_grad():
+        int8_linear.quantized_weight(layers[0][0]), int8_linear.quantized_weight(layers[1][0])
+        calls.clear()
+        together = int8_linear.linears(x, layers)
+        assert len(calls) == 1
+        for got, (weight, bias) in zip(together, layers):
+            np.testing.assert_array_equal(got.numpy(), int8_linear.linear(x, weight, bias).numpy())

@@ -267,9 +267,11 @@ class FastDebertaV2:
         """Self-attention of packed states, one group of similar-length rows at a time; packed."""
         if self.compute_dtype is not None:
             hidden = hidden.to(self.compute_dtype)  # once for the three projections
-        query = self._linear(hidden, attention.query_proj)
-        key = self._linear(hidden, attention.key_proj)
-        value = self._linear(hidden, attention.value_proj)
+        projections = (attention.query_proj, attention.key_proj, attention.value_proj)
+        if self._kernel is int8_linear.linear:  # the input quantized once for the three
+            query, key, value = int8_linear.linears(hidden, [(layer.weight, layer.bias) for layer in projections])
+        else:
+            query, key, value = (self._linear(hidden, layer) for layer in projections)
         positions = self._position_projections(i)
         if len(batch.groups) == 1 and batch.packed_rows == batch.tokens:
             return self._group_attention(batch.groups[0], query, key, value, positions)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,14 +46,17 @@ def native_support() -> bool:
     return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
 
 
-def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+def quantize_rows(x: Tensor, unsigned: bool = False) -> tuple[Tensor, Tensor]:
     """``x`` (rows, n) as int8 rounded on each row's own scale, and the ``(rows, 1)`` scales
-    (``x ~= q * scale``; an all-zero row gets scale 1 and zeros)."""
-    amax = x.abs().amax(dim=1, keepdim=True)
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    (``x ~= q * scale``; an all-zero row gets zeros and the smallest normal scale); ``unsigned``: as uint8
+    ``q + 128`` instead, to be read with zero point 128.
+
+    A query's layers call this some fifty times on a few rows, where each torch op costs microseconds
+    whatever its size: it is kept to six ops."""
+    scale = x.abs().amax(dim=1, keepdim=True).div_(127).clamp_min_(torch.finfo(torch.float32).tiny)
     # Written into row-major strides even for one row, as _int_mm needs.
-    scaled = torch.div(x, scale, out=torch.empty(x.shape, dtype=torch.float32))
-    return scaled.round_().to(torch.int8), scale
+    scaled = torch.div(x, scale, out=torch.empty(x.shape, dtype=torch.float32)).round_()
+    return (scaled.add_(128).to(torch.uint8) if unsigned else scaled.to(torch.int8)), scale
 
 
 def quantized_weight(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -75,26 +79,31 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
     Anything else (another dtype or device, autograd, no rows) goes to ``F.linear`` unchanged.
     """
+    return linears(x, [(weight, bias)])[0]
+
+
+def linears(x: Tensor, layers: Sequence[tuple[Tensor, Tensor | None]]) -> list[Tensor]:
+    """:func:`linear` of one input by several ``(weight, bias)``, the input quantized once (attention's
+    query, key and value projections: a few-row input costs about as much to quantize as to multiply)."""
     if (x.dim() != 2 or x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[0] == 0
-            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
-        return F.linear(x, weight, bias)
+            or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w, _ in layers)))):
+        return [F.linear(x, weight, bias) for weight, bias in layers]
+    q_x, x_scale = quantize_rows(x, unsigned=prepacked())
+    return [_product(q_x, x_scale, weight, bias) for weight, bias in layers]
+
+
+def _product(q_x: Tensor, x_scale: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     q_weight, w_scale, w_zero = quantized_weight(weight)
-    q_x, x_scale = quantize_rows(x)
     if prepacked():  # the int32 sums times each channel's scale, in fp32
-        out = torch.ops.onednn.qlinear_pointwise(_unsigned(q_x), 1.0, 128, q_weight, w_scale, w_zero, None, 1.0, 0,
+        # u8 with zero point 128: the operand VNNI multiplies (u8 by s8); an s8 by s8 product runs oneDNN's
+        # reference kernel on CPUs without AMX, some 1000x slower.
+        out = torch.ops.onednn.qlinear_pointwise(q_x, 1.0, 128, q_weight, w_scale, w_zero, None, 1.0, 0,
                                                  torch.float32, "none", [], "")
     else:
         out = torch._int_mm(q_x, q_weight).to(torch.float32).mul_(w_scale)
     if bias is None:
         return out.mul_(x_scale)
     return torch.addcmul(bias, out, x_scale, out=out)
-
-
-def _unsigned(q: Tensor) -> Tensor:
-    """int8 ``q`` as uint8 ``q + 128`` (the top bit flipped, in place), to be read with zero point 128: the
-    operand VNNI multiplies (u8 by s8); an s8 by s8 product runs oneDNN's reference kernel on CPUs without
-    AMX, some 1000x slower."""
-    return q.view(torch.uint8).bitwise_xor_(128)
 
 
 @functools.cache
@@ -105,7 +114,7 @@ def prepacked() -> bool:
     try:
         q = torch.ones(8, 8, dtype=torch.int8)
         packed = torch.ops.onednn.qlinear_prepack(q, None)
-        out = torch.ops.onednn.qlinear_pointwise(_unsigned(torch.ones(2, 8, dtype=torch.int8)), 1.0, 128, packed,
+        out = torch.ops.onednn.qlinear_pointwise(torch.full((2, 8), 129, dtype=torch.uint8), 1.0, 128, packed,
                                                  torch.ones(8), torch.zeros(8, dtype=torch.long), None, 1.0, 0,
                                                  torch.float32, "none", [], "")
         return bool(torch.all(out == 8))
