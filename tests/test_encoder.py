@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_linear_kernel import tiny_own_forward
 
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.errors import ModelLoadError, XlsearchError
@@ -58,10 +59,10 @@ def test_several_layers_from_one_pass_match_single_layers(loaded):
         np.testing.assert_allclose(many[layer], encoder.encode(TEXTS, layer), atol=1e-6)
 
 
-def test_fast_path_runs_no_layer_above_the_pooled_one(tiny_model):
-    """DeBERTa-v2 in eval mode: FastDebertaV2 does the work (the model gets no hook that would switch it
-    off), runs only layer 0 to pool layer 1, and equals the plain transformers forward."""
-    encoder = Encoder(tiny_model, batch_size=4)
+def test_fast_path_runs_no_layer_above_the_pooled_one(loaded):
+    """DeBERTa-v2 and BERT in eval mode: their fast forward does the work (the model gets no hook that would
+    switch it off), runs only layer 0 to pool layer 1, and equals the plain transformers forward."""
+    encoder = Encoder(loaded, batch_size=4)
     assert encoder.uses_fast_path
     ran, run_layer = [], encoder._fast._layer
 
@@ -69,18 +70,19 @@ def test_fast_path_runs_no_layer_above_the_pooled_one(tiny_model):
         ran.append(i)
         return run_layer(i, *args)
 
-    encoder._fast._layer = spy  # on the FastDebertaV2 instance, not a hook on the model
+    encoder._fast._layer = spy  # on the fast forward's instance, not a hook on the model
     try:
         vectors = encoder.encode(TEXTS[:2], 1)
     finally:
         del encoder._fast._layer
     assert ran == [0]
-    np.testing.assert_allclose(vectors, reference(tiny_model, TEXTS[:2], 1), atol=1e-5)
+    np.testing.assert_allclose(vectors, reference(loaded, TEXTS[:2], 1), atol=1e-5)
 
 
-def test_hook_path_runs_no_layer_above_the_pooled_one(tiny_bert_dir):
-    """BERT has no fast path: its own forward, stopped by a pre-hook once layer 1's input is captured."""
-    loaded = load_model(str(tiny_bert_dir), "cpu")
+def test_hook_path_runs_no_layer_above_the_pooled_one(tiny_model):
+    """A model with no fast forward (ELECTRA): its own forward, stopped by a pre-hook once layer 1's input
+    is captured."""
+    loaded = tiny_own_forward(tiny_model)
     encoder = Encoder(loaded, batch_size=4)
     assert not encoder.uses_fast_path
     calls = []

@@ -188,10 +188,10 @@ def test_layers_above_the_pooled_one_are_not_computed(tiny_model, layer):
     assert used == set(range(layer))
 
 
-def test_other_model_types_keep_the_hf_forward(tiny_bert_dir):
+def test_other_model_types_are_not_taken_for_deberta(tiny_bert_dir):
     bert = load_model(str(tiny_bert_dir), "cpu")
     assert not supports(bert.model)
-    assert not Encoder(bert).uses_fast_path
+    assert not isinstance(Encoder(bert)._fast, FastDebertaV2)
 
 
 def test_threads_encoding_at_once_get_their_own_vectors(tiny_model, sentences):

@@ -12,7 +12,7 @@ from xlsearch.indexer.encoding import int8_linear, linear_kernel
 from xlsearch.indexer.encoding.encoder import Encoder, precision_dtype
 from xlsearch.indexer.errors import XlsearchError
 
-from test_linear_kernel import tiny_bert
+from test_linear_kernel import tiny_own_forward
 
 pytestmark = pytest.mark.skipif(not int8_linear.available(), reason="this torch build has no CPU int8 matmul")
 
@@ -122,7 +122,7 @@ def test_fast_path_and_the_model_s_own_forward_agree_in_int8(tiny_model, sentenc
 
 
 def test_models_on_their_own_forward_are_routed_to_int8_and_restored(tiny_model, monkeypatch):
-    loaded = tiny_bert(tiny_model)
+    loaded = tiny_own_forward(tiny_model)
     texts = ["a short query", "a somewhat longer passage of text " * 12]
     exact = Encoder(loaded).encode(texts, 2)
     calls = []

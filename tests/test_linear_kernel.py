@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertModel
+from transformers import ElectraConfig, ElectraModel
 
 from xlsearch.indexer.encoding import linear_kernel
 from xlsearch.indexer.encoding.encoder import Encoder
@@ -108,16 +108,20 @@ def test_fast_deberta_matches_hf_on_each_kernel(tiny_model, kernel):
         np.testing.assert_allclose(got[layer][real].numpy(), expected[layer][real].numpy(), atol=1e-5)
 
 
-def tiny_bert(tiny_model) -> LoadedModel:
-    config = BertConfig(vocab_size=tiny_model.model.config.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
+def tiny_own_forward(tiny_model) -> LoadedModel:
+    """A BERT-like encoder (ELECTRA's discriminator) that no fast forward supports: it runs its own."""
+    config = ElectraConfig(vocab_size=tiny_model.model.config.vocab_size, embedding_size=32, hidden_size=32,
+                           num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           max_position_embeddings=512)
     torch.manual_seed(0)
-    return LoadedModel("tiny-bert", BertModel(config).eval(), tiny_model.tokenizer, "test", torch.device("cpu"))
+    loaded = LoadedModel("tiny-electra", ElectraModel(config).eval(), tiny_model.tokenizer, "test", torch.device("cpu"))
+    assert not Encoder(loaded).uses_fast_path
+    return loaded
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_models_on_their_own_forward_are_routed_and_restored(tiny_model, kernel, monkeypatch):
-    loaded = tiny_bert(tiny_model)
+    loaded = tiny_own_forward(tiny_model)
     texts = ["a short query", "a somewhat longer passage of text " * 12]
     reference = Encoder(loaded, precision="fp32")
     with linear_kernel.forced(linear_kernel.MKL):

@@ -2,11 +2,14 @@
 
 Texts are sorted by token length and cut into batches padded only to their own
 longest item (dynamic padding); vectors come back in input order. Layers above the
-highest one asked for are never computed. DeBERTa-v2 models (mdeberta-v3) in eval
-mode run :class:`indexer.fast_deberta.FastDebertaV2`, which caches the projected
-relative-position table and computes only the positions a batch uses; any other
-model runs its own HF forward, where a pre-forward hook on the top layer captures
-its input, which is ``hidden_states[layer]``, and stops the forward pass there.
+highest one asked for are never computed. In eval mode, DeBERTa-v2 models (mdeberta-v3) run
+:class:`.fast_deberta.FastDebertaV2`, which caches the projected relative-position table and
+computes only the positions a batch uses, and BERT-family encoders (BERT, RoBERTa, XLM-R:
+multilingual-e5-small, MiniLM) run :class:`.fast_bert.FastBert`; both run the real tokens of a
+batch packed, as a handful of torch ops per layer (:class:`.packed_forward.PackedForward`). Any
+other model, or one being trained or carrying hooks, runs its own HF forward, where a pre-forward
+hook on the top layer captures its input, which is ``hidden_states[layer]``, and stops the forward
+pass there.
 
 This is xlsearch's one encode path: :meth:`Encoder.pooled` runs the same tokenise, pad,
 forward and pool steps on one batch and returns tensors, with autograd for training
@@ -33,7 +36,9 @@ from ..config import BATCH_SIZE, MEAN_NO_SPECIAL, IndexConfig, check_pooling
 from ..cpu import native_matmul
 from ..errors import XlsearchError
 from . import bf16_linear, int8_linear, linear_kernel
-from .fast_deberta import FastDebertaV2, has_forward_hooks, supports
+from .fast_bert import FastBert
+from .fast_deberta import FastDebertaV2
+from .packed_forward import PackedForward, has_forward_hooks
 from .layers import check_layers
 from .model import LoadedModel, transformer_blocks
 from .protocol import ModelFacts, TextEncoder
@@ -77,10 +82,8 @@ class Encoder(ModelFacts):
         self.precision = precision
         self._dtype = precision_dtype(precision, loaded.device)
         self._blocks = transformer_blocks(loaded.model)
-        self._fast = None
-        if supports(loaded.model):
-            self._fast = FastDebertaV2(loaded.model, None if self._dtype == torch.float32 else self._dtype,
-                                       int8=precision == "int8")
+        self._fast = fast_forward(loaded.model, None if self._dtype == torch.float32 else self._dtype,
+                                  int8=precision == "int8")
 
     def encode(self, texts: Sequence[str], layer: int, progress: Callable[[int], None] | None = None,
                *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> np.ndarray:
@@ -172,7 +175,7 @@ class Encoder(ModelFacts):
 
     @property
     def uses_fast_path(self) -> bool:
-        """Whether the next batch runs :class:`FastDebertaV2` (DeBERTa-v2, eval mode, no hooks)."""
+        """Whether the next batch runs a fast forward (DeBERTa-v2 or BERT family, eval mode, no hooks)."""
         fast = self._fast
         return fast is not None and not fast.model.training and not has_forward_hooks(fast.modules)
 
@@ -232,6 +235,14 @@ class Encoder(ModelFacts):
             for handle in handles:
                 handle.remove()
         return {layer: captured[layer] for layer in layers}
+
+
+def fast_forward(model: torch.nn.Module, compute_dtype: torch.dtype | None, int8: bool) -> PackedForward | None:
+    """The fast forward of ``model``'s family (:class:`FastDebertaV2`, :class:`FastBert`), or None."""
+    for forward in (FastDebertaV2, FastBert):
+        if forward.supports(model):
+            return forward(model, compute_dtype, int8=int8)
+    return None
 
 
 def precision_dtype(precision: str, device: torch.device) -> torch.dtype:

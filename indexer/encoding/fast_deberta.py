@@ -11,31 +11,25 @@ input:
 * A sequence of ``L`` tokens only reaches the log-bucketed relative positions
   ``bucket(-(L-1)) .. bucket(L-1)``, so the content->position and position->content
   scores are computed against that slice of the table, not all of it.
-* Layers above the highest one asked for are never run.
 
-Per-token layers run on the real tokens of a batch only (:mod:`indexer.packing`);
-attention runs per group of similar-length rows, padded to the group's widest, with
-padding keys masked, through ``scaled_dot_product_attention`` with the c2p + p2c
-scores as its additive mask.
-Everything runs in the weights' dtype unless a ``compute_dtype`` is given: then the
-matmuls and attention run in that dtype on cached, cast copies of the weights (bf16 on
-the CPU: cast and laid out for oneDNN, :mod:`.bf16_linear`), while LayerNorms and the
-residual stream stay in the weights' dtype.
+The rest (packed per-token layers, groups of similar-length rows for attention, layers
+above the pooled one never run, the linear layers' kernel and precision) is
+:class:`.PackedForward`'s; attention here is ``scaled_dot_product_attention`` with the
+c2p + p2c scores as its additive mask.
 """
 from __future__ import annotations
 
+import functools
 import math
-import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules import module as nn_module
 
-from . import bf16_linear, int8_linear, linear_kernel
-from .packing import AttentionGroup, PackedBatch
+from . import linear_kernel
+from .packed_forward import GroupAttention, PackedForward
+from .packing import AttentionGroup
 
 _INDEX_CACHE_SIZE = 64
 
@@ -65,107 +59,46 @@ def supports(model: nn.Module) -> bool:
                and block.attention.self.relative_attention for block in encoder.layer)
 
 
-def has_forward_hooks(modules: Sequence[nn.Module]) -> bool:
-    """Whether any of ``modules`` (or the global registry) has forward (pre-)hooks.
-
-    The fast forward does not call the HF blocks, so hooks on them would silently not
-    run; callers use the HF forward instead when this is True.
-    """
-    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
-
-
-class FastDebertaV2:
-    """Hidden states of a DeBERTa-v2 model, computing only what pooling needs.
+class FastDebertaV2(PackedForward):
+    """Hidden states of a DeBERTa-v2 model, computing only what pooling needs (:class:`.PackedForward`).
 
     Args:
-        model: A ``DebertaV2Model`` for which :func:`supports` is True. Its weights are
-            used in place; changing them (``load_state_dict``, an optimiser step, ``.to``)
-            invalidates the cached position projections on the next call. In-place edits
-            through ``param.data`` bypass version counters: call :meth:`clear_cache` then.
-        compute_dtype: dtype of the matmuls, or None for the weights' own (exact) dtype.
-        int8: Run the linear layers on int8 weights and per-token int8 activations
-            (:mod:`.int8_linear`); attention and the rest keep ``compute_dtype``.
-
-    Thread-safe: the caches are filled under a lock.
+        model: A ``DebertaV2Model`` for which :func:`supports` is True; see :class:`.PackedForward`
+            for ``compute_dtype`` and ``int8``. Changing its weights also invalidates the cached
+            position projections.
     """
 
     def __init__(self, model: nn.Module, compute_dtype: torch.dtype | None = None, int8: bool = False):
-        if not supports(model):
-            raise ValueError(f"{type(model).__name__} is not a DeBERTa-v2 model the fast forward supports")
-        self.model = model
-        self.modules = tuple(model.modules())
-        self.compute_dtype = compute_dtype
-        self._kernel = self._choose_kernel(model, compute_dtype, int8)
-        encoder = model.encoder
-        first = encoder.layer[0].attention.self
+        super().__init__(model, compute_dtype, int8)
+        first = model.encoder.layer[0].attention.self
         self.heads = first.num_attention_heads
         self.head_size = first.attention_head_size
         self.att_span = first.pos_ebd_size
         self.kinds = set(first.pos_att_type)
         self.scale = math.sqrt(self.head_size * (1 + len(self.kinds)))
-        self._lock = threading.Lock()
         self._positions: dict[int, tuple[tuple, Tensor, Tensor]] = {}
-        self._casts: dict[int, tuple[tuple, Tensor]] = {}
         self._rel_full: Tensor | None = None
         self._columns: OrderedDict[tuple, Tensor] = OrderedDict()
 
-    def _choose_kernel(self, model: nn.Module, compute_dtype: torch.dtype | None, int8: bool):
-        """The linear layers' kernel: int8, bf16 on packed weights (CPU), fp32's faster library, or
-        ``F.linear`` on cast weights (fp16; bf16 off the CPU)."""
-        if int8:
-            return int8_linear.linear
-        if compute_dtype is None:
-            return linear_kernel.linear
-        on_cpu = next(model.parameters()).device.type == "cpu"
-        if compute_dtype == torch.bfloat16 and on_cpu and bf16_linear.available():
-            return bf16_linear.linear
-        return lambda x, weight, bias: F.linear(x, self._cast(weight), self._cast(bias))
-
-    def _row_multiple(self, attention_mask: Tensor) -> int:
-        """Packed rows are padded to a multiple of this: MKL's, where fp32 products run on MKL, else 1
-        (oneDNN's fp32, bf16 and int8 products cost what their rows cost)."""
-        if self._kernel is not linear_kernel.linear:
-            return 1
-        first = self.model.encoder.layer[0].attention.self.query_proj
-        return linear_kernel.row_multiple(int(attention_mask.sum()), first.weight, first.bias)
+    supports = staticmethod(supports)
 
     def clear_cache(self) -> None:
         """Forget cached position projections, cast, bf16 and int8 weights, and position indices."""
-        int8_linear.clear()
-        bf16_linear.clear()
+        super().clear_cache()
         with self._lock:
             self._positions.clear()
-            self._casts.clear()
             self._columns.clear()
             self._rel_full = None
 
-    # -- public ------------------------------------------------------------
-    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
-        """``hidden_states[layer]`` of the HF forward for each of ``layers``.
+    def _embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.model.embeddings(input_ids=input_ids, mask=attention_mask)
 
-        Args:
-            input_ids: ``(batch, seq)`` token ids.
-            attention_mask: ``(batch, seq)``, 1 for real tokens, 0 for padding.
-            layers: Indices into HF's ``hidden_states`` (0 = embeddings output).
+    def _projections(self, block: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        attention = block.attention.self
+        return attention.query_proj, attention.key_proj, attention.value_proj
 
-        Returns:
-            ``{layer: (batch, seq, hidden)}`` in fp32 (or the weights' dtype), zeros at
-            padding positions after layer 0.
-        """
-        top = max(layers)
-        with torch.inference_mode():
-            hidden = self.model.embeddings(input_ids=input_ids, mask=attention_mask)
-            captured = {0: hidden}
-            if top > 0:
-                batch = PackedBatch.of(attention_mask, multiple=self._row_multiple(attention_mask))
-                packed = batch.pack(hidden)
-                for i in range(top):
-                    packed = self._layer(i, packed, batch)
-                    if i + 1 in layers:
-                        captured[i + 1] = batch.unpack(packed)
-        return {layer: captured[layer] for layer in layers}
+    def _group_attention(self, i: int) -> GroupAttention:
+        return functools.partial(self._disentangled_attention, positions=self._position_projections(i))
 
     # -- caches ------------------------------------------------------------
     def _relative_columns(self, length: int, device: torch.device) -> Tensor:
@@ -230,67 +163,12 @@ class FastDebertaV2:
         projected = projected.view(table.shape[0], self.heads, self.head_size).transpose(0, 1).contiguous()
         return projected if self.compute_dtype is None else projected.to(self.compute_dtype)
 
-    def _cast(self, weight: Tensor | None) -> Tensor | None:
-        """``weight`` in the compute dtype (cached per weight version), or itself."""
-        if weight is None or self.compute_dtype is None or weight.dtype == self.compute_dtype:
-            return weight
-        key = linear_kernel.weight_key([weight])
-        with self._lock:
-            cached = self._casts.get(id(weight))
-            if cached is None or cached[0] != key:
-                cached = self._casts[id(weight)] = (key, weight.detach().to(self.compute_dtype))
-            return cached[1]
-
-    # -- maths -------------------------------------------------------------
-    def _linear(self, x: Tensor, layer: nn.Linear) -> Tensor:
-        """``layer(x)`` for packed ``x`` ``(tokens, in)`` by the CPU's faster fp32 kernel (:mod:`.linear_kernel`),
-        in bf16 (:mod:`.bf16_linear`) or int8 (:mod:`.int8_linear`); may return a transposed (non-contiguous) view."""
-        if self.compute_dtype is not None:
-            x = x.to(self.compute_dtype)
-        return self._kernel(x, layer.weight, layer.bias)
-
-    def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
-        """``norm(x + residual)``, in the residual stream's dtype; ``x`` (a fresh output) is overwritten."""
-        summed = x.add_(residual) if x.dtype == residual.dtype else x.to(residual.dtype) + residual
-        return F.layer_norm(summed, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-
-    def _layer(self, i: int, hidden: Tensor, batch: PackedBatch) -> Tensor:
-        """One transformer block on packed ``(tokens, hidden)`` states."""
-        block = self.model.encoder.layer[i]
-        context = self._attention(i, block.attention.self, hidden, batch)
-        attended = self._add_norm(self._linear(context, block.attention.output.dense), hidden,
-                                  block.attention.output.LayerNorm)
-        inner = block.intermediate.intermediate_act_fn(self._linear(attended, block.intermediate.dense))
-        return self._add_norm(self._linear(inner, block.output.dense), attended, block.output.LayerNorm)
-
-    def _attention(self, i: int, attention: nn.Module, hidden: Tensor, batch: PackedBatch) -> Tensor:
-        """Self-attention of packed states, one group of similar-length rows at a time; packed."""
-        if self.compute_dtype is not None:
-            hidden = hidden.to(self.compute_dtype)  # once for the three projections
-        projections = (attention.query_proj, attention.key_proj, attention.value_proj)
-        if self._kernel is int8_linear.linear:  # the input quantized once for the three
-            query, key, value = int8_linear.linears(hidden, [(layer.weight, layer.bias) for layer in projections])
-        else:
-            query, key, value = (self._linear(hidden, layer) for layer in projections)
-        positions = self._position_projections(i)
-        if len(batch.groups) == 1 and batch.packed_rows == batch.tokens:
-            return self._group_attention(batch.groups[0], query, key, value, positions)
-        context = query.new_zeros(query.shape)
-        for group in batch.groups:
-            if group.stop > group.start:
-                context[group.start:group.stop] = self._group_attention(group, query, key, value, positions)
-        return context
-
-    def _group_attention(self, group: AttentionGroup, query: Tensor, key: Tensor, value: Tensor,
-                         positions: tuple[Tensor | None, Tensor | None]) -> Tensor:
+    # -- maths ---------------------------------------------------------------
+    def _disentangled_attention(self, group: AttentionGroup, query: Tensor, key: Tensor, value: Tensor,
+                                positions: tuple[Tensor | None, Tensor | None]) -> Tensor:
         """Disentangled attention (content->content + c2p + p2c) of one group's packed tokens."""
-        heads, size, width = self.heads, self.head_size, group.width
-
-        def split(x: Tensor) -> Tensor:  # packed (tokens, heads*size) -> (rows, heads, width, size)
-            # contiguous: SDPA's fused CPU kernel wants unit stride along head_size.
-            return group.unpack(x).contiguous().view(group.size, width, heads, size).transpose(1, 2)
-
-        query, key, value = split(query), split(key), split(value)
+        width = group.width
+        query, key, value = (self._heads(group, x, self.heads) for x in (query, key, value))
         pos_key, pos_query = positions
         columns = self._relative_columns(width, query.device)
         c2p = p2c = None
@@ -305,7 +183,7 @@ class FastDebertaV2:
         if group.key_mask is not None:
             bias = bias.masked_fill_(group.key_mask, torch.finfo(bias.dtype).min)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0 / self.scale)
-        return group.pack(context.transpose(1, 2).reshape(group.size, width, heads * size))
+        return self._merge_heads(group, context)
 
 
 def _by_distance(scores: Tensor, width: int) -> Tensor:
