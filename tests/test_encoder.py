@@ -211,11 +211,16 @@ def test_weight_files_are_hashed_once_per_version(tiny_deberta_dir, tmp_path, mo
     assert fingerprint.file_sha256(weights) != digest and len(reads) == 2
 
 
-def test_threads_sharing_one_encoder_get_their_own_vectors(tiny_bert_dir):
-    """The hook path registers hooks on the shared model; concurrent calls must not mix them."""
+@pytest.mark.parametrize("which", ["own forward", "deberta", "bert"])
+def test_threads_sharing_one_encoder_get_their_own_vectors(which, tiny_model, tiny_bert_dir):
+    """Concurrent calls must not mix their vectors: the hook path registers hooks on the shared model (under
+    a lock), the fast forwards of DeBERTa-v2 and BERT run at once with no lock."""
     from concurrent.futures import ThreadPoolExecutor
 
-    encoder = Encoder(load_model(str(tiny_bert_dir), "cpu"), batch_size=2)
+    loaded = {"own forward": lambda: tiny_own_forward(tiny_model), "deberta": lambda: tiny_model,
+              "bert": lambda: load_model(str(tiny_bert_dir), "cpu")}[which]()
+    encoder = Encoder(loaded, batch_size=2)
+    assert encoder.uses_fast_path == (which != "own forward")
     expected = {(i, layer): encoder.encode([TEXTS[i]], layer)[0] for i in range(len(TEXTS)) for layer in (1, 2)}
     jobs = [(i % len(TEXTS), 1 + i % 2) for i in range(120)]
     with ThreadPoolExecutor(4) as pool:

@@ -1,7 +1,6 @@
 """FastBert: the same hidden states as transformers' BERT, RoBERTa and XLM-R forwards, without their modules."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -77,25 +76,6 @@ def test_a_model_in_training_or_with_hooks_runs_its_own_forward(tiny_bert_dir):
     assert not encoder.uses_fast_path
     handle.remove()
     assert encoder.uses_fast_path
-
-
-def test_threads_encode_at_once_and_get_their_own_vectors(tiny_bert_dir, sentences):
-    """No lock around the forward (the model's own forward holds one for its hooks)."""
-    encoder = Encoder(load_model(str(tiny_bert_dir), "cpu"), batch_size=4)
-    texts = sentences[:24]
-    expected = encoder.encode(texts, 2)
-    results: dict[int, np.ndarray] = {}
-
-    def work(k: int) -> None:
-        results[k] = encoder.encode(texts[k::3], 2)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for k in range(3):
-        np.testing.assert_allclose(results[k], expected[k::3], atol=ATOL)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])

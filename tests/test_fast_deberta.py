@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -192,24 +191,6 @@ def test_other_model_types_are_not_taken_for_deberta(tiny_bert_dir):
     bert = load_model(str(tiny_bert_dir), "cpu")
     assert not supports(bert.model)
     assert not isinstance(Encoder(bert)._fast, FastDebertaV2)
-
-
-def test_threads_encoding_at_once_get_their_own_vectors(tiny_model, sentences):
-    encoder = Encoder(tiny_model, batch_size=4)
-    texts = sentences[:24]
-    expected = encoder.encode(texts, 2)
-    results: dict[int, np.ndarray] = {}
-
-    def work(k: int) -> None:
-        results[k] = encoder.encode(texts[k::3], 2)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for k in range(3):
-        np.testing.assert_allclose(results[k], expected[k::3], atol=ATOL)
 
 
 @pytest.mark.parametrize("which", ["deberta", "bert"])
