@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..cpu import native_matmul
-from .dense import best_first
+from .topk import best_first
 
 U = 2.0 ** -8  # bf16's unit roundoff (8 significant bits)
 RESCORE_LIMIT = 0.25  # rescoring more than this share of the rows: scan them all in fp32 instead

@@ -29,6 +29,7 @@ import numpy as np
 from ..config import APPROXIMATE, EXACT, check_kind
 from .ann import TRAIN_MIN, build_ivf, default_nprobe, ivf_ids, kind_of, needs_training
 from ..errors import ConfigError, IndexFormatError
+from .topk import best_first
 
 if TYPE_CHECKING:  # torch loads only when a large exact segment is searched
     from .bf16_scan import Bf16Scan
@@ -305,12 +306,6 @@ class DenseIndex:
         if kind is not None and kind != found and not (found == EXACT and kind in APPROXIMATE):
             raise IndexFormatError(f"{path}: holds a {found} index, manifest says {kind}")
         return cls(dim, kind or found, index, nprobe=nprobe)
-
-
-def best_first(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` highest ``scores`` (all of them if fewer), highest first."""
-    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    return top[np.argsort(-scores[top], kind="stable")]
 
 
 def _scan_key(vectors: np.ndarray) -> tuple[int, int]:
