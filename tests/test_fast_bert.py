@@ -122,21 +122,3 @@ def test_quantized_modules_keep_their_own_forward():
 
     model = quantize_dynamic(built("bert"), {torch.nn.Linear}, dtype=torch.qint8)
     assert not supports(model)
-
-
-@pytest.mark.parametrize("int8", [False, True])
-def test_stacked_projections_follow_weight_changes_in_place(int8):
-    """Attention's q/k/v run as one product on a stacked copy, rewritten in place when a weight changes,
-    so the copies the kernels derive from it (int8, packed) follow it instead of piling up."""
-    model = built("bert")
-    fast = FastBert(model, int8=int8)
-    ids, mask = padded_batch([20, 7], model.config.vocab_size)
-    before = fast.hidden_states(ids, mask, [3])[3].clone()
-    stacked = fast._joined[0][1]
-    with torch.no_grad():
-        model.encoder.layer[0].attention.self.value.weight.mul_(1.5)
-    after = fast.hidden_states(ids, mask, [3])[3]
-    assert fast._joined[0][1] is stacked
-    np.testing.assert_allclose(after.numpy(), FastBert(model, int8=int8).hidden_states(ids, mask, [3])[3].numpy(),
-                               atol=ATOL)
-    assert not torch.allclose(after, before, atol=1e-3)

@@ -141,3 +141,18 @@ def test_int8_runs_on_the_cpu_only():
     assert precision_dtype("int8", torch.device("cpu")) == torch.float32  # activations stay fp32
     with pytest.raises(XlsearchError, match="CPU only"):
         precision_dtype("int8", torch.device("cuda"))
+
+
+def test_one_input_is_quantized_once_for_several_layers(monkeypatch):
+    """``linears`` (attention's three projections) quantizes its input once and equals ``linear`` per layer."""
+    calls = []
+    original = int8_linear.quantize_rows
+    monkeypatch.setattr(int8_linear, "quantize_rows", lambda x, unsigned=False: (calls.append(1), original(x, unsigned))[1])
+    x, layers = torch.randn(5, 16), [(torch.randn(8, 16), torch.randn(8)), (torch.randn(4, 16), None)]
+    with torch.no_grad():
+        int8_linear.quantized_weight(layers[0][0]), int8_linear.quantized_weight(layers[1][0])
+        calls.clear()
+        together = int8_linear.linears(x, layers)
+        assert len(calls) == 1
+        for got, (weight, bias) in zip(together, layers):
+            np.testing.assert_array_equal(got.numpy(), int8_linear.linear(x, weight, bias).numpy())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,11 +79,17 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
     Anything else (another dtype or device, autograd, no rows) goes to ``F.linear`` unchanged.
     """
+    return linears(x, [(weight, bias)])[0]
+
+
+def linears(x: Tensor, layers: Sequence[tuple[Tensor, Tensor | None]]) -> list[Tensor]:
+    """:func:`linear` of one input by several ``(weight, bias)``, the input quantized once (attention's
+    query, key and value projections: a few-row input costs about as much to quantize as to multiply)."""
     if (x.dim() != 2 or x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[0] == 0
-            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
-        return F.linear(x, weight, bias)
+            or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w, _ in layers)))):
+        return [F.linear(x, weight, bias) for weight, bias in layers]
     q_x, x_scale = quantize_rows(x, unsigned=prepacked())
-    return _product(q_x, x_scale, weight, bias)
+    return [_product(q_x, x_scale, weight, bias) for weight, bias in layers]
 
 
 def _product(q_x: Tensor, x_scale: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

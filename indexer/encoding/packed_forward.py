@@ -14,8 +14,7 @@ one group of rows; this class runs the rest:
   forward holds no lock (threads of a server encode at once).
 * Every linear layer runs on one kernel chosen once: fp32 on the CPU's faster library
   (:mod:`.linear_kernel`), bf16 on weights cast and laid out for oneDNN (:mod:`.bf16_linear`),
-  or int8 (:mod:`.int8_linear`); attention's three projections run as one product on their stacked
-  weights.
+  or int8 (:mod:`.int8_linear`, attention's input quantized once for its three projections).
 
 Everything runs in the weights' dtype unless a ``compute_dtype`` is given: then the matmuls and
 attention run in that dtype, while LayerNorms and the residual stream stay in the weights' dtype.
@@ -94,7 +93,6 @@ class PackedForward:
         self._kernel = self._choose_kernel(model, compute_dtype, int8)
         self._lock = threading.Lock()
         self._casts: dict[int, tuple[tuple, Tensor]] = {}
-        self._joined: dict[int, tuple[tuple, Tensor, Tensor]] = {}  # layer -> (key, q/k/v weight, bias)
 
     # -- what a model family gives ----------------------------------------
     @staticmethod
@@ -152,7 +150,6 @@ class PackedForward:
         bf16_linear.clear()
         with self._lock:
             self._casts.clear()
-            self._joined.clear()
 
     # -- kernels -----------------------------------------------------------
     def _choose_kernel(self, model: nn.Module, compute_dtype: torch.dtype | None, int8: bool):
@@ -186,37 +183,6 @@ class PackedForward:
                 cached = self._casts[id(weight)] = (key, weight.detach().to(self.compute_dtype))
             return cached[1]
 
-    def _joined_projections(self, i: int, block: nn.Module) -> tuple[Tensor, Tensor]:
-        """Layer ``i``'s query, key and value weights stacked into one ``(3 * hidden, in)`` weight and its bias,
-        so that attention's input takes one product (and, in int8, one quantization) instead of three.
-
-        A query's products have some twenty rows, where a call costs about as much as its arithmetic: one
-        call with three times the columns measured 1.2-1.4x faster than three (384 and 768 wide, fp32 and
-        int8), and level at 256 rows. The stacked copy (4 bytes per parameter of the three projections)
-        is rewritten in place when a weight changes, so the copies the kernels derive from it (keyed on its
-        identity and version) are replaced rather than left behind."""
-        projections = self._projections(block)
-        sources = [t for layer in projections for t in (layer.weight, layer.bias) if t is not None]
-        key = linear_kernel.weight_key(sources)
-        cached = self._joined.get(i)
-        if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
-        with self._lock:
-            weights = [layer.weight.detach() for layer in projections]
-            biases = [layer.bias.detach() if layer.bias is not None else weights[n].new_zeros(weights[n].shape[0])
-                      for n, layer in enumerate(projections)]
-            cached = self._joined.get(i)
-            with torch.inference_mode(False):  # a normal tensor: its version counter is the caches' key
-                if cached is None or cached[1].shape != (sum(w.shape[0] for w in weights), weights[0].shape[1]):
-                    cached = (key, torch.cat(weights), torch.cat(biases))
-                else:
-                    with torch.no_grad():
-                        torch.cat(weights, out=cached[1])
-                        torch.cat(biases, out=cached[2])
-                    cached = (key, cached[1], cached[2])
-            self._joined[i] = cached
-            return cached[1], cached[2]
-
     # -- maths -------------------------------------------------------------
     def _linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """``F.linear(x, weight, bias)`` for packed ``x`` ``(tokens, in)`` on the chosen kernel; may return a
@@ -241,8 +207,13 @@ class PackedForward:
 
     def _attention(self, i: int, block: nn.Module, hidden: Tensor, batch: PackedBatch) -> Tensor:
         """Self-attention of packed states, one group of similar-length rows at a time; packed."""
-        weight, bias = self._joined_projections(i, block)
-        query, key, value = self._linear(hidden, weight, bias).chunk(3, dim=1)
+        if self.compute_dtype is not None:
+            hidden = hidden.to(self.compute_dtype)  # once for the three projections
+        layers = [(layer.weight, layer.bias) for layer in self._projections(block)]
+        if self._kernel is int8_linear.linear:  # the input quantized once for the three
+            query, key, value = int8_linear.linears(hidden, layers)
+        else:
+            query, key, value = (self._kernel(hidden, weight, bias) for weight, bias in layers)
         attend = self._group_attention(i)
         if len(batch.groups) == 1 and batch.packed_rows == batch.tokens:
             return attend(batch.groups[0], query, key, value)
