@@ -46,8 +46,9 @@ def has_forward_hooks(modules: Sequence[nn.Module]) -> bool:
     """
     if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
         return True
-    return any(not _inert(hook) for m in modules
-               for hook in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
+    return any((m._forward_hooks or m._forward_pre_hooks)
+               and not all(map(_inert, (*m._forward_hooks.values(), *m._forward_pre_hooks.values())))
+               for m in modules)
 
 
 def _inert(hook: Callable) -> bool:
