@@ -227,3 +227,41 @@ def test_threads_sharing_one_encoder_get_their_own_vectors(which, tiny_model, ti
         results = list(pool.map(lambda job: encoder.encode([TEXTS[job[0]]], job[1])[0], jobs))
     for job, vector in zip(jobs, results):
         np.testing.assert_allclose(vector, expected[job], atol=1e-6)
+
+
+def test_warm_up_reads_every_weight_and_leaves_the_query_path_nothing_to_prepare(tiny_model, monkeypatch):
+    """A server calls ``warm_up`` at start: every weight's pages are read (safetensors weights are mapped
+    from disk, a page read at its first use), the fp32 kernel is chosen and the weights laid out for it."""
+    from torch.overrides import TorchFunctionMode
+
+    from xlsearch.indexer.encoding import linear_kernel
+
+    class StoragesRead(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.pointers: set[int] = set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") == "sum" and isinstance(args[0], torch.Tensor):
+                self.pointers.add(args[0].untyped_storage().data_ptr())
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.delenv(linear_kernel.ENV, raising=False)
+    linear_kernel.reset()
+    encoder = Encoder(tiny_model, batch_size=2)
+    try:
+        with StoragesRead() as read:
+            encoder.warm_up(2)
+        model = tiny_model.model
+        assert {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())} <= read.pointers
+        assert linear_kernel.choice() is not None
+        if linear_kernel.onednn_available():  # where few-row products run on weights laid out for oneDNN
+            linear_kernel.reset()
+            with linear_kernel.forced(linear_kernel.ONEDNN):
+                encoder.warm_up(2)
+                packed = {key: id(value[1]) for key, value in linear_kernel._packed.items()}
+                assert any(value[1] is not None for value in linear_kernel._packed.values())
+                encoder.encode(["a query after the warm-up"], 2)
+                assert {key: id(value[1]) for key, value in linear_kernel._packed.items()} == packed
+    finally:
+        linear_kernel.reset()

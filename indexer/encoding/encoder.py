@@ -51,6 +51,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 
 _HOOK_LOCK = threading.Lock()  # models are shared between Encoders and threads
+_PAGE = 4096  # bytes of a memory page: :meth:`Encoder.warm_up` reads one element of each
 
 
 class _StopForward(Exception):
@@ -147,6 +148,23 @@ class Encoder(ModelFacts):
         ids, special = self._tokenize(texts, prompt, max_tokens or self.max_tokens)
         with contextlib.nullcontext() if grad else torch.inference_mode():
             return self._pool_batch(ids, special, layers, pooling, grad)
+
+    def warm_up(self, layer: int, *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> None:
+        """Pay a server's first-query costs before its first query.
+
+        Reads one element of every page of the model's weights: transformers maps safetensors files
+        into memory, so a page is read from disk at its first use, and a query whose token's row of the
+        embedding table has not been read yet waits for the disk (40-100 ms a page on a shared 2-core
+        machine whose page cache had dropped the file, against 16 ms for the whole query). Then encodes
+        a short text twice at ``layer``, as queries will be: the fp32 kernel is chosen on the first call
+        and the weights are laid out for it on the second (:mod:`.linear_kernel`).
+        """
+        with torch.inference_mode():
+            for tensor in (*self.loaded.model.parameters(), *self.loaded.model.buffers()):
+                if tensor.device.type == "cpu" and tensor.numel() and tensor.is_contiguous():
+                    tensor.reshape(-1)[::max(1, _PAGE // tensor.element_size())].sum()
+        for _ in range(2):
+            self.encode(["warm up"], layer, pooling=pooling, prompt=prompt)
 
     def _check(self, layers: Sequence[int], pooling: str) -> None:
         check_layers(layers, self.num_layers, self.loaded.name)
