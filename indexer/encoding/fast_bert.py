@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .packed_forward import GroupAttention, PackedForward, standard_block
 from .packing import AttentionGroup
 
-# model_type -> (transformers module, its model, embeddings, layer and self-attention classes)
+# model_type -> (its transformers module, the prefix of its Model, Embeddings, Layer and SelfAttention classes)
 _FAMILIES = {
     "bert": ("bert.modeling_bert", "Bert"),
     "roberta": ("roberta.modeling_roberta", "Roberta"),

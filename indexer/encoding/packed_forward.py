@@ -51,11 +51,11 @@ def has_forward_hooks(modules: Sequence[nn.Module]) -> bool:
                for m in modules)
 
 
+_TRANSFORMERS_CAPTURE = "transformers.utils.output_capturing"
+
+
 def _inert(hook: Callable) -> bool:
     return getattr(hook, "__module__", None) == _TRANSFORMERS_CAPTURE
-
-
-_TRANSFORMERS_CAPTURE = "transformers.utils.output_capturing"
 
 
 def standard_block(block: nn.Module, projections: Sequence[nn.Module]) -> bool:
@@ -185,12 +185,12 @@ class PackedForward:
             return cached[1]
 
     # -- maths -------------------------------------------------------------
-    def _linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """``F.linear(x, weight, bias)`` for packed ``x`` ``(tokens, in)`` on the chosen kernel; may return a
-        transposed (non-contiguous) view."""
+    def _linear(self, x: Tensor, layer: nn.Linear) -> Tensor:
+        """``layer(x)`` for packed ``x`` ``(tokens, in)`` on the chosen kernel; may return a transposed
+        (non-contiguous) view."""
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
-        return self._kernel(x, weight, bias)
+        return self._kernel(x, layer.weight, layer.bias)
 
     def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """``norm(x + residual)``, in the residual stream's dtype; ``x`` (a fresh output) is overwritten."""
@@ -200,11 +200,10 @@ class PackedForward:
     def _layer(self, i: int, block: nn.Module, hidden: Tensor, batch: PackedBatch) -> Tensor:
         """One transformer block on packed ``(tokens, hidden)`` states."""
         context = self._attention(i, block, hidden, batch)
-        dense, up, down = block.attention.output.dense, block.intermediate.dense, block.output.dense
-        attended = self._add_norm(self._linear(context, dense.weight, dense.bias), hidden,
+        attended = self._add_norm(self._linear(context, block.attention.output.dense), hidden,
                                   block.attention.output.LayerNorm)
-        inner = block.intermediate.intermediate_act_fn(self._linear(attended, up.weight, up.bias))
-        return self._add_norm(self._linear(inner, down.weight, down.bias), attended, block.output.LayerNorm)
+        inner = block.intermediate.intermediate_act_fn(self._linear(attended, block.intermediate.dense))
+        return self._add_norm(self._linear(inner, block.output.dense), attended, block.output.LayerNorm)
 
     def _attention(self, i: int, block: nn.Module, hidden: Tensor, batch: PackedBatch) -> Tensor:
         """Self-attention of packed states, one group of similar-length rows at a time; packed."""
