@@ -22,3 +22,9 @@ def native_matmul(dtype: torch.dtype) -> bool:
     except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
         pass
     return False
+
+
+@functools.cache
+def amx() -> bool:
+    """Whether this CPU has AMX tile instructions (Intel Xeon since Sapphire Rapids), as torch reports them."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())

@@ -161,3 +161,11 @@ def test_a_searcher_prepares_its_segments(small_min, monkeypatch, sample_index, 
         assert searcher.search("green tea", k=3, mode="dense").hits
     finally:
         searcher.close()
+
+
+@pytest.mark.parametrize("bf16, amx, expected", [(True, True, True), (True, False, False), (False, False, False)])
+def test_the_scan_runs_where_amx_multiplies_bf16(monkeypatch, bf16, amx, expected):
+    """AVX512-BF16 alone is not enough: on an AMD EPYC without AMX the bf16 scan measured 0.77x fp32's."""
+    monkeypatch.setattr(bf16_scan, "native_matmul", lambda dtype: bf16)
+    monkeypatch.setattr(bf16_scan, "amx", lambda: amx)
+    assert bf16_scan.native() is expected

@@ -149,7 +149,7 @@ class DenseIndex:
 
     def _search_flat(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One query against the stored vectors: numpy's BLAS (about twice as fast as FAISS's flat search
-        for a single query), or from :data:`BF16_SCAN_MIN_BYTES` of vectors on a CPU with bf16 instructions, a
+        for a single query), or from :data:`BF16_SCAN_MIN_BYTES` of vectors on a CPU with AMX, a
         bf16 scan with fp32 rescoring (:mod:`.bf16_scan`); both exact, the same top k."""
         n = len(self)
         vectors = self._flat_vectors()
