@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cpu import amx
 from .linear_kernel import weight_key
 
 _lock = threading.Lock()
@@ -42,8 +43,7 @@ def available() -> bool:
 
 def native_support() -> bool:
     """Whether the CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX), as torch reports them."""
-    probes = ("_is_vnni_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+    return amx() or bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
 
 
 def quantize_rows(x: Tensor, unsigned: bool = False) -> tuple[Tensor, Tensor]:
