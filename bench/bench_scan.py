@@ -7,10 +7,9 @@ mdeberta-v3-base shape, whose vectors crowd together), through ``bench_dense.enc
 (one query's dense list) and k = 50 (the hybrid mode's depth at k = 10): CPU time per query at
 one thread (p50, p99) of each scan, their ratio, the share of rows the bf16 scan rescored in fp32
 (median, max), whether every top k had the same scores (rows of equal score may swap), and whether
-the index kept its bf16 copy (it drops it where the copy measured slower on the vectors themselves).
+the index made its bf16 copy (not under ``indexer.store.dense.BF16_SCAN_MIN_BYTES`` of vectors).
 
-Usage: ``python bench/bench_scan.py [--model multilingual-e5-small] [--docs 20000] [--synthetic 100000] [--force]``
-(``--force``: time the bf16 scan also where the product keeps fp32, on CPUs without AMX)
+Usage: ``python bench/bench_scan.py [--model multilingual-e5-small] [--docs 20000] [--synthetic 100000]``
 """
 from __future__ import annotations
 
@@ -76,14 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=int, default=20_000, help="collection sentences to encode")
     parser.add_argument("--queries", type=int, default=200, help="query questions to encode")
     parser.add_argument("--synthetic", type=int, default=100_000, help="also run on this many resampled vectors (0: no)")
-    parser.add_argument("--force", action="store_true",
-                        help="time the bf16 scan on a CPU where the product does not use it (no AMX)")
     args = parser.parse_args(argv)
-    from xlsearch.indexer.store import bf16_scan
-
-    native = bf16_scan.native()
-    if args.force:
-        bf16_scan.native = lambda: True
     import torch
     import threadpoolctl
 
@@ -93,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     load_start = os.getloadavg()[0]
     data = encode(args.model, args.layer, args.docs, args.queries)
     out = {"bench": "dense_scan", "model": args.model, "layer": args.layer, "threads": 1,
-           "min_bytes": dense.BF16_SCAN_MIN_BYTES, "bf16_scan_native": native, "forced": args.force,
+           "min_bytes": dense.BF16_SCAN_MIN_BYTES,
            "cpu": cpu_name(), "cpu_flags": cpu_flags(),
            "real": compare(data["docs"], data["queries"])}
     if args.synthetic:

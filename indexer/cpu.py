@@ -1,5 +1,5 @@
 """What this CPU multiplies in hardware, as torch's oneDNN reports it: the one check behind every
-choice of a reduced-precision kernel or scan (encoder warnings, bf16 linear layers, the bf16 scan)."""
+choice of a reduced-precision kernel (encoder warnings, bf16 and int8 linear layers)."""
 from __future__ import annotations
 
 import functools

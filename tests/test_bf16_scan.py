@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from xlsearch.indexer.store import bf16_scan, dense
+from xlsearch.indexer.store import dense
 from xlsearch.indexer.store.bf16_scan import Bf16Scan
 from xlsearch.indexer.store.dense import DenseIndex
 
@@ -42,8 +42,18 @@ def test_bf16_scores_stay_within_the_bound():
     scan = Bf16Scan.of(vectors)
     for seed in range(10):
         query = unit(1, 768, seed=seed)[0] * 2
-        approx = torch.mv(scan.matrix, torch.from_numpy(query).bfloat16()).float().numpy()
+        approx = scan.scores(query)
         assert np.abs(approx - vectors @ query).max() <= scan.bound(query)
+        np.testing.assert_allclose(approx, scan.floats() @ query, rtol=1e-5, atol=1e-6)  # the copy's own products
+
+
+def test_the_copy_rounds_as_torch_does_to_bf16():
+    """Nearest, ties to even: the rounding the bound assumes."""
+    halfway = np.array([0x3F808000, 0x3F818000, 0x3F80_8001, 0xBF80_7FFF, 0x0000_8000, 0x7F7F_FFFF], np.uint32)
+    values = np.concatenate([halfway.view(np.float32), unit(200, 16, seed=2).ravel() * np.float32(1e3),
+                             np.float32([0.0, -0.0, 1e-40, 3.0e38])])
+    expected = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(Bf16Scan.of(values.reshape(-1, 2)).matrix.ravel(), expected)
 
 
 def test_crowded_vectors_fall_back_to_the_whole_fp32_scan():
@@ -58,9 +68,8 @@ def test_crowded_vectors_fall_back_to_the_whole_fp32_scan():
 
 @pytest.fixture
 def small_min(monkeypatch):
-    """The bf16 scan from 200 vectors of 32 dimensions (not 64 MiB), wherever this CPU would decline it."""
+    """The bf16 scan from 200 vectors of 32 dimensions (not 16 MiB)."""
     monkeypatch.setattr(dense, "BF16_SCAN_MIN_BYTES", 200 * 32 * 4)
-    monkeypatch.setattr(bf16_scan, "native", lambda: True)
     monkeypatch.delenv(dense.BF16_SCAN_ENV, raising=False)
 
 
@@ -97,7 +106,7 @@ def test_removals_compact_the_copy_and_keep_results_exact(small_min):
     assert index.remove(gone + [99999]) == len(gone)
     kept = np.setdiff1d(np.arange(2000), gone)
     assert index._scan[1].rows == len(kept)
-    np.testing.assert_array_equal(index._scan[1].matrix.float().numpy(), copy.matrix[kept].float().numpy())
+    np.testing.assert_array_equal(index._scan[1].matrix, copy.matrix[kept])
     for row in (1, 500, 1999):
         ids, scores = index.search(vectors[row], 10)
         top = kept[np.argsort(-(vectors[kept] @ vectors[row]), kind="stable")[:10]]
@@ -107,10 +116,10 @@ def test_removals_compact_the_copy_and_keep_results_exact(small_min):
     assert len(index) == 0 and index.search(vectors[1], 3)[0].size == 0
 
 
-@pytest.mark.parametrize("why", ["XLSEARCH_BF16_SCAN=off", "no bf16 instructions"])
-def test_fp32_stays_where_the_scan_is_off_or_the_cpu_lacks_bf16(why, small_min, monkeypatch):
-    if why == "no bf16 instructions":
-        monkeypatch.setattr(bf16_scan, "native", lambda: False)
+@pytest.mark.parametrize("why", ["XLSEARCH_BF16_SCAN=off", "under the minimum size"])
+def test_fp32_stays_where_the_scan_is_off_or_the_vectors_few(why, small_min, monkeypatch):
+    if why == "under the minimum size":
+        monkeypatch.setattr(dense, "BF16_SCAN_MIN_BYTES", 500 * 32 * 4 + 1)
     else:
         monkeypatch.setenv(dense.BF16_SCAN_ENV, "off")
     index = DenseIndex(32)
@@ -161,11 +170,3 @@ def test_a_searcher_prepares_its_segments(small_min, monkeypatch, sample_index, 
         assert searcher.search("green tea", k=3, mode="dense").hits
     finally:
         searcher.close()
-
-
-@pytest.mark.parametrize("bf16, amx, expected", [(True, True, True), (True, False, False), (False, False, False)])
-def test_the_scan_runs_where_amx_multiplies_bf16(monkeypatch, bf16, amx, expected):
-    """AVX512-BF16 alone is not enough: on an AMD EPYC without AMX the bf16 scan measured 0.77x fp32's."""
-    monkeypatch.setattr(bf16_scan, "native_matmul", lambda dtype: bf16)
-    monkeypatch.setattr(bf16_scan, "amx", lambda: amx)
-    assert bf16_scan.native() is expected

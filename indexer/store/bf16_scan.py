@@ -1,34 +1,40 @@
 """Exact top-k inner products over many vectors, reading most of them in bf16.
 
-An exact scan of ``n x d`` fp32 vectors reads ``4 n d`` bytes per query, and at 100,000 x 768
-that read is the cost (about 20 ms of one core). :class:`Bf16Scan` keeps a bf16 copy of the
-vectors (2 bytes per dimension, beside the fp32 ones), scans that instead, and then rescores in
-fp32 every row whose bf16 score is close enough to the k-th best to be in the true top k, so the
-result is the fp32 scan's, not an approximation of it:
+An exact scan of ``n x d`` fp32 vectors reads ``4 n d`` bytes per query, and from a few tens of
+MiB (more than a CPU's last-level cache) that read is the cost: 20 ms of one core at 100,000 x 768.
+:class:`Bf16Scan` keeps a bf16 copy of the vectors (2 bytes per dimension, beside the fp32 ones),
+scans that instead, and then rescores in fp32 every row whose bf16 score is close enough to the
+k-th best to be in the true top k, so the result is the fp32 scan's, not an approximation of it:
 
-* Rounding the vectors and the query to bf16 (relative error ``u = 2^-8`` each), summing in
-  fp32 and rounding the score to bf16 moves a score by at most
-  ``eps = |q| max|x| (3u + 4u^2 + 4 d 2^-24)`` (about 0.012 for unit vectors; the last term covers
-  the fp32 sums of both scans, so the fp32 scan's own top k is what is guaranteed).
+* Rounding a vector to bf16 (relative error ``u = 2^-8`` per element) moves its inner product with an
+  fp32 query by at most ``u |q| |x|``; summing ``d`` products in fp32, in any order, errs by at most
+  ``d 2^-24 |q| |x|`` (with a little to spare), once in this scan and once in the fp32 scan whose
+  top k is the one guaranteed. So ``eps = |q| max|x| (u + 3 d 2^-24)`` bounds the difference
+  (about 0.004 for unit vectors of 768 dimensions).
 * If ``t`` is the k-th best bf16 score, the k rows at or above it score at least ``t - eps`` in
   fp32, so the true k-th best does too, and every row of the true top k has a bf16 score of at
   least ``t - 2 eps``. Those rows, and only those, are rescored from the fp32 vectors.
 
 With multilingual-e5-small's vectors (20,000 Tatoeba sentences, XQuAD questions;
-``bench/bench_scan.py``) that rescores a median 1.2% of the rows for k = 10 and 3.6% for k = 50.
-When more than a quarter would be rescored (vectors crowded around the k-th score), the whole
-fp32 scan is cheaper and runs instead.
+``bench/bench_scan.py``) that rescores about 1% of the rows for k = 10. When more than a quarter
+would be rescored (vectors crowded around the k-th score), the whole fp32 scan is cheaper and runs
+instead.
 
-It is used only on CPUs with AMX (:func:`native`), for vectors too large for the
-CPU's caches (:data:`indexer.store.dense.BF16_SCAN_MIN_BYTES`): below that, fp32 reads are cheap
-and the scan measured no faster.
+The scan is a numba loop that widens each bf16 to fp32 (a 16-bit shift) and sums in fp32 registers:
+memory-bound on every x86 vector width. At one thread, 100,000 x 768, it took 5.2-6.4 ms where numpy's
+fp32 matrix-vector product took 20-22 ms, with AVX-512, AVX2 or plain SSE2 code alike (an AMD EPYC;
+``NUMBA_CPU_NAME`` set to ``haswell`` and ``x86-64``). torch's own bf16 matrix-vector product, used
+before, needed AMX to beat fp32 (0.55-0.6x of its time on a Xeon) and lost to it without (0.77x on
+that EPYC with AVX512-BF16).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
-import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-from ..cpu import amx, native_matmul
 from .topk import best_first
 
 U = 2.0 ** -8  # bf16's unit roundoff (8 significant bits)
@@ -36,33 +42,46 @@ RESCORE_LIMIT = 0.25  # rescoring more than this share of the rows: scan them al
 
 
 class Bf16Scan:
-    """A bf16 copy of fp32 vectors ``(n, d)`` and the top-k search over it (see the module); made by
-    :meth:`of`. ``max_norm`` bounds the norms of the rows it was made from."""
+    """A bf16 copy ``(n, d)`` of fp32 vectors, as the top 16 bits of each float (uint16), and the top-k
+    search over it (see the module); made by :meth:`of`. ``max_norm`` bounds the norms of the rows it was
+    made from."""
 
-    def __init__(self, matrix: torch.Tensor, max_norm: float):
+    def __init__(self, matrix: np.ndarray, max_norm: float):
         self.matrix = matrix
         self.max_norm = max_norm
         self.rescored = 0  # rows rescored in fp32 by the last search (benches, tests)
 
     @classmethod
     def of(cls, vectors: np.ndarray) -> Bf16Scan:
-        """The copy of ``vectors`` ``(n, d)`` float32."""
-        matrix = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(torch.bfloat16)
+        """The copy of ``vectors`` ``(n, d)`` float32, each rounded to the nearest bf16 (ties to even)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        matrix = np.empty(vectors.shape, np.uint16)
+        _round_to_bf16(vectors.reshape(-1).view(np.uint32), matrix.reshape(-1))
         return cls(matrix, float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max())) if len(vectors) else 0.0)
 
     @property
     def rows(self) -> int:
         return self.matrix.shape[0]
 
+    def floats(self) -> np.ndarray:
+        """The copy as float32 ``(n, d)`` (tests)."""
+        return (self.matrix.astype(np.uint32) << 16).view(np.float32)
+
     def keep(self, rows: np.ndarray) -> Bf16Scan:
         """This copy with only ``rows`` (a boolean mask) left, in order: what the fp32 vectors become when
         chunks are removed. ``max_norm`` stays, an upper bound still."""
-        return Bf16Scan(self.matrix[torch.from_numpy(np.asarray(rows, dtype=bool))], self.max_norm)
+        return Bf16Scan(self.matrix[np.asarray(rows, dtype=bool)], self.max_norm)
 
     def bound(self, query: np.ndarray) -> float:
         """The most a bf16 score of ``query`` can differ from its fp32 score."""
         dim = self.matrix.shape[1]
-        return float(np.linalg.norm(query)) * self.max_norm * (3 * U + 4 * U * U + 4 * dim * 2.0 ** -24)
+        return float(np.linalg.norm(query)) * self.max_norm * (U + 3 * dim * 2.0 ** -24)
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """The bf16 scores ``(n,)`` float32 of ``query`` ``(d,)``: each row's inner product with it."""
+        out = np.empty(self.rows, np.float32)
+        _scores(self.matrix, np.ascontiguousarray(query, dtype=np.float32), out)
+        return out
 
     def top(self, vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the ``k`` best inner products with ``query`` and their fp32 scores, best first.
@@ -72,7 +91,7 @@ class Bf16Scan:
             query: ``(d,)`` float32.
             k: At most ``rows``.
         """
-        approx = torch.mv(self.matrix, torch.tensor(query, dtype=torch.bfloat16)).float().numpy()
+        approx = self.scores(query)
         kth = np.partition(approx, self.rows - k)[self.rows - k]
         candidates = np.flatnonzero(approx >= kth - 2 * self.bound(query))
         if len(candidates) > RESCORE_LIMIT * self.rows:
@@ -84,14 +103,31 @@ class Bf16Scan:
         return candidates[best], exact[best]
 
 
-def native() -> bool:
-    """Whether the bf16 scan pays on this CPU: where it multiplies bf16 on AMX tiles.
+def compile_now() -> None:
+    """Compile the scan (or load it from numba's disk cache) now, not at a server's first search."""
+    Bf16Scan.of(np.ones((1, 1), np.float32)).scores(np.ones(1, np.float32))
 
-    Measured, one thread, 100,000 x 768: on an Intel Xeon with AMX the scan took 0.55-0.6x the fp32
-    scan's CPU time; on an AMD EPYC with AVX512-BF16 and no AMX, torch's bf16 matrix-vector products
-    ran at 0.65-1.0x the speed of numpy's fp32 one (22-34 ms against 22 ms) and the scan at 0.77x, so
-    fp32 stays there. Decided by the CPU's instructions, not by timing: a timed probe small enough to
-    be cheap sits in the CPU's caches, where fp32 wins, and timings in a busy process pick up other
-    threads' spinning.
-    """
-    return native_matmul(torch.bfloat16) and amx()
+
+@intrinsic
+def _float_bits(typingctx, bits):
+    """The float32 whose bits are the uint32 ``bits`` (a reinterpretation, no conversion)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})  # any summation order: the bound allows it
+def _scores(matrix, query, out):
+    rows, dim = matrix.shape
+    for i in range(rows):
+        total = np.float32(0.0)
+        for j in range(dim):
+            total += _float_bits(np.uint32(matrix[i, j]) << np.uint32(16)) * query[j]
+        out[i] = total
+
+
+@numba.njit(cache=True, nogil=True)
+def _round_to_bf16(bits, out):
+    for i in range(bits.size):  # round to nearest, ties to even, on the 16 bits dropped
+        b = bits[i]
+        out[i] = np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))

@@ -31,12 +31,12 @@ from .ann import TRAIN_MIN, build_ivf, default_nprobe, ivf_ids, kind_of, needs_t
 from ..errors import ConfigError, IndexFormatError
 from .topk import best_first
 
-if TYPE_CHECKING:  # torch loads only when a large exact segment is searched
+if TYPE_CHECKING:  # numba compiles the scan only when a large exact segment is searched
     from .bf16_scan import Bf16Scan
 
 log = logging.getLogger(__name__)
 
-BF16_SCAN_MIN_BYTES = 64 << 20  # exact search of fewer fp32 bytes reads them as they are (cached; no second copy)
+BF16_SCAN_MIN_BYTES = 16 << 20  # exact search of fewer fp32 bytes reads them as they are (cached; no second copy)
 BF16_SCAN_ENV = "XLSEARCH_BF16_SCAN"  # "off" keeps every exact search in fp32 (benches, tests)
 
 
@@ -149,8 +149,8 @@ class DenseIndex:
 
     def _search_flat(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One query against the stored vectors: numpy's BLAS (about twice as fast as FAISS's flat search
-        for a single query), or from :data:`BF16_SCAN_MIN_BYTES` of vectors on a CPU with AMX, a
-        bf16 scan with fp32 rescoring (:mod:`.bf16_scan`); both exact, the same top k."""
+        for a single query), or from :data:`BF16_SCAN_MIN_BYTES` of vectors, a bf16 scan with fp32
+        rescoring (:mod:`.bf16_scan`); both exact, the same top k."""
         n = len(self)
         vectors = self._flat_vectors()
         ids = faiss.rev_swig_ptr(self.index.id_map.data(), n)
@@ -171,11 +171,14 @@ class DenseIndex:
         return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
     def prepare_scan(self) -> bool:
-        """Make the bf16 copy of an exact index now rather than at its second search (a server starting);
-        whether it has one. Where it does not apply, nothing happens."""
-        if self._ivf() is not None or len(self) == 0:
+        """Make the bf16 copy of an exact index and compile its scan now rather than at its second search (a
+        server starting); whether it has one. Where it does not apply, nothing happens."""
+        if self._ivf() is not None or len(self) == 0 or self._bf16_scan(self._flat_vectors(), now=True) is None:
             return False
-        return self._bf16_scan(self._flat_vectors(), now=True) is not None
+        from .bf16_scan import compile_now
+
+        compile_now()
+        return True
 
     def _bf16_scan(self, vectors: np.ndarray, now: bool = False) -> Bf16Scan | None:
         """The bf16 copy of ``vectors``, made at the second search (a one-query process never pays for it)
@@ -183,10 +186,8 @@ class DenseIndex:
         None where it does not apply."""
         if vectors.nbytes < BF16_SCAN_MIN_BYTES or os.environ.get(BF16_SCAN_ENV, "auto") == "off":
             return None
-        from . import bf16_scan  # torch
+        from . import bf16_scan  # numba
 
-        if not bf16_scan.native():
-            return None
         key = _scan_key(vectors)
         cached = self._scan
         if cached is None or cached[0] != key or cached[1] is None:
