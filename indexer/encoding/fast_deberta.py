@@ -79,7 +79,7 @@ class FastDebertaV2(PackedForward):
         self.scale = math.sqrt(self.head_size * (1 + len(self.kinds)))
         self._positions: dict[int, tuple[tuple, Tensor, Tensor]] = {}
         self._rel_full: Tensor | None = None
-        self._columns: OrderedDict[tuple, Tensor] = OrderedDict()
+        self._columns: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
 
     supports = staticmethod(supports)
 
@@ -103,9 +103,12 @@ class FastDebertaV2(PackedForward):
         return functools.partial(self._disentangled_attention, positions=self._position_projections(i))
 
     # -- caches ------------------------------------------------------------
-    def _relative_columns(self, length: int, device: torch.device) -> Tensor:
-        """Rows of the position table for the relative distances ``-(length-1) .. length-1``, in that order
-        (``2*length - 1`` of them; log-bucketed distances repeat a row)."""
+    def _relative_columns(self, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Rows of the position table for a ``length``-token group: for the relative distances
+        ``length-1 .. -(length-1)`` (the content->position product) and ``-(length-1) .. length-1``
+        (position->content), ``2*length - 1`` each (log-bucketed distances repeat a row), each followed by
+        one row no entry reads: products with an even number of columns measured 1.3x faster than with
+        the odd one (12 heads x 256 tokens, one thread)."""
         key = (length, device)
         with self._lock:
             if key in self._columns:
@@ -117,10 +120,12 @@ class FastDebertaV2(PackedForward):
             # full[i, j] is the bucket of distance i - j: its first row holds -j, its first column +i.
             distances = torch.cat([full[0, 1:length].flip(0), full[:length, 0]])
             span = self.att_span
-            columns = self._columns[key] = torch.clamp(distances + span, 0, 2 * span - 1).contiguous()
+            columns = torch.clamp(distances + span, 0, 2 * span - 1)
+            unread = columns[:1]
+            both = self._columns[key] = (torch.cat([columns.flip(0), unread]), torch.cat([columns, unread]))
             if len(self._columns) > _INDEX_CACHE_SIZE:
                 self._columns.popitem(last=False)
-            return columns
+            return both
 
     def _build_relative_positions(self, length: int, device: torch.device) -> Tensor:
         """HF's bucketed ``q - k`` matrix; the one for a shorter sequence is its top-left block."""
@@ -172,14 +177,14 @@ class FastDebertaV2(PackedForward):
         width = group.width
         query, key, value = (self._heads(group, x, self.heads) for x in (query, key, value))
         pos_key, pos_query = positions
-        columns = self._relative_columns(width, query.device)
+        c2p_rows, p2c_rows = self._relative_columns(width, query.device)
         c2p = p2c = None
         if pos_key is not None:  # content->position: query i against the position of key j (distance i - j)
             # Column t of the product is distance (width-1) - t: [i, j] sits at row i, column j - i + width - 1.
-            c2p = _by_distance(torch.matmul(query, pos_key[:, columns.flip(0)].transpose(-1, -2)), width)
+            c2p = _by_distance(torch.matmul(query, pos_key[:, c2p_rows].transpose(-1, -2)), width)
         if pos_query is not None:  # position->content: key j against the position of query i (distance i - j)
             # Column t of the product is distance t - (width-1): [i, j] sits at row j, column i - j + width - 1.
-            p2c = _by_distance(torch.matmul(key, pos_query[:, columns].transpose(-1, -2)), width).transpose(-1, -2)
+            p2c = _by_distance(torch.matmul(key, pos_query[:, p2c_rows].transpose(-1, -2)), width).transpose(-1, -2)
         # The views' rows overlap: their sum (or a copy) is a tensor of its own, which the mask may write.
         bias = c2p + p2c if c2p is not None and p2c is not None else (c2p if p2c is None else p2c).contiguous()
         if group.key_mask is not None:
@@ -189,8 +194,9 @@ class FastDebertaV2(PackedForward):
 
 
 def _by_distance(scores: Tensor, width: int) -> Tensor:
-    """``(..., width, width)`` from ``scores`` ``(..., width, 2*width - 1)``: entry ``[r, c]`` is row ``r``,
-    column ``c - r + width - 1``, as a strided view (Transformer-XL's relative shift: no copy, no index)."""
+    """``(..., width, width)`` from ``scores`` ``(..., width, columns)``, ``columns >= 2*width - 1``: entry
+    ``[r, c]`` is row ``r``, column ``c - r + width - 1``, as a strided view (Transformer-XL's relative
+    shift: no copy, no index)."""
     scores = scores.contiguous()
-    return scores.as_strided((*scores.shape[:-1], width), (*scores.stride()[:-2], 2 * width - 2, 1),
+    return scores.as_strided((*scores.shape[:-1], width), (*scores.stride()[:-2], scores.shape[-1] - 1, 1),
                              scores.storage_offset() + width - 1)
