@@ -181,10 +181,11 @@ class FastDebertaV2(PackedForward):
         c2p = p2c = None
         if pos_key is not None:  # content->position: query i against the position of key j (distance i - j)
             # Column t of the product is distance (width-1) - t: [i, j] sits at row i, column j - i + width - 1.
-            c2p = _by_distance(torch.matmul(query, pos_key[:, c2p_rows].transpose(-1, -2)), width)
+            c2p = _by_distance(torch.matmul(query, pos_key.index_select(1, c2p_rows).transpose(-1, -2)), width)
         if pos_query is not None:  # position->content: key j against the position of query i (distance i - j)
             # Column t of the product is distance t - (width-1): [i, j] sits at row j, column i - j + width - 1.
-            p2c = _by_distance(torch.matmul(key, pos_query[:, p2c_rows].transpose(-1, -2)), width).transpose(-1, -2)
+            p2c = _by_distance(torch.matmul(key, pos_query.index_select(1, p2c_rows).transpose(-1, -2)),
+                              width).transpose(-1, -2)
         # The views' rows overlap: their sum (or a copy) is a tensor of its own, which the mask may write.
         bias = c2p + p2c if c2p is not None and p2c is not None else (c2p if p2c is None else p2c).contiguous()
         if group.key_mask is not None:
