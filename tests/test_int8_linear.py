@@ -50,6 +50,20 @@ def test_rows_are_rounded_on_their_own_scale():
     assert (q.float() * scale - x).abs().le(scale / 2 + 1e-6).all()  # within half a step of each row
 
 
+def test_the_compiled_rounding_is_torchs_arithmetic():
+    """One compiled loop stands for six torch ops: the same fp32 scale and quotient, rounded half to even."""
+    generator = torch.Generator().manual_seed(3)
+    halves = torch.tensor([[0.5, 1.5, 2.5, -0.5, -1.5, 127.0]])  # scale 1: every quotient a tie but the last
+    for x in (torch.randn(17, 300, generator=generator) * 40, halves, torch.randn(30, 9, generator=generator).t()):
+        scale = x.abs().amax(dim=1, keepdim=True).div(127).clamp_min(torch.finfo(torch.float32).tiny)
+        expected = torch.div(x, scale).round().int()
+        for unsigned in (False, True):
+            q, got = int8_linear.quantize_rows(x, unsigned=unsigned)
+            assert torch.equal(got, scale) and q.is_contiguous()
+            assert torch.equal(q.int() - (128 if unsigned else 0), expected)
+    assert int8_linear.quantize_rows(halves)[0].tolist() == [[0, 2, 2, 0, -2, 127]]
+
+
 @pytest.mark.parametrize("rows", [1, 3, 17, 300])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_linear_is_the_quantized_arithmetic_and_close_to_fp32(rows, with_bias):

@@ -52,11 +52,34 @@ def quantize_rows(x: Tensor, unsigned: bool = False) -> tuple[Tensor, Tensor]:
     ``q + 128`` instead, to be read with zero point 128.
 
     A query's layers call this some fifty times on a few rows, where each torch op costs microseconds
-    whatever its size: it is kept to six ops."""
-    scale = x.abs().amax(dim=1, keepdim=True).div_(127).clamp_min_(torch.finfo(torch.float32).tiny)
-    # Written into row-major strides even for one row, as _int_mm needs.
-    scaled = torch.div(x, scale, out=torch.empty(x.shape, dtype=torch.float32)).round_()
-    return (scaled.add_(128).to(torch.uint8) if unsigned else scaled.to(torch.int8)), scale
+    whatever its size: it is one compiled loop (:func:`_quantizer`), the arithmetic of torch's
+    ``round(x / (max|row| / 127))`` in fp32, rounding half to even."""
+    q = torch.empty(x.shape, dtype=torch.uint8 if unsigned else torch.int8)  # row-major, as _int_mm needs
+    scale = torch.empty((x.shape[0], 1), dtype=torch.float32)
+    _quantizer()(x.detach().numpy(), q.numpy(), scale.numpy(), 128 if unsigned else 0)
+    return q, scale
+
+
+@functools.cache
+def _quantizer():
+    """The loop behind :func:`quantize_rows`, compiled by numba (or loaded from its disk cache) at the first
+    int8 product: a process that never runs int8 never imports numba for it."""
+    import numba
+    import numpy as np
+
+    tiny = np.float32(torch.finfo(torch.float32).tiny)
+
+    @numba.njit(cache=True, nogil=True)
+    def quantize(x, out, scales, offset):
+        for i in range(x.shape[0]):
+            top = np.float32(0.0)
+            for j in range(x.shape[1]):
+                top = max(top, abs(x[i, j]))
+            scale = max(top / np.float32(127.0), tiny)
+            scales[i, 0] = scale
+            for j in range(x.shape[1]):
+                out[i, j] = np.int32(np.rint(x[i, j] / scale)) + offset
+    return quantize
 
 
 def quantized_weight(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
