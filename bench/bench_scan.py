@@ -8,6 +8,10 @@ mdeberta-v3-base shape, whose vectors crowd together), through ``bench_dense.enc
 one thread (p50, p99) of each scan, their ratio, the share of rows the bf16 scan rescored in fp32
 (median, max), whether every top k had the same scores (rows of equal score may swap), and whether
 the index made its bf16 copy (not under ``indexer.store.dense.BF16_SCAN_MIN_BYTES`` of vectors).
+For batches of m = 2..64 queries at k = 50 (``DenseIndex.search_many``): CPU time per query of one
+scan per query (the copy's, where it has one) and of one fp32 matrix product per batch, their ratio
+and whether both gave the same top k scores; ``search_many`` takes the product from
+``indexer.store.dense.PRODUCT_MIN_QUERIES`` queries (``PRODUCT_MIN_QUERIES_BF16`` over a bf16 copy).
 
 Usage: ``python bench/bench_scan.py [--model multilingual-e5-small] [--docs 20000] [--synthetic 100000]``
 """
@@ -65,6 +69,24 @@ def compare(vectors: np.ndarray, queries: np.ndarray) -> dict:
                                            "max": round(max(rescored) / len(vectors), 4)},
                         # Scores, not ids: rows of equal score (duplicate texts) may come in either order.
                         "same_top_k_scores": all(np.allclose(a, b, rtol=1e-6, atol=0) for a, b in zip(exact, got))}
+    out["batch_k50"] = batches(index, queries, 50)
+    return out
+
+
+def batches(index: DenseIndex, queries: np.ndarray, k: int) -> dict:
+    """Per query CPU time (ms) of m scans against one product of m queries, m = 2..64."""
+    out = {}
+    for m in (2, 4, 8, 16, 32, 64):
+        batch = queries[:m]
+        started = time.process_time()
+        scanned = [scores for _, scores in index._search_flat(batch, k, product=False)]
+        scan = time.process_time() - started
+        started = time.process_time()
+        product = [scores for _, scores in index._search_flat(batch, k, product=True)]
+        multiplied = time.process_time() - started
+        out[m] = {"scans_ms": round(scan / m * 1e3, 2), "product_ms": round(multiplied / m * 1e3, 2),
+                  "ratio": round(scan / multiplied, 2),
+                  "same_top_k_scores": all(np.allclose(a, b, rtol=1e-5, atol=0) for a, b in zip(scanned, product))}
     return out
 
 

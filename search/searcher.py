@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 QUERY_BATCH = 32  # queries encoded in one forward pass by search_many (one query: a batch of one)
 
 
+def _first_depth(k: int) -> int:
+    """Chunks each side lists first for the top ``k`` documents (deeper when too few documents remain)."""
+    return max(4 * k, 50)
+
+
 @dataclass(frozen=True)
 class Hit:
     """A document found by a query.
@@ -218,16 +223,17 @@ class Searcher:
             IndexFormatError: The index is damaged.
         """
         validate_query(query, k, mode, fusion, alpha, filter, offset)
-        vector = self._query_vectors([query])[0] if mode != "lexical" else None
-        return self._answer(query, vector, k, mode, fusion, alpha, lang, filter, query_lang, offset)
+        vectors = self._query_vectors([query]) if mode != "lexical" else [None]
+        return self._answer([query], vectors, k, mode, fusion, alpha, lang, filter, query_lang, offset)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 10, mode: str = "hybrid", fusion: str = DEFAULT_FUSION,
                     alpha: float = 0.5, lang: str | None = None,
                     filter: dict[str, str | int | float | bool] | None = None,
                     query_lang: str | None = None, offset: int = 0) -> list[SearchResult | QueryError]:
-        """:meth:`search` for many queries with the same options, their vectors encoded together
-        (length-sorted batches of :data:`QUERY_BATCH`, one forward pass per batch instead of
-        one per query): the same results, several times the queries per second.
+        """:meth:`search` for many queries with the same options, done together: their vectors encoded in
+        length-sorted batches of :data:`QUERY_BATCH` (one forward pass per batch instead of one per query),
+        and each batch of them searched in the dense index at once (one matrix product where it is exact),
+        from one committed generation. The same results, several times the queries per second.
 
         Returns:
             One item per query, in order: its result, or the QueryError that refused it.
@@ -239,15 +245,22 @@ class Searcher:
             except QueryError as exc:
                 refused[i] = exc
         asked = [i for i in range(len(queries)) if i not in refused]
-        vectors = dict(zip(asked, self._query_vectors([queries[i] for i in asked]))) if mode != "lexical" else {}
-        return [refused[i] if i in refused else
-                self._answer(queries[i], vectors.get(i), k, mode, fusion, alpha, lang, filter, query_lang, offset)
-                for i in range(len(queries))]
+        texts = [queries[i] for i in asked]
+        vectors = self._query_vectors(texts) if mode != "lexical" and texts else [None] * len(texts)
+        answers: dict[int, SearchResult] = {}
+        for start in range(0, len(asked), QUERY_BATCH):
+            batch = slice(start, start + QUERY_BATCH)
+            found = self._answer(texts[batch], vectors[batch], k, mode, fusion, alpha, lang, filter, query_lang,
+                                 offset)
+            answers.update(zip(asked[batch], found))
+        return [refused[i] if i in refused else answers[i] for i in range(len(queries))]
 
-    def _answer(self, query: str, vector: np.ndarray | None, k: int, mode: str, fusion: str, alpha: float,
-                lang: str | None, filter: dict | None, query_lang: str | None, offset: int) -> SearchResult:
-        """The hits of one validated query whose vector (None for lexical) is given."""
-        tokens = analyze(query)
+    def _answer(self, queries: Sequence[str], vectors: Sequence[np.ndarray | None], k: int, mode: str, fusion: str,
+                alpha: float, lang: str | None, filter: dict | None, query_lang: str | None,
+                offset: int) -> list[SearchResult]:
+        """The hits of validated queries whose vectors (None for lexical) are given, all from one committed
+        generation; the dense index searched for all of them at once."""
+        tokens = [analyze(query) for query in queries]
         for attempt in range(SNAPSHOT_RETRIES):
             try:
                 with self._lock, self.index.store.snapshot():
@@ -259,9 +272,15 @@ class Searcher:
                     allowed = None
                     if lang is not None or filter:
                         allowed = np.asarray(self.index.store.chunk_ids_where(lang, filter), dtype=np.int64)
-                    query_vector = self._center_query(vector, query, query_lang)
-                    hits = self._search(query_vector, tokens, offset + k, mode, fusion, alpha, allowed)[offset:]
-                return SearchResult(query=query, mode=mode, hits=hits)
+                    centered = [self._center_query(vector, query, query_lang)
+                                for vector, query in zip(vectors, queries)]
+                    depth = _first_depth(offset + k)
+                    dense = (self.index.dense.search_many(np.stack(centered), depth, allowed)
+                             if mode != "lexical" else [None] * len(queries))
+                    return [SearchResult(query=query, mode=mode,
+                                         hits=self._search(vector, words, offset + k, mode, fusion, alpha, allowed,
+                                                           first)[offset:])
+                            for query, vector, words, first in zip(queries, centered, tokens, dense)]
             except IndexFormatError:
                 # Two commits landed while this snapshot was open and the generation it
                 # names was cleaned up; a new snapshot sees the newest one.
@@ -284,14 +303,17 @@ class Searcher:
         lang = query_lang or detect_language(query)
         return center(vector[None, :], [lang], centroids)[0]
 
-    def _search(self, vector, tokens, k, mode, fusion, alpha, allowed) -> list[Hit]:
+    def _search(self, vector, tokens, k, mode, fusion, alpha, allowed, first_dense=None) -> list[Hit]:
+        """The top ``k`` documents of one query; ``first_dense``: its dense top :func:`_first_depth` (k), found
+        already (deeper lists, when chunks of the same documents crowd the top, are searched here)."""
         index = self.index
         total = len(index.dense) if allowed is None else len(allowed)
-        depth = max(4 * k, 50)
+        depth = _first_depth(k)
         while True:
             dense = lexical = {}
             if mode != "lexical":
-                ids, scores = index.dense.search(vector, depth, allowed)
+                ids, scores = first_dense if first_dense is not None else index.dense.search(vector, depth, allowed)
+                first_dense = None
                 dense = dict(zip(ids.tolist(), scores.tolist()))
             if mode != "dense":
                 ids, scores = index.lexical.search(tokens, depth, allowed, with_ties=mode == "hybrid")

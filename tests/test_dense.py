@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+import pytest
 
+from xlsearch.indexer.store import dense as store_dense
 from xlsearch.indexer.store.dense import DenseIndex
 
 
@@ -34,3 +36,40 @@ def test_filtered_search_stays_exact_and_inside_the_filter():
     got_ids, got_scores = dense.search(vectors[3], 5, allowed)
     expected = allowed[np.argsort(-(vectors[allowed] @ vectors[3]))[:5]]
     np.testing.assert_array_equal(got_ids, expected)
+
+
+@pytest.mark.parametrize("case", ["flat", "bf16-copy", "blocks", "filtered", "ivf-flat"])
+def test_search_many_equals_one_search_per_query(case, monkeypatch):
+    """One matrix product (or FAISS call) for a batch gives every query the top k of its own search."""
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = rng.permutation(30_000)[:3000].astype(np.int64)
+    dense = DenseIndex(32, "ivf-flat" if case == "ivf-flat" else "flat-ip", train_min=1000)
+    dense.add(ids, vectors)
+    if case == "ivf-flat":
+        dense.train()
+    if case == "bf16-copy":
+        monkeypatch.setattr(store_dense, "BF16_SCAN_MIN_BYTES", 1000 * 32 * 4)
+        dense.search(vectors[0], 1), dense.search(vectors[0], 1)  # the copy is made at the second search
+        assert dense._scan[1] is not None
+    if case == "blocks":  # 8 queries per product
+        monkeypatch.setattr(store_dense, "PRODUCT_BYTES", 8 * 3000 * 4)
+    allowed = ids[::3] if case == "filtered" else None
+    queries = vectors[:40] + 0.2 * rng.standard_normal((40, 32)).astype(np.float32)
+    for m in (1, 5, 40):  # 40: one product per block; 5 (fewer than PRODUCT_MIN_QUERIES): one scan each
+        found = dense.search_many(queries[:m], 20, allowed)
+        assert len(found) == m
+        for query, (got_ids, got_scores) in zip(queries, found):
+            want_ids, want_scores = dense.search(query, 20, allowed)
+            np.testing.assert_array_equal(got_ids, want_ids)
+            np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5)
+            if allowed is not None:
+                assert np.isin(got_ids, allowed).all()
+    if case != "ivf-flat":  # and the exact scan's own answer
+        got_ids, _ = dense.search_many(queries, 20, allowed)[7]
+        among = ids if allowed is None else allowed
+        rows = np.flatnonzero(np.isin(ids, among))
+        np.testing.assert_array_equal(got_ids, ids[rows[np.argsort(-(vectors[rows] @ queries[7]))[:20]]])
+    nothing = dense.search_many(queries[:3], 5, np.array([], np.int64))  # no chunk allowed: three empty lists
+    assert [len(found_ids) for found_ids, _ in nothing] == [0, 0, 0]

@@ -25,6 +25,8 @@ from xlsearch.indexer.encoding.model import load_model
 from xlsearch.indexer.store.storage import open_docstore
 from xlsearch.search.fusion import Candidates, fuse
 from xlsearch.search.index.loader import load_index
+from xlsearch.indexer.store.dense import DenseIndex
+from xlsearch.search import searcher as searcher_module
 from xlsearch.search.searcher import Searcher
 
 SAMPLE_DOCS = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
@@ -315,3 +317,25 @@ def test_search_many_answers_as_search_does_and_refuses_in_place(sample_index, e
             one = searcher.search(query, k=5)
             assert [h.id for h in answer.hits] == [h.id for h in one.hits]
             np.testing.assert_allclose([h.score for h in answer.hits], [h.score for h in one.hits], rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_search_many_searches_the_dense_index_once_per_batch(sample_index, encoder, monkeypatch, mode):
+    """40 queries: two batches (32 + 8), each one search_many of every segment, no search of one query
+    (the first depth holds enough documents here), and each answer what search gives."""
+    monkeypatch.setattr(searcher_module, "QUERY_BATCH", 32)
+    searcher = Searcher(sample_index, encoder=encoder)
+    words = ["green tea", "la luna", "月亮", "water", "mountain", "Tee", "lune", "night", "cat", "book"]
+    queries = [f"{w} {i}" for i in range(4) for w in words]
+    batches, singles = [], []
+    many, one = DenseIndex.search_many, DenseIndex.search
+    monkeypatch.setattr(DenseIndex, "search_many", lambda self, q, *a: batches.append(len(q)) or many(self, q, *a))
+    monkeypatch.setattr(DenseIndex, "search", lambda self, *a: singles.append(1) or one(self, *a))
+    answers = searcher.search_many(queries, k=5, mode=mode)
+    segments = sum(len(part.segments) for part in searcher.index.parts)
+    assert sorted(batches) == sorted([32] * segments + [8] * segments) and not singles
+    monkeypatch.setattr(DenseIndex, "search_many", many)
+    for query, answer in zip(queries, answers):
+        alone = searcher.search(query, k=5, mode=mode)
+        assert [h.id for h in answer.hits] == [h.id for h in alone.hits]
+        np.testing.assert_allclose([h.score for h in answer.hits], [h.score for h in alone.hits], rtol=1e-5)

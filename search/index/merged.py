@@ -31,23 +31,22 @@ class Merged:
     def search(self, query, k: int, allowed: np.ndarray | None = None, **options) -> tuple[np.ndarray, np.ndarray]:
         """Global top ``k`` (ids, scores), best first; ``allowed`` split by part before searching.
         ``options`` go to each part's search (``with_ties=True`` keeps every chunk tied with the k-th)."""
-        routed = None if allowed is None else self.route(allowed)
-        found = []
-        for p, part in enumerate(self.parts):
-            mine = None if routed is None else routed[p][1]
-            if mine is not None and len(mine) == 0:
-                continue
-            found.append(part.search(query, k, mine, **options))
-        if not found:
-            return np.empty(0, np.int64), np.empty(0, np.float64)
-        ids = np.concatenate([f[0] for f in found]).astype(np.int64)
-        scores = np.concatenate([f[1] for f in found])
-        order = np.lexsort((ids, -scores))  # ties: lower chunk id first
-        cut = k
-        if options.get("with_ties") and len(order) > k:  # as BM25Index.search: ties kept, 2 k at most
-            cut = min(2 * k, int(np.searchsorted(-scores[order], -scores[order[k - 1]], side="right")))
-        best = order[:cut]
-        return ids[best], scores[best]
+        return _merge([part.search(query, k, mine, **options) for part, mine in self._routed(allowed)], k,
+                      options.get("with_ties", False))
+
+    def search_many(self, queries: np.ndarray, k: int,
+                    allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`search` for each row of ``queries`` ``(m, dim)``, each part searching all of them at once
+        (dense parts only)."""
+        found = [part.search_many(queries, k, mine) for part, mine in self._routed(allowed)]
+        return [_merge([part[i] for part in found], k, False) for i in range(len(queries))]
+
+    def _routed(self, allowed: np.ndarray | None) -> list[tuple[object, np.ndarray | None]]:
+        """The parts to search, each with its share of ``allowed`` (None: every chunk); a part with no
+        allowed chunk is left out."""
+        if allowed is None:
+            return [(part, None) for part in self.parts]
+        return [(part, mine) for part, (_, mine) in zip(self.parts, self.route(allowed)) if len(mine)]
 
     def score_chunks(self, query, chunk_ids: Sequence[int]) -> np.ndarray:
         out = None
@@ -57,6 +56,22 @@ class Merged:
                 out = np.zeros(len(chunk_ids), scores.dtype) if out is None else out
                 out[positions] = scores
         return out if out is not None else np.zeros(len(chunk_ids))
+
+
+def _merge(found: Sequence[tuple[np.ndarray, np.ndarray]], k: int,
+           with_ties: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of the parts' top lists, best first, ties by lower chunk id (``with_ties``: as
+    ``BM25Index.search``, every chunk tied with the k-th kept, 2 k at most)."""
+    if not found:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    ids = np.concatenate([f[0] for f in found]).astype(np.int64)
+    scores = np.concatenate([f[1] for f in found])
+    order = np.lexsort((ids, -scores))
+    cut = k
+    if with_ties and len(order) > k:
+        cut = min(2 * k, int(np.searchsorted(-scores[order], -scores[order[k - 1]], side="right")))
+    best = order[:cut]
+    return ids[best], scores[best]
 
 
 class MergedLexical(Merged):

@@ -29,6 +29,10 @@ class DenseRetriever(Protocol):
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` ``(chunk ids int64 (n,), scores (n,))``, best first, among ``allowed`` if given."""
 
+    def search_many(self, queries: np.ndarray, k: int,
+                    allowed: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`search` for each row of ``queries`` ``(m, dim)``, together (one matrix product where exact)."""
+
     def score_chunks(self, query: np.ndarray, chunk_ids: Sequence[int]) -> np.ndarray:
         """``(len(chunk_ids),)`` scores of the given chunks."""
 
