@@ -53,8 +53,8 @@ def test_search_many_equals_one_search_per_query(case, monkeypatch):
         monkeypatch.setattr(store_dense, "BF16_SCAN_MIN_BYTES", 1000 * 32 * 4)
         dense.search(vectors[0], 1), dense.search(vectors[0], 1)  # the copy is made at the second search
         assert dense._scan[1] is not None
-    if case == "blocks":  # 8 queries per product
-        monkeypatch.setattr(store_dense, "PRODUCT_BYTES", 8 * 3000 * 4)
+    if case == "blocks":  # 16 queries per product (PRODUCT_MIN_QUERIES at least)
+        monkeypatch.setattr(store_dense, "PRODUCT_BYTES", 4 * 3000 * 4)
     allowed = ids[::3] if case == "filtered" else None
     queries = vectors[:40] + 0.2 * rng.standard_normal((40, 32)).astype(np.float32)
     for m in (1, 5, 40):  # 40: one product per block; 5 (fewer than PRODUCT_MIN_QUERIES): one scan each

@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 
 BF16_SCAN_MIN_BYTES = 16 << 20  # exact search of fewer fp32 bytes reads them as they are (cached; no second copy)
 # search_many: from this many queries, one fp32 matrix product per block instead of one scan per query
-# (bench/bench_scan.py, k = 50, one thread: 1.4x at 8 queries over 3,000 x 384 fp32 vectors; over a bf16
-# copy, 0.53-0.8x at 8 queries, 0.9-1.15x at 16, 1.4-1.6x at 32 at 20,000 and 100,000 x 384)
-PRODUCT_MIN_QUERIES = 8
+# (bench/bench_scan.py, k = 50, one thread: over fp32 vectors 0.86-0.9x at 8 queries and 1.15-1.2x at 16 at
+# 3,000 x 384, 1.8x and 2.8x at 5,000 x 768; over a bf16 copy 0.9-1.15x at 16 and 1.4-1.6x at 32)
+PRODUCT_MIN_QUERIES = 16
 PRODUCT_MIN_QUERIES_BF16 = 32
 PRODUCT_BYTES = 64 << 20  # at most this much of scores per product (queries in a block x vectors x 4 B)
 BF16_SCAN_ENV = "XLSEARCH_BF16_SCAN"  # "off" keeps every exact search in fp32 (benches, tests)
