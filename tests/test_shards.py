@@ -75,6 +75,12 @@ def assert_same_results(one: Path, sharded: Path, encoder, questions: list[str])
                 ours, theirs = top(a, query, **options), top(b, query, **options)
                 assert [i for i, _ in ours] == [i for i, _ in theirs], (query, options, ours, theirs)
                 np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-6, atol=1e-7)
+        # Many queries at once (each shard's dense index searched once for all of them): the same hits.
+        for options in ({"mode": "dense"}, {"mode": "hybrid"}, {"mode": "hybrid", "lang": "de"}):
+            for query, many in zip(questions, b.search_many(questions, k=10, **options)):
+                alone = top(b, query, **options)
+                assert [h.id for h in many.hits] == [i for i, _ in alone], (query, options)
+                np.testing.assert_allclose([h.score for h in many.hits], [s for _, s in alone], rtol=1e-5)
     finally:
         a.close()
         b.close()
