@@ -15,7 +15,7 @@ durable when it returns, as ``xlsearch index`` and ``POST /documents`` are.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from ..indexer.writing.writer import UpsertStats
 from ..indexer.compat import check_compatible
 from ..indexer.config import BATCH_SIZE, DEFAULT_MODEL, IndexConfig
 from ..indexer.document import Document
-from ..indexer.errors import ConfigError
+from ..indexer.errors import ConfigError, QueryError
 from ..indexer.store.shard_layout import any_index_exists, index_directories
 from ..indexer.store.storage import open_docstore
 from ..indexer.text.corpus import document_from_record
@@ -128,10 +128,30 @@ class Index:
             QueryError: An argument is out of range.
             IndexNotFoundError: Nothing was added yet.
         """
+        return self._search_with().search(query, k=k, mode=mode, fusion=fusion, alpha=alpha, lang=lang,
+                                          filter=filter, offset=offset).hits
+
+    def search_many(self, queries: Sequence[str], k: int = 10, mode: str = "hybrid", lang: str | None = None,
+                    filter: dict[str, str | int | float | bool] | None = None, fusion: str = DEFAULT_FUSION,
+                    alpha: float = 0.5, offset: int = 0) -> list[list[Hit]]:
+        """:meth:`search` for each of ``queries``, with the same options, done together: several times the
+        queries per second (see :meth:`Searcher.search_many`). One list of hits per query, in order.
+
+        Raises:
+            QueryError: An argument is out of range, or a query cannot be asked (naming its position).
+            IndexNotFoundError: Nothing was added yet.
+        """
+        answers = self._search_with().search_many(list(queries), k=k, mode=mode, fusion=fusion, alpha=alpha,
+                                                  lang=lang, filter=filter, offset=offset)
+        for position, answer in enumerate(answers):
+            if isinstance(answer, QueryError):
+                raise QueryError(f"query {position}: {answer}")
+        return [answer.hits for answer in answers]
+
+    def _search_with(self) -> Searcher:
         if self._searcher is None:
             self._searcher = Searcher(self.path, model=self.model, device=self._device, encoder=self._encoder)
-        return self._searcher.search(query, k=k, mode=mode, fusion=fusion, alpha=alpha, lang=lang,
-                                     filter=filter, offset=offset).hits
+        return self._searcher
 
 
 def open_index(path: str | Path, model: str | None = None, **settings: Any) -> Index:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import xlsearch
-from xlsearch.indexer.errors import ConfigError, IndexMismatchError, IndexNotFoundError
+from xlsearch.indexer.errors import ConfigError, IndexMismatchError, IndexNotFoundError, QueryError
 from xlsearch.indexer.text.corpus import CorpusError
 
 DOCS = [
@@ -26,6 +26,11 @@ def test_open_add_search_delete_in_a_few_lines(tmp_path, tiny_deberta_dir):
         hits = index.search("Green tea water", k=3)
         assert hits[0].id == "tea-en" and hits[0].metadata == {"source": "wiki"}
         assert index.search("tea", k=3, filter={"source": "wiki"}, mode="lexical")[0].id == "tea-en"
+        queries = ["Green tea water", "Armstrong Luna", "Vulkan Ätna"]
+        assert [[h.id for h in hits] for hits in index.search_many(queries, k=2)] == \
+            [[h.id for h in index.search(q, k=2)] for q in queries]
+        with pytest.raises(QueryError, match="query 1: "):
+            index.search_many(["tea", "   "])
         assert index.delete(["volcano-de", "nope"]) == ["volcano-de"]
         assert "volcano-de" not in [h.id for h in index.search("Vulkan Ätna", k=3)]
     # Reopened without naming the model: the index's own, as recorded, with its settings.
