@@ -138,14 +138,17 @@ class Index:
         queries per second (see :meth:`Searcher.search_many`). One list of hits per query, in order.
 
         Raises:
+            TypeError: ``queries`` is one string, not a sequence of them.
             QueryError: An argument is out of range, or a query cannot be asked (naming its position).
             IndexNotFoundError: Nothing was added yet.
         """
+        if isinstance(queries, str):
+            raise TypeError("search_many takes a list of query strings; use search() for one")
         answers = self._search_with().search_many(list(queries), k=k, mode=mode, fusion=fusion, alpha=alpha,
                                                   lang=lang, filter=filter, offset=offset)
         for position, answer in enumerate(answers):
             if isinstance(answer, QueryError):
-                raise QueryError(f"query {position}: {answer}")
+                raise QueryError(f"query {position}: {answer}") from answer
         return [answer.hits for answer in answers]
 
     def _search_with(self) -> Searcher:

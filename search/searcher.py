@@ -233,7 +233,8 @@ class Searcher:
         """:meth:`search` for many queries with the same options, done together: their vectors encoded in
         length-sorted batches of :data:`QUERY_BATCH` (one forward pass per batch instead of one per query),
         and each batch of them searched in the dense index at once (one matrix product where it is exact),
-        from one committed generation. The same results, several times the queries per second.
+        from one committed generation. The same results (up to the order of chunks whose dense scores tie
+        within float rounding: a matrix product sums in another order), several times the queries per second.
 
         Returns:
             One item per query, in order: its result, or the QueryError that refused it.

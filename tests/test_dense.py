@@ -53,8 +53,8 @@ def test_search_many_equals_one_search_per_query(case, monkeypatch):
         monkeypatch.setattr(store_dense, "BF16_SCAN_MIN_BYTES", 1000 * 32 * 4)
         dense.search(vectors[0], 1), dense.search(vectors[0], 1)  # the copy is made at the second search
         assert dense._scan[1] is not None
-    if case == "blocks":  # 16 queries per product (PRODUCT_MIN_QUERIES at least)
-        monkeypatch.setattr(store_dense, "PRODUCT_BYTES", 4 * 3000 * 4)
+    if case == "blocks":  # 16 queries per product: 40 in three blocks
+        monkeypatch.setattr(store_dense, "PRODUCT_BYTES", 16 * 3000 * 4)
     allowed = ids[::3] if case == "filtered" else None
     queries = vectors[:40] + 0.2 * rng.standard_normal((40, 32)).astype(np.float32)
     for m in (1, 5, 40):  # 40: one product per block; 5 (fewer than PRODUCT_MIN_QUERIES): one scan each
@@ -66,10 +66,33 @@ def test_search_many_equals_one_search_per_query(case, monkeypatch):
             np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5)
             if allowed is not None:
                 assert np.isin(got_ids, allowed).all()
-    if case != "ivf-flat":  # and the exact scan's own answer
-        got_ids, _ = dense.search_many(queries, 20, allowed)[7]
-        among = ids if allowed is None else allowed
-        rows = np.flatnonzero(np.isin(ids, among))
-        np.testing.assert_array_equal(got_ids, ids[rows[np.argsort(-(vectors[rows] @ queries[7]))[:20]]])
+    if case != "ivf-flat":  # and every query's exact answer, computed here
+        rows = np.flatnonzero(np.isin(ids, ids if allowed is None else allowed))
+        for query, (got_ids, got_scores) in zip(queries, dense.search_many(queries, 20, allowed)):
+            exact = vectors[rows] @ query
+            best = np.argsort(-exact)[:20]
+            np.testing.assert_array_equal(got_ids, ids[rows[best]])
+            np.testing.assert_allclose(got_scores, exact[best], rtol=1e-5)
     nothing = dense.search_many(queries[:3], 5, np.array([], np.int64))  # no chunk allowed: three empty lists
     assert [len(found_ids) for found_ids, _ in nothing] == [0, 0, 0]
+
+
+def test_search_many_refuses_vectors_of_another_length_and_keeps_products_in_bounds(monkeypatch):
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((500, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    dense = DenseIndex(8)
+    dense.add(np.arange(500), vectors)
+    with pytest.raises(ValueError, match="8 dimensions"):
+        dense.search(np.ones(16, np.float32), 5)  # not two queries of 8
+    with pytest.raises(ValueError, match="8 dimensions"):
+        dense.search_many(np.ones((3, 7), np.float32), 5)
+    # One product per block of queries only where it pays and the block's scores stay in bounds.
+    assert store_dense.product_block(40, 3000, bf16_copy=False) >= 40
+    assert store_dense.product_block(8, 3000, bf16_copy=False) == 0  # too few queries
+    assert store_dense.product_block(20, 100_000, bf16_copy=True) == 0  # too few over a bf16 copy
+    assert store_dense.product_block(40, 100_000, bf16_copy=True) >= 40
+    assert store_dense.product_block(40, 2_000_000, bf16_copy=True) == 0  # 8 queries' scores = 64 MiB
+    assert store_dense.product_block(40, 5_000_000, bf16_copy=False) == 0
+    monkeypatch.setattr(store_dense, "PRODUCT_BYTES", 4 * 500 * 4)  # so here: one scan each, same answers
+    assert [int(i[0]) for i, _ in dense.search_many(vectors[:20], 5)] == list(range(20))

@@ -323,7 +323,6 @@ def test_search_many_answers_as_search_does_and_refuses_in_place(sample_index, e
 def test_search_many_searches_the_dense_index_once_per_batch(sample_index, encoder, monkeypatch, mode):
     """40 queries: two batches (32 + 8), each one search_many of every segment, no search of one query
     (the first depth holds enough documents here), and each answer what search gives."""
-    monkeypatch.setattr(searcher_module, "QUERY_BATCH", 32)
     searcher = Searcher(sample_index, encoder=encoder)
     words = ["green tea", "la luna", "月亮", "water", "mountain", "Tee", "lune", "night", "cat", "book"]
     queries = [f"{w} {i}" for i in range(4) for w in words]
@@ -333,9 +332,15 @@ def test_search_many_searches_the_dense_index_once_per_batch(sample_index, encod
     monkeypatch.setattr(DenseIndex, "search", lambda self, *a: singles.append(1) or one(self, *a))
     answers = searcher.search_many(queries, k=5, mode=mode)
     segments = sum(len(part.segments) for part in searcher.index.parts)
+    assert searcher_module.QUERY_BATCH == 32
     assert sorted(batches) == sorted([32] * segments + [8] * segments) and not singles
     monkeypatch.setattr(DenseIndex, "search_many", many)
-    for query, answer in zip(queries, answers):
+    paged = searcher.search_many(queries, k=3, mode=mode, offset=2)
+    for query, answer, page in zip(queries, answers, paged):
         alone = searcher.search(query, k=5, mode=mode)
         assert [h.id for h in answer.hits] == [h.id for h in alone.hits]
         np.testing.assert_allclose([h.score for h in answer.hits], [h.score for h in alone.hits], rtol=1e-5)
+        assert [h.id for h in page.hits] == [h.id for h in searcher.search(query, k=3, mode=mode, offset=2).hits]
+    assert searcher.search_many([], mode=mode) == []
+    refused = searcher.search_many(["  ", "\t"], mode=mode)
+    assert [type(r).__name__ for r in refused] == ["QueryError", "QueryError"]

@@ -31,6 +31,8 @@ def test_open_add_search_delete_in_a_few_lines(tmp_path, tiny_deberta_dir):
             [[h.id for h in index.search(q, k=2)] for q in queries]
         with pytest.raises(QueryError, match="query 1: "):
             index.search_many(["tea", "   "])
+        with pytest.raises(TypeError, match="list of query strings"):
+            index.search_many("tea")  # not three queries 't', 'e', 'a'
         assert index.delete(["volcano-de", "nope"]) == ["volcano-de"]
         assert "volcano-de" not in [h.id for h in index.search("Vulkan Ätna", k=3)]
     # Reopened without naming the model: the index's own, as recorded, with its settings.

@@ -134,7 +134,9 @@ class DenseIndex:
         exact unfiltered index, one matrix product per block of enough queries (see :meth:`_search_flat`).
         The same top k as one search per query; a score may differ in its last bits (another order of
         summation)."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"query vectors of shape {queries.shape}; this index holds {self.dim} dimensions")
         if len(self) == 0 or k <= 0 or (allowed is not None and len(allowed) == 0):
             return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in queries]
         k = min(k, len(self))
@@ -171,19 +173,21 @@ class DenseIndex:
         * or one fp32 matrix product per block of queries (its scores kept under :data:`PRODUCT_BYTES`),
           which reads every vector once per block instead of once per query; from
           :data:`PRODUCT_MIN_QUERIES` queries, or :data:`PRODUCT_MIN_QUERIES_BF16` where the scans read a
-          bf16 copy (half the bytes), unless ``product`` says which.
+          bf16 copy (half the bytes), if a block holds that many (up to some millions of vectors), unless
+          ``product`` says which.
         """
         n = len(self)
         vectors = self._flat_vectors()
         ids = faiss.rev_swig_ptr(self.index.id_map.data(), n)
         scan = self._bf16_scan(vectors)
         if product is None:
-            product = len(queries) >= (PRODUCT_MIN_QUERIES if scan is None else PRODUCT_MIN_QUERIES_BF16)
-        if not product:
+            block = product_block(len(queries), n, scan is not None)
+        else:
+            block = max(1, PRODUCT_BYTES // (4 * n)) if product else 0
+        if not block:
             found = [scan.top(vectors, query, k) if scan is not None else _top(vectors @ query, k)
                      for query in queries]
         else:
-            block = max(PRODUCT_MIN_QUERIES, PRODUCT_BYTES // (4 * n))
             found = [_top(row, k) for start in range(0, len(queries), block)
                      for row in queries[start:start + block] @ vectors.T]  # (block, n): each query's row contiguous
         return [(ids[top].astype(np.int64), scores) for top, scores in found]
@@ -333,6 +337,15 @@ class DenseIndex:
         if kind is not None and kind != found and not (found == EXACT and kind in APPROXIMATE):
             raise IndexFormatError(f"{path}: holds a {found} index, manifest says {kind}")
         return cls(dim, kind or found, index, nprobe=nprobe)
+
+
+def product_block(queries: int, rows: int, bf16_copy: bool) -> int:
+    """Queries per matrix product for ``queries`` searched together over ``rows`` stored vectors (the block's
+    scores under :data:`PRODUCT_BYTES`); 0: one scan per query instead, for fewer queries than pay for a
+    product, or a block too small to hold that many."""
+    fewest = PRODUCT_MIN_QUERIES_BF16 if bf16_copy else PRODUCT_MIN_QUERIES
+    block = PRODUCT_BYTES // (4 * rows)
+    return block if queries >= fewest and block >= fewest else 0
 
 
 def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -317,7 +317,7 @@ def _ask(search: Callable[[list[str]], list[Hits | QueryError]], task: Task, rep
     asked = list(task.queries.items())
     for start in range(0, len(asked), ASK_STEP):
         step = asked[start:start + ASK_STEP]
-        for (qid, _), found in zip(step, search([text for _, text in step])):
+        for (qid, _), found in zip(step, search([text for _, text in step]), strict=True):
             if isinstance(found, QueryError):  # e.g. a query the analyzer and tokenizer reduce to nothing
                 log.warning("task %s, query %s: %s; scored as retrieving nothing", task.key, qid, found)
                 found = []
