@@ -55,25 +55,51 @@ def test_packed_weight_follows_in_place_changes():
     np.testing.assert_allclose(after.numpy(), 2 * before.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_auto_times_both_kernels_once_and_keeps_one_per_regime():
+def test_auto_times_each_regime_once_when_it_first_runs():
     assert linear_kernel.choice() is None
-    linear_kernel.linear(torch.randn(3, 32), torch.randn(64, 32), torch.randn(64))
+    weight, bias = torch.randn(64, 32), torch.randn(64)
+    linear_kernel.linear(torch.randn(3, 32), weight, bias)
     chosen = linear_kernel.choice()
-    assert chosen["few"] in KERNELS and chosen["many"] in KERNELS and not chosen["forced"]
+    assert chosen["few"] in KERNELS and "many" not in chosen and not chosen["forced"]  # a query never times bulk
+    linear_kernel.linear(torch.randn(3, 32), weight, None)
+    assert linear_kernel.choice() is chosen  # measured once per process
+    linear_kernel.linear(torch.randn(linear_kernel.FEW_ROWS + 1, 32), weight, bias)
+    chosen = linear_kernel.choice()
+    assert chosen["many"] in KERNELS and chosen["few"] in KERNELS
     if linear_kernel.onednn_available():
-        for regime in ("few", "many"):
+        for regime, margin in (("few", 0.9), ("many", 1.0)):
             timings = chosen["ms"][regime]
             assert timings["mkl"] > 0 and timings["onednn"] > 0
-            faster = linear_kernel.ONEDNN if timings["onednn"] <= 0.9 * timings["mkl"] else linear_kernel.MKL
+            faster = linear_kernel.ONEDNN if timings["onednn"] <= margin * timings["mkl"] else linear_kernel.MKL
             assert chosen[regime] == faster
-    linear_kernel.linear(torch.randn(3, 32), torch.randn(64, 32), None)
-    assert linear_kernel.choice() is chosen  # measured once per process
+    linear_kernel.linear(torch.randn(linear_kernel.FEW_ROWS + 1, 32), weight, bias)
+    assert linear_kernel.choice() is chosen
+
+
+@pytest.mark.skipif(not linear_kernel.onednn_available(), reason="this torch build has no oneDNN linear ops")
+def test_the_bulk_probe_weighs_a_block_of_layers(monkeypatch):
+    """Many rows are timed on the weight (four projections of a block) and on it four times as wide (two
+    feed-forward layers): a library faster on the small weight alone does not win if the block is slower."""
+    timed = []
+
+    def fake_best_ms(fn, repeats=5):
+        timed.append(fn)
+        return [1.0, 2.0, 4.0, 3.0][len(timed) - 1]  # mkl, onednn on the weight; mkl, onednn four times as wide
+
+    monkeypatch.setattr(linear_kernel, "_best_ms", fake_best_ms)
+    linear_kernel.linear(torch.randn(linear_kernel.FEW_ROWS + 1, 8), torch.randn(16, 8), None)
+    chosen = linear_kernel.choice()
+    assert len(timed) == 4
+    assert chosen["ms"]["many"] == {"mkl": 4 * 1.0 + 2 * 4.0, "onednn": 4 * 2.0 + 2 * 3.0, "rows": 256}
+    assert chosen["many"] == linear_kernel.MKL  # 12 ms against 14: the small weight's 2x decides, not the wide 0.75x
 
 
 def test_environment_forces_and_checks_the_kernel(monkeypatch):
     monkeypatch.setenv(linear_kernel.ENV, "mkl")
     linear_kernel.linear(torch.randn(3, 8), torch.randn(4, 8), None)
+    linear_kernel.linear(torch.randn(linear_kernel.FEW_ROWS + 1, 8), torch.randn(4, 8), None)
     assert linear_kernel.choice()["few"] == linear_kernel.choice()["many"] == "mkl"
+    assert linear_kernel.choice()["ms"] == {}  # nothing timed
     linear_kernel.reset()
     monkeypatch.setenv(linear_kernel.ENV, "fastest")
     with pytest.raises(ValueError, match="XLSEARCH_LINEAR_KERNEL must be auto, mkl or onednn"):

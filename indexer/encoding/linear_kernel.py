@@ -3,12 +3,18 @@
 torch sends an fp32 ``F.linear`` on the CPU to MKL. MKL picks its code path by CPU
 vendor: on AMD processors with AVX-512 it measured 2.2-3.1x slower than oneDNN (also
 shipped inside torch) on the shapes of mdeberta-v3-base and multilingual-e5-small, at 16
-to 2048 rows, one thread. Neither is assumed to win: the first fp32 linear of a process
-times both on its own weight, for few rows (20, a query, on the weight repeated to four times
-its width, as a feed-forward layer is) and many (256, a batch of documents), and each regime
-keeps the faster one. The two agree to ~1e-6; either is exact fp32. MKL's few-row products cost
-the same for 1-16 rows, 17-32 and so on, so its inputs are padded to a multiple of 16 (and it
-is timed so); oneDNN's cost follows the row count, and its inputs are not padded
+to 2048 rows, one thread. Neither is assumed to win: the first fp32 linear of each regime in
+a process times both on its own weight, and the regime keeps the faster one. Few rows (20, a
+query) are timed on the weight repeated to four times its width, as a feed-forward layer is;
+many (256, a batch of documents) on the weight and on that wider copy, weighted as a block's
+layers are (four projections of the weight's size, two feed-forward layers), because one shape
+alone misleads: on an AMD EPYC oneDNN took 0.52-1.11x MKL's time on multilingual-e5-small's
+384 x 384 weight at 256 rows, from one process to the next, but 0.80-0.92x on its feed-forward
+layers and 0.83x on the whole bulk encoding (``bench/bench_linear_choice.py``). A query-only
+process never times the many-row regime. The two agree to ~1e-6; either is exact fp32.
+
+MKL's few-row products cost the same for 1-16 rows, 17-32 and so on, so its inputs are padded to
+a multiple of 16 (and it is timed so); oneDNN's cost follows the row count, and its inputs are not padded
 (:func:`row_multiple`).
 
 With oneDNN, a layer called a second time with at most :data:`FEW_ROWS` rows runs on a
@@ -38,7 +44,9 @@ MKL, ONEDNN = "mkl", "onednn"
 FEW_ROWS = 128  # at most this many rows: the "few" regime (queries, short batches)
 MKL_ROW_MULTIPLE = 16  # MKL's few-row products cost the same for 1-16 rows, 17-32, ...: inputs are padded to it
 _PROBE_ROWS = {"few": 20, "many": 256}  # a query of about 20 tokens; a batch of documents
-_MARGIN = 0.9  # oneDNN must take at most this share of MKL's time to be chosen
+# oneDNN must take at most this share of MKL's time to be chosen: with few rows it runs on a copy of each weight
+# laid out for it (memory), with many on the weight as it is (nothing to pay for, so the faster one wins)
+_MARGIN = {"few": 0.9, "many": 1.0}
 
 _lock = threading.Lock()
 _choice: dict | None = None
@@ -55,7 +63,8 @@ def onednn_available() -> bool:
 
 
 def choice() -> dict | None:
-    """``{"few": kernel, "many": kernel, "ms": {...}}`` once the first fp32 linear has run, else None."""
+    """``{"few": kernel, "many": kernel, "ms": {...}}`` (a regime present once its first fp32 linear has run),
+    else None."""
     return _choice
 
 
@@ -92,7 +101,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
         return F.linear(x, weight, bias)
     regime = "few" if x.shape[0] <= FEW_ROWS else "many"
-    kernel = (_choice or _choose(weight, bias))[regime]
+    kernel = _kernel(regime, weight, bias)
     if kernel == ONEDNN:
         packed = _packed_weight(weight) if regime == "few" else weight
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
@@ -114,8 +123,7 @@ def row_multiple(rows: int, weight: Tensor, bias: Tensor | None) -> int:
     MKL serves that regime (padding costs it nothing, and its products measured up to 2x faster on aligned
     row counts), 1 where oneDNN does (its cost follows the row count: a 17-row product of mdeberta-v3-base's
     feed-forward shape took 0.59x the time of a 32-row one on an Intel Xeon)."""
-    chosen = _choice or _choose(weight, bias)
-    return MKL_ROW_MULTIPLE if chosen["few" if rows <= FEW_ROWS else "many"] == MKL else 1
+    return MKL_ROW_MULTIPLE if _kernel("few" if rows <= FEW_ROWS else "many", weight, bias) == MKL else 1
 
 
 def weight_key(tensors: Sequence[Tensor]) -> tuple:
@@ -140,39 +148,51 @@ def _packed_weight(weight: Tensor) -> Tensor:
         return cached[1]
 
 
-def _choose(weight: Tensor, bias: Tensor | None) -> dict:
-    """Time MKL and oneDNN on ``weight`` in both regimes (once per process) and keep the faster of each."""
+def _kernel(regime: str, weight: Tensor, bias: Tensor | None) -> str:
+    """The kernel of ``regime``, chosen now if it has not been."""
+    chosen = _choice
+    if chosen is None or regime not in chosen:
+        chosen = _choose(regime, weight, bias)
+    return chosen[regime]
+
+
+def _choose(regime: str, weight: Tensor, bias: Tensor | None) -> dict:
+    """Choose ``regime``'s kernel (once per process): forced, or MKL and oneDNN timed on ``weight``."""
     global _choice
     with _lock:
-        if _choice is not None:
+        if _choice is not None and regime in _choice:
             return _choice
         forced = os.environ.get(ENV, "auto").strip().lower() or "auto"
         if forced not in ("auto", MKL, ONEDNN):
             raise ValueError(f"{ENV} must be auto, {MKL} or {ONEDNN}, not {forced!r}")
+        chosen = dict(_choice or {"ms": {}, "forced": forced != "auto"})
         if forced == MKL or not onednn_available():
-            _choice = {"few": MKL, "many": MKL, "ms": {}, "forced": forced != "auto"}
+            chosen[regime] = MKL
         elif forced == ONEDNN:
-            _choice = {"few": ONEDNN, "many": ONEDNN, "ms": {}, "forced": True}
+            chosen[regime] = ONEDNN
         else:
-            _choice = _measure(weight.detach(), None if bias is None else bias.detach())
+            chosen["ms"] = {**chosen["ms"], regime: _measure(regime, weight.detach(),
+                                                             None if bias is None else bias.detach())}
+            timings = chosen["ms"][regime]
+            chosen[regime] = ONEDNN if timings[ONEDNN] <= _MARGIN[regime] * timings[MKL] else MKL
+        _choice = chosen
         return _choice
 
 
-def _measure(weight: Tensor, bias: Tensor | None) -> dict:
-    out: dict = {"ms": {}, "forced": False}
+def _measure(regime: str, weight: Tensor, bias: Tensor | None) -> dict:
+    """``{mkl: ms, onednn: ms, rows: n}``: each library's time for ``regime``'s probe (see the module)."""
+    rows = _PROBE_ROWS[regime]
+    wide = weight.repeat(4, 1), None if bias is None else bias.repeat(4)  # a feed-forward layer's width
+    shapes = [(wide, 1)] if regime == "few" else [((weight, bias), 4), (wide, 2)]  # (layer, how many in a block)
+    x = torch.randn(rows, weight.shape[1])
+    padded = torch.cat([x, x.new_zeros((-rows % MKL_ROW_MULTIPLE, x.shape[1]))])  # as MKL is fed
+    mkl = onednn = 0.0
     with torch.no_grad():
-        for regime, rows in _PROBE_ROWS.items():
-            w, b = weight, bias
-            if regime == "few":  # four times as wide, as a feed-forward layer is: most of a query's products
-                w, b = weight.repeat(4, 1), None if bias is None else bias.repeat(4)
-            x = torch.randn(rows, w.shape[1])
-            padded = torch.cat([x, x.new_zeros((-rows % MKL_ROW_MULTIPLE, x.shape[1]))])  # as MKL is fed
+        for (w, b), count in shapes:
             onednn_weight = torch.ops.mkldnn._reorder_linear_weight(w) if regime == "few" else w
-            mkl = _best_ms(lambda: _mkl(padded, w, b))
-            onednn = _best_ms(lambda: torch.ops.mkldnn._linear_pointwise(x, onednn_weight, b, "none", [], ""))
-            out["ms"][regime] = {MKL: round(mkl, 4), ONEDNN: round(onednn, 4), "rows": rows}
-            out[regime] = ONEDNN if onednn <= _MARGIN * mkl else MKL
-    return out
+            mkl += count * _best_ms(lambda: _mkl(padded, w, b))
+            onednn += count * _best_ms(lambda: torch.ops.mkldnn._linear_pointwise(x, onednn_weight, b, "none", [], ""))
+    return {MKL: round(mkl, 4), ONEDNN: round(onednn, 4), "rows": rows}
 
 
 def _best_ms(fn, repeats: int = 5) -> float:
@@ -194,8 +214,7 @@ def routed(model: nn.Module, kernel: Callable[[Tensor, Tensor, Tensor | None], T
     layers = [m for m in model.modules() if type(m) is nn.Linear and m.weight.dtype == torch.float32]
     if kernel is None:
         kernel = linear
-        chosen = (_choice or _choose(layers[0].weight, layers[0].bias)) if layers else None
-        if chosen is not None and chosen["few"] == chosen["many"] == MKL:
+        if layers and all(_kernel(regime, layers[0].weight, layers[0].bias) == MKL for regime in _PROBE_ROWS):
             layers = []  # MKL serves both regimes: torch's own path, untouched
     for layer in layers:
         layer.forward = _routed_forward(layer, kernel)
