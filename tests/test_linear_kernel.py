@@ -76,22 +76,50 @@ def test_auto_times_each_regime_once_when_it_first_runs():
     assert linear_kernel.choice() is chosen
 
 
-@pytest.mark.skipif(not linear_kernel.onednn_available(), reason="this torch build has no oneDNN linear ops")
-def test_the_bulk_probe_weighs_a_block_of_layers(monkeypatch):
-    """Many rows are timed on the weight (four projections of a block) and on it four times as wide (two
-    feed-forward layers): a library faster on the small weight alone does not win if the block is slower."""
-    timed = []
+def fake_timings(monkeypatch, times: list[float]) -> list[tuple]:
+    """Make the probe's timings ``times`` (in call order: MKL, oneDNN per shape); returns the (input, weight)
+    shapes MKL was timed on."""
+    shapes, calls, real_mkl = [], [], linear_kernel._mkl
 
     def fake_best_ms(fn, repeats=5):
-        timed.append(fn)
-        return [1.0, 2.0, 4.0, 3.0][len(timed) - 1]  # mkl, onednn on the weight; mkl, onednn four times as wide
+        fn()
+        calls.append(fn)
+        return times[len(calls) - 1]
+
+    def recording_mkl(x, weight, bias):
+        shapes.append((tuple(x.shape), tuple(weight.shape)))
+        return real_mkl(x, weight, bias)
 
     monkeypatch.setattr(linear_kernel, "_best_ms", fake_best_ms)
+    monkeypatch.setattr(linear_kernel, "_mkl", recording_mkl)
+    return shapes
+
+
+@pytest.mark.skipif(not linear_kernel.onednn_available(), reason="this torch build has no oneDNN linear ops")
+def test_the_bulk_probe_weighs_a_block_of_layers(monkeypatch):
+    """Many rows are timed on each of a block's shapes, as often as it has them: the weight (four projections),
+    four times as wide (the feed-forward layer's first product) and four times as deep (its second)."""
+    shapes = fake_timings(monkeypatch, [1.0, 2.0, 4.0, 3.0, 4.0, 3.0])  # (mkl, onednn) per shape
     linear_kernel.linear(torch.randn(linear_kernel.FEW_ROWS + 1, 8), torch.randn(16, 8), None)
     chosen = linear_kernel.choice()
-    assert len(timed) == 4
-    assert chosen["ms"]["many"] == {"mkl": 4 * 1.0 + 2 * 4.0, "onednn": 4 * 2.0 + 2 * 3.0, "rows": 256}
+    assert shapes[:3] == [((512, 8), (16, 8)), ((512, 8), (64, 8)), ((512, 32), (16, 32))]  # then the call itself
+    assert chosen["ms"]["many"] == {"mkl": 4 * 1.0 + 4.0 + 4.0, "onednn": 4 * 2.0 + 3.0 + 3.0, "rows": 512}
     assert chosen["many"] == linear_kernel.MKL  # 12 ms against 14: the small weight's 2x decides, not the wide 0.75x
+
+
+@pytest.mark.skipif(not linear_kernel.onednn_available(), reason="this torch build has no oneDNN linear ops")
+@pytest.mark.parametrize("regime, onednn_share, expected", [
+    ("few", 0.95, linear_kernel.MKL),  # a packed copy of every query weight must buy at least 10%
+    ("few", 0.85, linear_kernel.ONEDNN),
+    ("many", 1.0, linear_kernel.ONEDNN),  # no copy with many rows: the faster wins, a tie goes to oneDNN
+    ("many", 1.05, linear_kernel.MKL)])
+def test_each_regime_keeps_the_faster_within_its_margin(monkeypatch, regime, onednn_share, expected):
+    shapes = fake_timings(monkeypatch, [2.0, 2.0 * onednn_share] * 3)
+    rows = 3 if regime == "few" else linear_kernel.FEW_ROWS + 1
+    linear_kernel.linear(torch.randn(rows, 8), torch.randn(16, 8), torch.randn(16))
+    assert linear_kernel.choice()[regime] == expected
+    if regime == "few":  # one shape, where a query spends most: the feed-forward width, padded rows as MKL is fed
+        assert shapes[0] == ((32, 8), (64, 8))
 
 
 def test_environment_forces_and_checks_the_kernel(monkeypatch):

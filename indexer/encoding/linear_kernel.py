@@ -5,13 +5,16 @@ vendor: on AMD processors with AVX-512 it measured 2.2-3.1x slower than oneDNN (
 shipped inside torch) on the shapes of mdeberta-v3-base and multilingual-e5-small, at 16
 to 2048 rows, one thread. Neither is assumed to win: the first fp32 linear of each regime in
 a process times both on its own weight, and the regime keeps the faster one. Few rows (20, a
-query) are timed on the weight repeated to four times its width, as a feed-forward layer is;
-many (256, a batch of documents) on the weight and on that wider copy, weighted as a block's
-layers are (four projections of the weight's size, two feed-forward layers), because one shape
-alone misleads: on an AMD EPYC oneDNN took 0.52-1.11x MKL's time on multilingual-e5-small's
-384 x 384 weight at 256 rows, from one process to the next, but 0.80-0.92x on its feed-forward
-layers and 0.83x on the whole bulk encoding (``bench/bench_linear_choice.py``). A query-only
-process never times the many-row regime. The two agree to ~1e-6; either is exact fp32.
+query) are timed on the weight repeated to four times its width, as a feed-forward layer's first
+product is; many (512, a batch of documents) on each of a block's shapes, as many times as a block
+has it (four projections the weight's size, and the feed-forward layer's two products), because
+one shape alone misleads: on an AMD EPYC oneDNN took 0.52-1.11x MKL's time on multilingual-e5-small's
+384 x 384 weight at 256 rows, from one process to the next, while it encoded e5's batches 1.08-1.21x
+faster in 7 of 8 comparisons (``bench/bench_linear_choice.py``). The many-row
+regime is timed at the first product of more than :data:`FEW_ROWS` rows, or at a server's warm-up
+(:meth:`Encoder.warm_up`, before it takes requests, so that nothing else runs while it is timed): a
+process that only encodes short queries never pays for it. The two agree to ~1e-6; either is exact
+fp32.
 
 MKL's few-row products cost the same for 1-16 rows, 17-32 and so on, so its inputs are padded to
 a multiple of 16 (and it is timed so); oneDNN's cost follows the row count, and its inputs are not padded
@@ -43,7 +46,7 @@ ENV = "XLSEARCH_LINEAR_KERNEL"
 MKL, ONEDNN = "mkl", "onednn"
 FEW_ROWS = 128  # at most this many rows: the "few" regime (queries, short batches)
 MKL_ROW_MULTIPLE = 16  # MKL's few-row products cost the same for 1-16 rows, 17-32, ...: inputs are padded to it
-_PROBE_ROWS = {"few": 20, "many": 256}  # a query of about 20 tokens; a batch of documents
+_PROBE_ROWS = {"few": 20, "many": 512}  # a query of about 20 tokens; a batch of documents (thousands, often)
 # oneDNN must take at most this share of MKL's time to be chosen: with few rows it runs on a copy of each weight
 # laid out for it (memory), with many on the weight as it is (nothing to pay for, so the faster one wins)
 _MARGIN = {"few": 0.9, "many": 1.0}
@@ -165,15 +168,15 @@ def _choose(regime: str, weight: Tensor, bias: Tensor | None) -> dict:
         forced = os.environ.get(ENV, "auto").strip().lower() or "auto"
         if forced not in ("auto", MKL, ONEDNN):
             raise ValueError(f"{ENV} must be auto, {MKL} or {ONEDNN}, not {forced!r}")
-        chosen = dict(_choice or {"ms": {}, "forced": forced != "auto"})
+        chosen = dict(_choice or {"ms": {}, "forced": False})
+        chosen["forced"] = chosen["forced"] or forced != "auto"  # any regime forced
         if forced == MKL or not onednn_available():
             chosen[regime] = MKL
         elif forced == ONEDNN:
             chosen[regime] = ONEDNN
         else:
-            chosen["ms"] = {**chosen["ms"], regime: _measure(regime, weight.detach(),
-                                                             None if bias is None else bias.detach())}
-            timings = chosen["ms"][regime]
+            timings = _measure(regime, weight.detach(), None if bias is None else bias.detach())
+            chosen["ms"] = {**chosen["ms"], regime: timings}
             chosen[regime] = ONEDNN if timings[ONEDNN] <= _MARGIN[regime] * timings[MKL] else MKL
         _choice = chosen
         return _choice
@@ -182,13 +185,15 @@ def _choose(regime: str, weight: Tensor, bias: Tensor | None) -> dict:
 def _measure(regime: str, weight: Tensor, bias: Tensor | None) -> dict:
     """``{mkl: ms, onednn: ms, rows: n}``: each library's time for ``regime``'s probe (see the module)."""
     rows = _PROBE_ROWS[regime]
-    wide = weight.repeat(4, 1), None if bias is None else bias.repeat(4)  # a feed-forward layer's width
-    shapes = [(wide, 1)] if regime == "few" else [((weight, bias), 4), (wide, 2)]  # (layer, how many in a block)
-    x = torch.randn(rows, weight.shape[1])
-    padded = torch.cat([x, x.new_zeros((-rows % MKL_ROW_MULTIPLE, x.shape[1]))])  # as MKL is fed
+    up = weight.repeat(4, 1), None if bias is None else bias.repeat(4)  # a feed-forward layer's first product
+    down = weight.repeat(1, 4), bias  # and its second, on inputs four times as wide
+    # (layer, how many of it a block has); few rows are timed where a query spends most: the feed-forward layer
+    shapes = [(up, 1)] if regime == "few" else [((weight, bias), 4), (up, 1), (down, 1)]
     mkl = onednn = 0.0
     with torch.no_grad():
         for (w, b), count in shapes:
+            x = torch.randn(rows, w.shape[1])
+            padded = torch.cat([x, x.new_zeros((-rows % MKL_ROW_MULTIPLE, x.shape[1]))])  # as MKL is fed
             onednn_weight = torch.ops.mkldnn._reorder_linear_weight(w) if regime == "few" else w
             mkl += count * _best_ms(lambda: _mkl(padded, w, b))
             onednn += count * _best_ms(lambda: torch.ops.mkldnn._linear_pointwise(x, onednn_weight, b, "none", [], ""))
