@@ -157,10 +157,10 @@ class Encoder(ModelFacts):
         embedding table has not been read yet waits for the disk (40-100 ms a page on a shared 2-core
         machine whose page cache had dropped the file, against 16 ms for the whole query). Then encodes
         a short text twice at ``layer``, as queries will be: the fp32 kernel is chosen on the first call
-        and the weights are laid out for it on the second (:mod:`.linear_kernel`). Then a batch of four
-        long texts, as documents sent to a server are encoded: the kernel of products of many rows is
-        chosen now, while nothing else runs and skews its timing, not in the first request that adds
-        documents.
+        and the weights are laid out for it on the second (:mod:`.linear_kernel`). Where that chose a
+        kernel (fp32 products ran), a batch of four long texts follows, as documents sent to a server are
+        encoded: the kernel of products of many rows is chosen now, while nothing else runs and skews its
+        timing, not in the first request that adds documents.
         """
         with torch.inference_mode():
             for tensor in (*self.loaded.model.parameters(), *self.loaded.model.buffers()):
@@ -168,7 +168,9 @@ class Encoder(ModelFacts):
                     tensor.reshape(-1)[::max(1, _PAGE // tensor.element_size())].sum()
         for _ in range(2):
             self.encode(["warm up"], layer, pooling=pooling, prompt=prompt)
-        self.encode(["warm up " * (linear_kernel.FEW_ROWS // 2)] * 4, layer, pooling=pooling)  # > FEW_ROWS tokens
+        chosen = linear_kernel.choice()
+        if chosen is not None and "many" not in chosen:  # int8, bf16 or a GPU: no fp32 kernel to choose
+            self.encode(["warm up " * (linear_kernel.FEW_ROWS // 2)] * 4, layer, pooling=pooling)  # > FEW_ROWS tokens
 
     def _check(self, layers: Sequence[int], pooling: str) -> None:
         check_layers(layers, self.num_layers, self.loaded.name)

@@ -11,10 +11,11 @@ has it (four projections the weight's size, and the feed-forward layer's two pro
 one shape alone misleads: on an AMD EPYC oneDNN took 0.52-1.11x MKL's time on multilingual-e5-small's
 384 x 384 weight at 256 rows, from one process to the next, while it encoded e5's batches 1.08-1.21x
 faster in 7 of 8 comparisons (``bench/bench_linear_choice.py``). The many-row
-regime is timed at the first product of more than :data:`FEW_ROWS` rows, or at a server's warm-up
-(:meth:`Encoder.warm_up`, before it takes requests, so that nothing else runs while it is timed): a
-process that only encodes short queries never pays for it. The two agree to ~1e-6; either is exact
-fp32.
+regime is timed at the first product of more than :data:`FEW_ROWS` rows, at a server's warm-up
+(:meth:`Encoder.warm_up`, before it takes requests, so that nothing else runs while it is timed), or
+with the few-row one where a model without a fast forward first runs its own (:func:`routed`): a
+process that only encodes short queries through a fast forward never pays for it. The two agree
+to ~1e-6; either is exact fp32.
 
 MKL's few-row products cost the same for 1-16 rows, 17-32 and so on, so its inputs are padded to
 a multiple of 16 (and it is timed so); oneDNN's cost follows the row count, and its inputs are not padded
