@@ -94,14 +94,15 @@ def test_cli_npy_writes_ids_beside(text_file, tmp_path, tiny_deberta_dir, encode
 
 @pytest.mark.parametrize("fixture", ["tiny_deberta_dir", "tiny_bert_dir"])
 def test_cls_and_mean_pooling_equal_output_hidden_states(fixture, request):
-    loaded = load_model(str(request.getfixturevalue(fixture)), "cpu")
-    encoder = Encoder(loaded, batch_size=4)
+    directory = str(request.getfixturevalue(fixture))
+    encoder = Encoder(load_model(directory, "cpu"), batch_size=4)
     first = encoder.encode_layers(TEXTS, [0, 2], pooling=CLS)
     mean = encoder.encode_layers(TEXTS, [0, 2], pooling=MEAN)  # every token, special ones included
+    reference = load_model(directory, "cpu", train=True)  # transformers' tokenizer and model
     for row, text in enumerate(TEXTS):
-        batch = loaded.tokenizer(text, return_tensors="pt")
+        batch = reference.tokenizer(text, return_tensors="pt")
         with torch.no_grad():
-            hidden = loaded.model(**batch, output_hidden_states=True).hidden_states
+            hidden = reference.model(**batch, output_hidden_states=True).hidden_states
         for layer in (0, 2):
             expected = torch.nn.functional.normalize(hidden[layer][0, 0], dim=-1).numpy()
             np.testing.assert_allclose(first[layer][row], expected, atol=1e-5)

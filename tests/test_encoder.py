@@ -1,6 +1,7 @@
 """Encoder: pooled vectors equal a direct computation, in any batch order or padding."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,22 @@ from test_linear_kernel import tiny_own_forward
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.errors import ModelLoadError, XlsearchError
 from xlsearch.indexer.encoding.model import load_model, transformer_blocks
+from xlsearch.indexer.encoding.native_bert import NativeBert
 
 TEXTS = ["Hello world", "你好，世界。今天天气很好。", "สวัสดีครับ ยินดีที่ได้รู้จัก",
          "Привет, как дела? " * 6, "x", "مرحبا بالعالم", "नमस्ते दुनिया", "Das Wetter ist heute schön."]
 
 
+@functools.lru_cache(maxsize=None)
+def in_transformers(directory: str):
+    """The model as transformers loads it: its own tokenizer and forward, the reference."""
+    return load_model(directory, "cpu", train=True)
+
+
 def reference(loaded, texts, layer):
-    """Mean of hidden_states[layer] over real, non-special tokens, L2-normalised."""
+    """Mean of hidden_states[layer] over real, non-special tokens, L2-normalised, by transformers' forward."""
+    if type(loaded.model) is NativeBert:  # read without transformers: no forward of its own
+        loaded = in_transformers(str(loaded.model.config._name_or_path))
     batch = loaded.tokenizer(texts, padding=True, return_tensors="pt", return_special_tokens_mask=True)
     with torch.no_grad():
         states = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -31,6 +41,12 @@ def reference(loaded, texts, layer):
 def loaded(request, tiny_deberta_dir, tiny_bert_dir):
     path = tiny_deberta_dir if request.param == "deberta" else tiny_bert_dir
     return load_model(str(path), "cpu")
+
+
+@pytest.fixture(scope="module", params=["deberta", "bert"])
+def trainable(request, tiny_deberta_dir, tiny_bert_dir):
+    path = tiny_deberta_dir if request.param == "deberta" else tiny_bert_dir
+    return load_model(str(path), "cpu", train=True)
 
 
 def test_every_layer_equals_output_hidden_states(loaded):
@@ -97,9 +113,10 @@ def test_hook_path_runs_no_layer_above_the_pooled_one(tiny_model):
     np.testing.assert_allclose(vectors, reference(loaded, TEXTS[:2], 1), atol=1e-5)
 
 
-def test_pooled_tensors_equal_encode_with_and_without_grad(loaded):
+def test_pooled_tensors_equal_encode_with_and_without_grad(trainable):
     """``Encoder.pooled`` (one padded batch, tensors) is the path training uses: same vectors, and with
     ``grad`` they carry gradients back to the encoder's weights."""
+    loaded = trainable
     encoder = Encoder(loaded, batch_size=3)
     expected = encoder.encode_layers(TEXTS, [1, 2])
     plain = encoder.pooled(TEXTS, [1, 2])

@@ -55,7 +55,7 @@ def test_subclasses_and_other_families_keep_their_own_forward(tiny_model):
 
 
 def test_encoder_vectors_equal_the_model_s_own_forward(tiny_bert_dir, sentences, monkeypatch):
-    loaded = load_model(str(tiny_bert_dir), "cpu")
+    loaded = load_model(str(tiny_bert_dir), "cpu", train=True)  # transformers' BertModel
     texts = sentences[:20]
     fast = Encoder(loaded, batch_size=8)
     assert isinstance(fast._fast, FastBert) and fast.uses_fast_path
@@ -67,7 +67,7 @@ def test_encoder_vectors_equal_the_model_s_own_forward(tiny_bert_dir, sentences,
 
 
 def test_a_model_in_training_or_with_hooks_runs_its_own_forward(tiny_bert_dir):
-    loaded = load_model(str(tiny_bert_dir), "cpu")
+    loaded = load_model(str(tiny_bert_dir), "cpu", train=True)  # transformers' BertModel
     encoder = Encoder(loaded)
     loaded.model.train()
     assert not encoder.uses_fast_path
@@ -95,7 +95,7 @@ def test_real_multilingual_encoder_matches_its_own_forward(e5_small_dir, monkeyp
     """multilingual-e5-small's vectors, fast and through transformers, on real text in several scripts."""
     from conftest import sib_sentences
 
-    loaded = load_model(str(e5_small_dir), "cpu")
+    loaded = load_model(str(e5_small_dir), "cpu", train=True)  # transformers' BertModel
     texts = [s for lang in ("deu_Latn", "arb_Arab", "zho_Hans", "hin_Deva") for s in sib_sentences(lang, limit=4)]
     fast = Encoder(loaded, batch_size=8)
     assert isinstance(fast._fast, FastBert)
@@ -108,7 +108,7 @@ def test_real_multilingual_encoder_matches_its_own_forward(e5_small_dir, monkeyp
 def test_a_call_for_hidden_states_leaves_the_fast_path_on(tiny_bert_dir):
     """transformers installs output-capturing hooks for good on the first ``output_hidden_states`` call;
     they record nothing outside the model's own forward, so they must not switch the fast path off."""
-    loaded = load_model(str(tiny_bert_dir), "cpu")
+    loaded = load_model(str(tiny_bert_dir), "cpu", train=True)  # transformers' BertModel
     ids = torch.tensor([[2, 40, 41, 3]])
     with torch.no_grad():
         loaded.model(input_ids=ids, output_hidden_states=True)

@@ -111,7 +111,7 @@ def run_finetune_retrieval(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs)
     config = _config(args, held_out=args.held_out, temperature=args.temperature,
                      checkpoint_every=args.checkpoint_every)
-    report = train_retrieval(load_model(args.model, args.device), pairs, args.out, config)
+    report = train_retrieval(load_model(args.model, args.device, train=True), pairs, args.out, config)
     print(f"trained {report.steps} steps on {report.train_pairs} pairs, final loss {report.final_loss:.4f}")
     if report.held_out_pairs:
         print(f"held-out accuracy@1 ({report.held_out_pairs} pairs): "
@@ -128,7 +128,7 @@ def run_finetune_classify(args: argparse.Namespace) -> int:
 
     train = read_labelled(args.train, args.labels)
     evals = {path: read_labelled(path, args.labels) for path in args.eval}
-    classifier = Classifier(load_model(args.model, args.device), args.labels, args.layer)
+    classifier = Classifier(load_model(args.model, args.device, train=True), args.labels, args.layer)
     loss = classifier.train(train, _config(args), head_lr=args.head_lr)
     classifier.save(args.out)
     print(f"trained on {len(train)} texts, final loss {loss:.4f}; saved to {args.out}")

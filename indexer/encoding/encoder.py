@@ -6,7 +6,8 @@ highest one asked for are never computed. In eval mode, DeBERTa-v2 models (mdebe
 :class:`.fast_deberta.FastDebertaV2`, which caches the projected relative-position table and
 computes only the positions a batch uses, and BERT-family encoders (BERT, RoBERTa, XLM-R:
 multilingual-e5-small, MiniLM) run :class:`.fast_bert.FastBert`; both run the real tokens of a
-batch packed, as a handful of torch ops per layer (:class:`.packed_forward.PackedForward`). Any
+batch packed, as a handful of torch ops per layer (:class:`.packed_forward.PackedForward`); a
+BERT-family encoder read without transformers (:mod:`.native_bert`) has no other forward. Any
 other model, or one being trained or carrying hooks, runs its own HF forward, where a pre-forward
 hook on the top layer captures its input, which is ``hidden_states[layer]``, and stops the forward
 pass there.
@@ -152,7 +153,7 @@ class Encoder(ModelFacts):
     def warm_up(self, layer: int, *, pooling: str = MEAN_NO_SPECIAL, prompt: str = "") -> None:
         """Pay a server's first-query costs before its first query.
 
-        Reads one element of every page of the model's weights: transformers maps safetensors files
+        Reads one element of every page of the model's weights: safetensors files are mapped
         into memory, so a page is read from disk at its first use, and a query whose token's row of the
         embedding table has not been read yet waits for the disk (40-100 ms a page on a shared 2-core
         machine whose page cache had dropped the file, against 16 ms for the whole query). Then encodes

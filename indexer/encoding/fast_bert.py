@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .native_bert import NativeBert
 from .packed_forward import GroupAttention, PackedForward, standard_block
 from .packing import AttentionGroup
 
@@ -33,8 +34,11 @@ def supports(model: nn.Module) -> bool:
     True for a ``BertModel``, ``RobertaModel`` or ``XLMRobertaModel`` (the classes themselves, not
     subclasses) that is an encoder (no decoder, no cross-attention) with absolute positions and
     transformers' own embeddings, layers and self-attention on plain linear layers (not quantized
-    modules); anything else keeps its own forward.
+    modules), and for the same encoder read without transformers (:class:`.native_bert.NativeBert`);
+    anything else keeps its own forward.
     """
+    if type(model) is NativeBert:
+        return all(standard_block(block, FastBert._projections(block)) for block in model.encoder.layer)
     config = getattr(model, "config", None)
     family = _FAMILIES.get(getattr(config, "model_type", None))
     if family is None:

@@ -41,12 +41,14 @@ def supports(model: nn.Module) -> bool:
     attention of kind c2p and/or p2c, no convolution layer and no ``z_steps``; anything
     else keeps the HF forward.
     """
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "deberta-v2":
+        return False  # before importing transformers' module, which a model read without it would pay for
     try:
         from transformers.models.deberta_v2 import modeling_deberta_v2 as hf
     except ImportError:  # pragma: no cover - transformers is a dependency
         return False
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) != "deberta-v2" or not isinstance(model, hf.DebertaV2Model):
+    if not isinstance(model, hf.DebertaV2Model):
         return False
     encoder = model.encoder
     if (not isinstance(model.embeddings, hf.DebertaV2Embeddings) or not isinstance(encoder, hf.DebertaV2Encoder)

