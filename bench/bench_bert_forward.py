@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # as the command line does
     paragraphs, questions = xquad_texts(max(args.docs, args.queries) // len(LANGS) + 1)
     docs, queries = paragraphs[:args.docs], questions[:args.queries]
-    encoder = Encoder(load_model(args.model, "cpu"), batch_size=32, precision=args.precision)
+    encoder = Encoder(load_model(args.model, "cpu", train=True), batch_size=32,  # transformers' model: its own forward
+                      precision=args.precision)
     fast = encoder._fast
     if fast is None:
         raise SystemExit(f"{args.model} has no fast forward: nothing to compare")

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if source.is_file():
             pairs.append((lang, source.read_text(encoding="utf-8").splitlines()[:args.pairs],
                           target.read_text(encoding="utf-8").splitlines()[:args.pairs]))
-    loaded = load_model("multilingual-e5-small", "cpu")
+    loaded = load_model("multilingual-e5-small", "cpu", train=True)  # transformers' model: its own forward too
     fp32_model = loaded.model
     variants = {"fp32": ("fp32", fp32_model), "fp32-own-forward": ("fp32", fp32_model),
                 "bf16": ("bf16", fp32_model), "int8": ("int8", fp32_model),

@@ -111,6 +111,8 @@ def _drop_a_tensor(directory: Path) -> None:
     pytest.param(_drop_a_tensor, id="a tensor missing"),
     pytest.param(lambda d: (d / native_bert.WEIGHTS).unlink(), id="no safetensors file"),
     pytest.param(lambda d: (d / "config.json").write_text("[1]"), id="a config that is no object"),
+    pytest.param(lambda d: _mutate_config(d, quantization_config={"quant_method": "bitsandbytes"}),
+                 id="quantized at load"),
 ])
 def test_what_cannot_be_read_exactly_is_left_to_transformers(change, tmp_path):
     _, directory = saved("bert", tmp_path)
@@ -124,6 +126,12 @@ def test_the_native_model_runs_only_the_fast_forward_and_says_how_to_get_the_oth
     encoder = Encoder(loaded)
     with pytest.raises(ModelLoadError, match=r"train=True"):
         encoder.pooled(["a text"], [1], grad=True)
+    handle = loaded.model.encoder.layer[0].register_forward_hook(lambda *args: None)
+    try:
+        with pytest.raises(ModelLoadError, match=r"no hooks.*train=True"):
+            encoder.encode(["a text"], 1)
+    finally:
+        handle.remove()
     trained = load_model(str(tiny_bert_dir), "cpu", train=True)
     assert type(trained.model).__name__ == "BertModel"
     assert trained.fingerprint == loaded.fingerprint
@@ -181,22 +189,70 @@ def test_e5_vectors_equal_transformers_loading(e5_both, multilingual_texts):
     np.testing.assert_array_equal(got, Encoder(hf, batch_size=8).encode(multilingual_texts, 12, prompt="query: "))
 
 
-def _tokenizer_copy(e5_small_dir: Path, directory: Path, **config_values) -> Path:
+def _tokenizer_copy(e5_small_dir: Path, directory: Path, files: dict | None = None, **config_values) -> Path:
+    """e5's tokenizer files (and config.json) in ``directory``, the tokenizer config updated, ``files`` added."""
     directory.mkdir()
-    for name in ("tokenizer.json", "special_tokens_map.json"):
+    for name in ("tokenizer.json", "special_tokens_map.json", "config.json"):
         shutil.copy(e5_small_dir / name, directory / name)
     config = json.loads((e5_small_dir / "tokenizer_config.json").read_text())
     (directory / "tokenizer_config.json").write_text(json.dumps({**config, **config_values}))
+    for name, value in (files or {}).items():
+        (directory / name).write_text(json.dumps(value))
     return directory
+
+
+def _added(content: str, **fields) -> dict:
+    return {"content": content, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+            "special": True, **fields}
+
+
+def _e5_added_tokens(e5_small_dir: Path) -> dict:
+    tokens = json.loads((e5_small_dir / "tokenizer.json").read_text())["added_tokens"]
+    return {str(t["id"]): {field: t[field] for field in native_tokenizer._ADDED_TOKEN_FIELDS} for t in tokens}
 
 
 @pytest.mark.parametrize("values", [
     pytest.param({"tokenizer_class": "XLMRobertaTokenizer"}, id="a class that rebuilds its pipeline"),
     pytest.param({"add_bos_token": False}, id="a key that changes encoding"),
-    pytest.param({"mask_token": "<extra>"}, id="a special token the file lacks"),
+    pytest.param({"files": {"special_tokens_map.json": {"mask_token": "<extra>"}}},
+                 id="a special token the file lacks"),
+    pytest.param({"truncation_side": "middle"}, id="a truncation side tokenizers does not have"),
+    pytest.param({"files": {"added_tokens.json": {"<foo>": 250037}}}, id="added_tokens.json"),
+    pytest.param({"files": {"special_tokens_map.json": {"additional_special_tokens": ["<foo>"]}}},
+                 id="extra special tokens in the map"),
+    pytest.param({"files": {"special_tokens_map.json": [1]}}, id="a map that is no object"),
+    pytest.param({"files": {"config.json": {"model_type": "qwen2"}}}, id="a model type AutoTokenizer redirects"),
+    pytest.param({"added_tokens_decoder": {"250001": _added("<mask>", lstrip=False)}},
+                 id="an added token described otherwise than in the file"),
 ])
 def test_tokenizers_transformers_would_change_are_left_to_it(e5_small_dir, tmp_path, values):
-    assert native_tokenizer.read(_tokenizer_copy(e5_small_dir, tmp_path / "copy", **values)) is None
+    values = dict(values)
+    directory = _tokenizer_copy(e5_small_dir, tmp_path / "copy", values.pop("files", None), **values)
+    assert native_tokenizer.read(directory) is None
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param({"truncation_side": "left"}, id="truncated from the left"),
+    pytest.param({"files": {"special_tokens_map.json": {"pad_token": "<unk>"}}}, id="the map overrides the config"),
+    pytest.param({"added_tokens_decoder": "E5", "pad_token": None,
+                  "files": {"special_tokens_map.json": {"pad_token": "<unk>"}}},
+                 id="no map beside added_tokens_decoder"),
+    pytest.param({"is_local": True, "local_files_only": True}, id="the keys transformers 5 saves"),
+])
+def test_what_it_reads_it_reads_as_transformers_does(e5_small_dir, tmp_path, values, multilingual_texts):
+    from transformers import AutoTokenizer
+
+    values = dict(values)
+    if values.get("added_tokens_decoder") == "E5":
+        values["added_tokens_decoder"] = _e5_added_tokens(e5_small_dir)
+    directory = _tokenizer_copy(e5_small_dir, tmp_path / "copy", values.pop("files", None), **values)
+    native, hf = native_tokenizer.read(directory), AutoTokenizer.from_pretrained(directory)
+    assert native is not None
+    assert native.pad_token_id == hf.pad_token_id and len(native) == len(hf)
+    for length in (1, 2, 9):  # 1: fewer than the special tokens
+        options = dict(add_special_tokens=True, truncation=True, max_length=length, return_special_tokens_mask=True)
+        assert native(multilingual_texts, **options) == {k: v for k, v in hf(multilingual_texts, **options).items()
+                                                         if k in ("input_ids", "special_tokens_mask")}
 
 
 def test_the_tiny_bert_s_own_tokenizer_class_stays_with_transformers(tiny_bert_dir):

@@ -112,8 +112,9 @@ class NativeBert(nn.Module):
         self.encoder = _Children({"layer": nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))})
 
     def forward(self, *args, **kwargs):
-        raise ModelLoadError(f"{self.config._name_or_path}: loaded for inference on xlsearch's fast forward only; "
-                             "load it with load_model(..., train=True) to train it or to run its own forward")
+        raise ModelLoadError(f"{self.config._name_or_path}: read without transformers, this model runs only "
+                             "xlsearch's packed forward, which calls no module (no hooks, gradients or training); "
+                             "load it with load_model(..., train=True) for transformers' own")
 
 
 def read(directory: Path) -> NativeBert | None:
@@ -145,7 +146,7 @@ def _config(directory: Path) -> SimpleNamespace | None:
         values = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(values, dict):
+    if not isinstance(values, dict) or "quantization_config" in values:  # transformers quantizes at load
         return None
     model_type = values.get("model_type")
     if model_type not in _PREFIXES:
