@@ -258,3 +258,13 @@ def test_what_it_reads_it_reads_as_transformers_does(e5_small_dir, tmp_path, val
 def test_the_tiny_bert_s_own_tokenizer_class_stays_with_transformers(tiny_bert_dir):
     assert native_tokenizer.read(tiny_bert_dir) is None
     assert type(load_model(str(tiny_bert_dir), "cpu").tokenizer).__name__ == "BertTokenizer"
+
+
+def test_a_tokenizer_saved_by_transformers_reads_back_natively(e5_both, e5_small_dir, tmp_path, multilingual_texts):
+    """What ``xlsearch finetune`` writes beside a fine-tuned e5 (transformers 5's save) stays on the fast load."""
+    e5_both[1].tokenizer.save_pretrained(tmp_path)
+    shutil.copy(e5_small_dir / "config.json", tmp_path / "config.json")
+    native = native_tokenizer.read(tmp_path)
+    assert native is not None
+    options = dict(add_special_tokens=True, truncation=True, max_length=16, return_special_tokens_mask=True)
+    assert native(multilingual_texts, **options) == e5_both[0].tokenizer(multilingual_texts, **options)
