@@ -156,7 +156,7 @@ def multilingual_texts() -> list[str]:
 
 
 def test_e5_loads_without_transformers(e5_small_dir):
-    """The command line's hybrid search pays no transformers import (4.3 s of CPU) for e5."""
+    """The command line's hybrid search pays no transformers import (3-4 s of CPU) for e5."""
     code = ("import sys; from xlsearch.indexer.encoding.model import load_model;"
             "from xlsearch.indexer.encoding.encoder import Encoder;"
             f"loaded = load_model({str(e5_small_dir)!r}, 'cpu'); Encoder(loaded).encode(['query: 火山'], 12);"

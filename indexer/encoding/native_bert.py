@@ -2,7 +2,7 @@
 
 :class:`.fast_bert.FastBert` computes a BERT-family encoder's hidden states from its weights alone;
 transformers is needed to build the modules that hold them. Importing its ``BertModel`` costs
-4.3 s of CPU on a 2-core AMD EPYC (some 3,000 modules, torch's distributed tensors among them),
+3.2-4.3 s of CPU on a 2-core AMD EPYC (some 3,000 modules, torch's distributed tensors among them),
 about what everything else in a hybrid ``xlsearch search`` costs. So for a local model directory that
 this module can read exactly, :func:`read` builds modules of the same names and shapes (the
 checkpoint's state dict loads into them as it is, without a copy) and FastBert runs them.
