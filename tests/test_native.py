@@ -261,8 +261,14 @@ def test_the_tiny_bert_s_own_tokenizer_class_stays_with_transformers(tiny_bert_d
 
 
 def test_a_tokenizer_saved_by_transformers_reads_back_natively(e5_both, e5_small_dir, tmp_path, multilingual_texts):
-    """What ``xlsearch finetune`` writes beside a fine-tuned e5 (transformers 5's save) stays on the fast load."""
-    e5_both[1].tokenizer.save_pretrained(tmp_path)
+    """What ``xlsearch finetune`` writes beside a fine-tuned e5 (transformers 5's save) stays on the fast load,
+    though training's last call left transformers' truncation switched on."""
+    from xlsearch.indexer.tasks.finetune import save_tokenizer
+
+    hf = e5_both[1].tokenizer
+    hf(["a text"], truncation=True, max_length=16)
+    assert hf.backend_tokenizer.truncation is not None
+    save_tokenizer(hf, tmp_path)
     shutil.copy(e5_small_dir / "config.json", tmp_path / "config.json")
     native = native_tokenizer.read(tmp_path)
     assert native is not None

@@ -139,9 +139,23 @@ def save_checkpoint(loaded: LoadedModel, directory: str | Path, layer: int, extr
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
+    save_tokenizer(loaded.tokenizer, directory)
     Pooling(layer).save(directory, {"base_model": loaded.name, **(extra or {})})
     return directory
+
+
+def save_tokenizer(tokenizer, directory: Path) -> None:
+    """``tokenizer.save_pretrained(directory)`` without the truncation its last call left switched on.
+
+    transformers sets truncation on its Rust tokenizer for a call that truncates and leaves it there
+    until a call that does not; saved, it would become the tokenizer's own setting. Every call of
+    xlsearch's sets truncation itself, so it is dropped: the file is the model's tokenizer as loaded,
+    which ``load_model`` then reads without transformers where it can (:mod:`..encoding.native_tokenizer`).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.truncation is not None:
+        backend.no_truncation()
+    tokenizer.save_pretrained(directory)
 
 
 def train_retrieval(loaded: LoadedModel, pairs: Sequence[tuple[str, str]], out: str | Path,
