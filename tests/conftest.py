@@ -146,6 +146,15 @@ def tiny_model(tiny_deberta_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_transformers_model(tiny_deberta_dir):
+    """The tiny DeBERTa as transformers loads it (``train=True``): its own forward is the reference that
+    ``tiny_model`` (read without transformers, packed forward only) is held to. Read-only use."""
+    from xlsearch.indexer.encoding.model import load_model
+
+    return load_model(str(tiny_deberta_dir), "cpu", train=True)
+
+
+@pytest.fixture(scope="session")
 def encoder(tiny_model):
     from xlsearch.indexer.encoding.encoder import Encoder
 

@@ -21,9 +21,9 @@ ATOL = 1e-5
 
 
 @pytest.fixture
-def model(tiny_model):
+def model(tiny_transformers_model):
     """A private copy of the tiny DeBERTa-v2 (3 layers, hidden 32, 256 position buckets)."""
-    return copy.deepcopy(tiny_model.model).eval()
+    return copy.deepcopy(tiny_transformers_model.model).eval()
 
 
 def padded_batch(lengths: list[int], vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,14 +106,16 @@ def test_other_relative_attention_variants(kinds, buckets, shared):
     assert_matches_hf(model, ids, mask)
 
 
-def test_encoder_vectors_equal_hf_for_long_texts(tiny_model, sentences):
-    """Pooled, normalised vectors through ``Encoder`` (fast path) equal the HF reference, texts up to ~300 tokens."""
+def test_encoder_vectors_equal_hf_for_long_texts(tiny_model, tiny_transformers_model, sentences):
+    """Pooled, normalised vectors through ``Encoder`` (fast path, the model read without transformers) equal the
+    HF reference, texts up to ~300 tokens."""
     texts = [" ".join(sentences[i:i + n]) for i, n in [(0, 1), (5, 2), (40, 3), (100, 4), (200, 2), (300, 1)]]
     encoder = Encoder(tiny_model, batch_size=3)
-    tokens = tiny_model.tokenizer(texts, padding=True, return_tensors="pt", return_special_tokens_mask=True)
+    reference = tiny_transformers_model
+    tokens = reference.tokenizer(texts, padding=True, return_tensors="pt", return_special_tokens_mask=True)
     assert 200 < tokens["attention_mask"].sum(1).max() <= 512
     with torch.no_grad():
-        states = tiny_model.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
+        states = reference.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
                                   output_hidden_states=True).hidden_states
     mask = (tokens["attention_mask"] * (1 - tokens["special_tokens_mask"])).unsqueeze(-1).float()
     for layer in range(tiny_model.num_layers + 1):

