@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor, nn
 
-from .native_weights import (ACTIVATIONS, Children, InferenceOnly, embedding, layer_norm, linear, load_weights,
-                             output, read_config, sizes_valid)
+from .native_weights import (ACTIVATIONS, Block, Children, InferenceOnly, embedding, layer_norm, linear,
+                             load_weights, read_config, sizes_valid)
 
 # model_type -> the prefix of its weights inside a checkpoint of a task model (BertForMaskedLM: "bert.")
 _PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta."}
@@ -62,17 +62,6 @@ class SelfAttention(nn.Module):
         self.query, self.key, self.value = (linear(width, width) for _ in range(3))
 
 
-class Block(nn.Module):
-    """One transformer layer, named as transformers' ``BertLayer``."""
-
-    def __init__(self, config: SimpleNamespace):
-        super().__init__()
-        self.attention = Children({"self": SelfAttention(config), "output": output(config.hidden_size, config)})
-        self.intermediate = Children({"dense": linear(config.hidden_size, config.intermediate_size)})
-        self.intermediate.intermediate_act_fn = ACTIVATIONS[config.hidden_act]
-        self.output = output(config.intermediate_size, config)
-
-
 class NativeBert(InferenceOnly):
     """The weights of a BERT-family encoder for :class:`.fast_bert.FastBert`; no forward of its own."""
 
@@ -80,7 +69,8 @@ class NativeBert(InferenceOnly):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
-        self.encoder = Children({"layer": nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))})
+        layers = nn.ModuleList(Block(config, SelfAttention(config)) for _ in range(config.num_hidden_layers))
+        self.encoder = Children({"layer": layers})
 
 
 def read(directory: Path) -> NativeBert | None:

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor, nn
 
-from .native_weights import (ACTIVATIONS, Children, InferenceOnly, embedding, layer_norm, linear, load_weights,
-                             output, read_config, sizes_valid)
+from .native_weights import (ACTIVATIONS, Block, InferenceOnly, embedding, layer_norm, linear, load_weights,
+                             read_config, sizes_valid)
 
 PREFIX = "deberta."
 KINDS = {"c2p", "p2c"}
@@ -78,23 +78,12 @@ class SelfAttention(nn.Module):
                 self.pos_query_proj = linear(config.hidden_size, width)
 
 
-class Block(nn.Module):
-    """One transformer layer, named as transformers' ``DebertaV2Layer``."""
-
-    def __init__(self, config: SimpleNamespace):
-        super().__init__()
-        self.attention = Children({"self": SelfAttention(config), "output": output(config.hidden_size, config)})
-        self.intermediate = Children({"dense": linear(config.hidden_size, config.intermediate_size)})
-        self.intermediate.intermediate_act_fn = ACTIVATIONS[config.hidden_act]
-        self.output = output(config.intermediate_size, config)
-
-
 class Encoder(nn.Module):
     """transformers' ``DebertaV2Encoder``: the layers and the relative-position table."""
 
     def __init__(self, config: SimpleNamespace):
         super().__init__()
-        self.layer = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(Block(config, SelfAttention(config)) for _ in range(config.num_hidden_layers))
         self.relative_attention = True
         self.max_relative_positions = config.max_relative_positions
         self.position_buckets = config.position_buckets

@@ -65,6 +65,18 @@ def output(inputs: int, config: SimpleNamespace) -> Children:
     return Children({"dense": linear(inputs, config.hidden_size), "LayerNorm": layer_norm(config)})
 
 
+class Block(nn.Module):
+    """One post-LayerNorm transformer layer around ``attention`` (its ``self``), named as transformers'
+    ``BertLayer`` and ``DebertaV2Layer``."""
+
+    def __init__(self, config: SimpleNamespace, attention: nn.Module):
+        super().__init__()
+        self.attention = Children({"self": attention, "output": output(config.hidden_size, config)})
+        self.intermediate = Children({"dense": linear(config.hidden_size, config.intermediate_size)})
+        self.intermediate.intermediate_act_fn = ACTIVATIONS[config.hidden_act]
+        self.output = output(config.intermediate_size, config)
+
+
 def read_config(directory: Path, model_types: tuple[str, ...],
                 defaults: Callable[[str], dict]) -> SimpleNamespace | None:
     """``config.json`` as attributes over ``defaults(model_type)``, with ``_name_or_path``; None unless its
