@@ -6,8 +6,8 @@ highest one asked for are never computed. In eval mode, DeBERTa-v2 models (mdebe
 :class:`.fast_deberta.FastDebertaV2`, which caches the projected relative-position table and
 computes only the positions a batch uses, and BERT-family encoders (BERT, RoBERTa, XLM-R:
 multilingual-e5-small, MiniLM) run :class:`.fast_bert.FastBert`; both run the real tokens of a
-batch packed, as a handful of torch ops per layer (:class:`.packed_forward.PackedForward`); a
-BERT-family encoder read without transformers (:mod:`.native_bert`) has no other forward. Any
+batch packed, as a handful of torch ops per layer (:class:`.packed_forward.PackedForward`); an
+encoder read without transformers (:mod:`.native_weights`) has no other forward. Any
 other model, or one being trained or carrying hooks, runs its own HF forward, where a pre-forward
 hook on the top layer captures its input, which is ``hidden_states[layer]``, and stops the forward
 pass there.

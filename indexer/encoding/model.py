@@ -195,8 +195,10 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
         tokenizer, model = native_tokenizer.read(local), native_bert.read(local) or native_deberta.read(local)
     if tokenizer is None or model is None:
         from transformers import AutoModel, AutoTokenizer
-        tokenizer = tokenizer or from_pretrained(AutoTokenizer, name)
-        model = model or from_pretrained(AutoModel, name)
+        if tokenizer is None:
+            tokenizer = from_pretrained(AutoTokenizer, name)
+        if model is None:
+            model = from_pretrained(AutoModel, name)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")
     torch_device = resolve_device(device)

@@ -67,10 +67,7 @@ class SelfAttention(nn.Module):
         self.query_proj, self.key_proj, self.value_proj = (linear(config.hidden_size, width) for _ in range(3))
         self.share_att_key = config.share_att_key
         self.pos_att_type = config.pos_att_type
-        self.relative_attention = True
-        self.position_buckets = config.position_buckets
-        self.max_relative_positions = config.max_relative_positions
-        self.pos_ebd_size = config.position_buckets if config.position_buckets > 0 else config.max_relative_positions
+        self.pos_ebd_size = _span(config)
         if not self.share_att_key:
             if "c2p" in self.pos_att_type:
                 self.pos_key_proj = linear(config.hidden_size, width)
@@ -84,15 +81,12 @@ class Encoder(nn.Module):
     def __init__(self, config: SimpleNamespace):
         super().__init__()
         self.layer = nn.ModuleList(Block(config, SelfAttention(config)) for _ in range(config.num_hidden_layers))
-        self.relative_attention = True
         self.max_relative_positions = config.max_relative_positions
         self.position_buckets = config.position_buckets
-        span = config.position_buckets if config.position_buckets > 0 else config.max_relative_positions
-        self.rel_embeddings = embedding(2 * span, config.hidden_size)
+        self.rel_embeddings = embedding(2 * _span(config), config.hidden_size)
         self.norm_rel_ebd = [x.strip() for x in str(config.norm_rel_ebd).lower().split("|")]
         if "layer_norm" in self.norm_rel_ebd:
             self.LayerNorm = layer_norm(config)
-        self.conv = None
 
     def get_rel_embedding(self) -> Tensor:
         table = self.rel_embeddings.weight
@@ -101,8 +95,6 @@ class Encoder(nn.Module):
 
 class NativeDebertaV2(InferenceOnly):
     """The weights of a DeBERTa-v2 encoder for :class:`.fast_deberta.FastDebertaV2`; no forward of its own."""
-
-    z_steps = 0
 
     def __init__(self, config: SimpleNamespace):
         super().__init__()
@@ -116,6 +108,11 @@ def read(directory: Path) -> NativeDebertaV2 | None:
     this module reads exactly (see the module docstring)."""
     config = _config(directory)
     return None if config is None else load_weights(directory, NativeDebertaV2(config), PREFIX)
+
+
+def _span(config: SimpleNamespace) -> int:
+    """Relative distances each side that the position table holds: its buckets, else the largest distance."""
+    return config.position_buckets if config.position_buckets > 0 else config.max_relative_positions
 
 
 def _config(directory: Path) -> SimpleNamespace | None:
