@@ -177,6 +177,46 @@ def test_a_saved_deberta_reads_into_transformers_hidden_states(overrides, tmp_pa
         assert torch.equal(got[layer][mask.bool()], expected[layer][mask.bool()]), layer
 
 
+def _as_torch_checkpoint(directory: Path, prefix: str, legacy_norms: bool, **save) -> None:
+    """The safetensors file rewritten as a task model's ``pytorch_model.bin`` (mdeberta-v3-base ships one), with
+    an older checkpoint's ``LayerNorm.gamma``/``beta`` names when ``legacy_norms``."""
+    state = load_file(directory / native_weights.WEIGHTS)
+    if legacy_norms:
+        state = {name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): t
+                 for name, t in state.items()}
+    state = {f"{prefix}{name}": tensor for name, tensor in state.items()}
+    state["lm_predictions.lm_head.bias"] = torch.zeros(3)
+    torch.save(state, directory / native_weights.TORCH_WEIGHTS, **save)
+    (directory / native_weights.WEIGHTS).unlink()
+
+
+@pytest.mark.parametrize("legacy_norms", [False, True], ids=["layer norms as now", "gamma and beta"])
+def test_a_torch_checkpoint_reads_as_transformers_reads_it(legacy_norms, tmp_path):
+    from transformers import DebertaV2Model
+
+    model, directory = saved_deberta(tmp_path)
+    _as_torch_checkpoint(directory, "deberta.", legacy_norms)
+    native = native_deberta.read(directory)
+    assert type(native) is native_deberta.NativeDebertaV2
+    hf = DebertaV2Model.from_pretrained(directory).eval()
+    ids, mask = padded_batch([1, 5, 40, 70], 300)
+    layers = list(range(4))
+    got, expected = FastDebertaV2(native).hidden_states(ids, mask, layers), FastDebertaV2(hf).hidden_states(
+        ids, mask, layers)
+    for layer in layers:
+        assert torch.equal(got[layer][mask.bool()], expected[layer][mask.bool()]), layer
+    assert torch.equal(hf.embeddings.LayerNorm.weight, model.embeddings.LayerNorm.weight)
+
+
+def test_a_torch_checkpoint_that_cannot_be_mapped_is_left_to_transformers(tmp_path):
+    """torch's legacy (pre-zip) format, and a pickle that holds more than tensors."""
+    _, directory = saved_deberta(tmp_path)
+    _as_torch_checkpoint(directory, "", False, _use_new_zipfile_serialization=False)
+    assert native_deberta.read(directory) is None
+    torch.save({"state": {}, "step": 3}, directory / native_weights.TORCH_WEIGHTS)
+    assert native_deberta.read(directory) is None
+
+
 @pytest.mark.parametrize("length, buckets, most", [(1, 256, 512), (300, 256, 512), (600, 32, 512), (70, -1, 512),
                                                    (513, 256, 128)])
 def test_relative_positions_are_transformers_buckets(length, buckets, most):

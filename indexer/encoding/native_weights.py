@@ -1,15 +1,19 @@
 """What the encoders read without transformers (:mod:`.native_bert`, :mod:`.native_deberta`) share.
 
 Each family builds modules of transformers' names and shapes without storage, then assigns a
-local directory's ``model.safetensors`` tensors to them (mapped from the file, not copied). A
-directory is read only where the result is exactly what transformers would build: its
-``config.json`` read with the family's defaults for what it leaves out, one fp32 weights file
-holding every tensor the modules have (under the family's prefix, as a task model saves it, or
-none), nothing quantized at load. Anything else returns None, and transformers loads it.
+local directory's tensors to them, mapped from the file, not copied: ``model.safetensors``, else
+a ``pytorch_model.bin`` in torch's zip format (as microsoft/mdeberta-v3-base ships), read as
+transformers reads it (``weights_only``, ``LayerNorm.gamma``/``beta`` renamed). A directory is
+read only where the result is exactly what transformers would build: its ``config.json`` read
+with the family's defaults for what it leaves out, one fp32 weights file holding every tensor the
+modules have (under the family's prefix, as a task model saves it, or none), nothing quantized at
+load. Anything else returns None, and transformers loads it.
 """
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +25,8 @@ from torch import nn
 from ..errors import ModelLoadError
 
 WEIGHTS = "model.safetensors"
+TORCH_WEIGHTS = "pytorch_model.bin"  # transformers' choice when no safetensors file is there
+LEGACY_NAMES = (("LayerNorm.gamma", "LayerNorm.weight"), ("LayerNorm.beta", "LayerNorm.bias"))
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}  # transformers' ACT2FN["gelu"] is F.gelu itself
 # Modules are built without storage; a device argument, not torch.device("meta") as a context,
 # which would import torch._dynamo (1.4 s) to initialise the embedding tables.
@@ -99,12 +105,11 @@ def sizes_valid(config: SimpleNamespace, keys: tuple[str, ...]) -> bool:
 def load_weights(directory: Path, model: nn.Module, prefix: str) -> nn.Module | None:
     """``model`` (built on the meta device) with ``directory``'s fp32 tensors assigned, in eval mode and
     without gradients; None where the file is missing, not fp32 or lacks one of its tensors."""
-    weights = directory / WEIGHTS
-    if not weights.is_file():
+    state = _read_state(directory)
+    if state is None:
         return None
-    from safetensors.torch import load_file
-
-    state = load_file(weights)
+    for old, new in LEGACY_NAMES:
+        state = {name.replace(old, new): tensor for name, tensor in state.items()}
     if any(name.startswith(prefix) for name in state):
         state = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
     if any(t.dtype != torch.float32 for t in state.values() if t.is_floating_point()):
@@ -114,3 +119,22 @@ def load_weights(directory: Path, model: nn.Module, prefix: str) -> nn.Module | 
         return None  # transformers would initialise what is missing; it loads such a checkpoint
     model.load_state_dict({name: state[name] for name in expected}, assign=True)
     return model.eval().requires_grad_(False)
+
+
+def _read_state(directory: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of the weights file transformers would read, mapped; None for none, a sharded one, or a
+    ``.bin`` in torch's legacy format (which cannot be mapped) or holding more than tensors."""
+    if (directory / WEIGHTS).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(directory / WEIGHTS)
+    path = directory / TORCH_WEIGHTS
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError):
+        return None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        return None
+    return state
