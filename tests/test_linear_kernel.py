@@ -12,7 +12,7 @@ from transformers import ElectraConfig, ElectraModel
 from xlsearch.indexer.encoding import linear_kernel
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.encoding.fast_deberta import FastDebertaV2
-from xlsearch.indexer.encoding.model import LoadedModel
+from xlsearch.indexer.encoding.model import LoadedModel, load_model
 
 KERNELS = [linear_kernel.MKL] + ([linear_kernel.ONEDNN] if linear_kernel.onednn_available() else [])
 
@@ -168,7 +168,9 @@ def tiny_own_forward(tiny_model) -> LoadedModel:
                            num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                            max_position_embeddings=512)
     torch.manual_seed(0)
-    loaded = LoadedModel("tiny-electra", ElectraModel(config).eval(), tiny_model.tokenizer, "test", torch.device("cpu"))
+    # transformers' tokenizer: the tests' reference pads with it (xlsearch's own reader does not pad)
+    tokenizer = load_model(tiny_model.model.config._name_or_path, "cpu", train=True).tokenizer
+    loaded = LoadedModel("tiny-electra", ElectraModel(config).eval(), tokenizer, "test", torch.device("cpu"))
     assert not Encoder(loaded).uses_fast_path
     return loaded
 

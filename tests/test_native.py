@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from test_fast_bert import SMALL, built
 from test_fast_deberta import padded_batch
 
-from xlsearch.indexer.encoding import native_bert, native_deberta, native_tokenizer, native_weights
+from xlsearch.indexer.encoding import native_bert, native_deberta, native_tokenizer, native_weights, tokenizer_cache
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.encoding.fast_bert import FastBert
 from xlsearch.indexer.encoding.fast_deberta import FastDebertaV2, relative_positions
@@ -382,7 +382,130 @@ def test_what_it_reads_it_reads_as_transformers_does(e5_small_dir, tmp_path, val
 
 def test_the_tiny_bert_s_own_tokenizer_class_stays_with_transformers(tiny_bert_dir):
     assert native_tokenizer.read(tiny_bert_dir) is None
-    assert type(load_model(str(tiny_bert_dir), "cpu").tokenizer).__name__ == "BertTokenizer"
+
+
+# ------------------------------------------------------------------ tokenizers transformers built, kept
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("XLSEARCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / tokenizer_cache.CACHE
+
+
+def assert_tokenizes_alike(native, hf, texts: list[str]) -> None:
+    """The encoder's call (truncated, special tokens and their mask) and chunking's (offsets, none added)."""
+    assert (native.pad_token_id, native.model_max_length, len(native)) == (hf.pad_token_id, hf.model_max_length,
+                                                                         len(hf))
+    assert native.num_special_tokens_to_add(pair=False) == hf.num_special_tokens_to_add(pair=False)
+    for length in (1, 3, 16, 512, None):
+        options = dict(add_special_tokens=True, truncation=True, max_length=length, return_special_tokens_mask=True)
+        got, expected = native(texts, **options), hf(texts, **options, verbose=False)
+        assert got["input_ids"] == expected["input_ids"], length
+        assert got["special_tokens_mask"] == expected["special_tokens_mask"], length
+    for text in texts:
+        options = dict(add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        got, expected = native(text, **options), hf(text, **options)
+        assert got["input_ids"] == expected["input_ids"]
+        assert [tuple(o) for o in got["offset_mapping"]] == [tuple(o) for o in expected["offset_mapping"]]
+
+
+@pytest.mark.parametrize("fixture, built_by", [("tiny_deberta_dir", "DebertaV2Tokenizer"),
+                                               ("tiny_bert_dir", "BertTokenizer")],
+                         ids=["spm.model, as mdeberta-v3 ships", "vocab.txt, lower-cased"])
+def test_a_tokenizer_transformers_built_is_kept_and_tokenizes_alike(fixture, built_by, request, own_cache,
+                                                                     multilingual_texts, tmp_path):
+    source = request.getfixturevalue(fixture)
+    directory = tmp_path / "model"
+    shutil.copytree(source, directory)
+    first = load_model(str(directory), "cpu")
+    assert type(first.tokenizer).__name__ == built_by
+    assert len(list(own_cache.glob("*.settings.json"))) == 1
+    again = load_model(str(directory), "cpu")
+    assert type(again.tokenizer) is native_tokenizer.FileTokenizer
+    assert again.fingerprint == first.fingerprint
+    assert_tokenizes_alike(again.tokenizer, first.tokenizer, multilingual_texts)
+    texts = multilingual_texts[:8]
+    np.testing.assert_array_equal(Encoder(again).encode(texts, 2), Encoder(first).encode(texts, 2))
+
+
+def test_a_kept_tokenizer_loads_without_transformers(tiny_deberta_dir, own_cache):
+    """mdeberta-v3's layout (``spm.model``, a DeBERTa-v2) loads with no transformers import once its tokenizer
+    is kept."""
+    code = ("import sys; from xlsearch.indexer.encoding.model import load_model;"
+            f"loaded = load_model({str(tiny_deberta_dir)!r}, 'cpu');"
+            "print(type(loaded.model).__name__, type(loaded.tokenizer).__name__, 'transformers' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+            for _ in range(2)]
+    assert runs == [["NativeDebertaV2", "DebertaV2Tokenizer", "True"], ["NativeDebertaV2", "FileTokenizer", "False"]]
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda d: _mutate_tokenizer_config(d, truncation_side="left"), id="the tokenizer config"),
+    pytest.param(lambda d: _mutate_tokenizer_config(d, model_max_length=7), id="the longest input"),
+    pytest.param(lambda d: (d / "special_tokens_map.json").write_text(json.dumps({"pad_token": "[UNK]"})),
+                 id="a file added"),
+    pytest.param(lambda d: (d / "spm.model").write_bytes((d / "spm.model").read_bytes() + b"\x00"),
+                 id="the vocabulary"),
+])
+def test_a_changed_directory_builds_its_tokenizer_again(change, tiny_deberta_dir, own_cache, tmp_path,
+                                                         multilingual_texts):
+    from transformers import AutoTokenizer
+
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_deberta_dir, directory)
+    load_model(str(directory), "cpu")
+    before = tokenizer_cache.key(directory)
+    change(directory)
+    try:
+        expected = AutoTokenizer.from_pretrained(directory)
+    except Exception:  # noqa: BLE001 - a vocabulary transformers cannot read fails the load as well
+        with pytest.raises(ModelLoadError):
+            load_model(str(directory), "cpu")
+        return
+    assert tokenizer_cache.key(directory) != before
+    assert type(load_model(str(directory), "cpu").tokenizer).__name__ == "DebertaV2Tokenizer"
+    assert_tokenizes_alike(load_model(str(directory), "cpu").tokenizer, expected, multilingual_texts)
+
+
+def _mutate_tokenizer_config(directory: Path, **values) -> None:
+    path = directory / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda p: p.write_text("{"), id="a truncated tokenizer file"),
+    pytest.param(lambda p: p.with_name(p.name.replace(".json", ".settings.json")).write_text('{"pad_token_id": "x"}'),
+                 id="settings of the wrong type"),
+    pytest.param(lambda p: p.with_name(p.name.replace(".json", ".settings.json")).unlink(),
+                 id="settings never written"),
+])
+def test_a_damaged_entry_is_built_again(damage, tiny_deberta_dir, own_cache):
+    first = load_model(str(tiny_deberta_dir), "cpu")
+    entry = own_cache / f"{tokenizer_cache.key(tiny_deberta_dir)}.json"
+    damage(entry)
+    assert type(load_model(str(tiny_deberta_dir), "cpu").tokenizer).__name__ == "DebertaV2Tokenizer"
+    assert type(load_model(str(tiny_deberta_dir), "cpu").tokenizer) is native_tokenizer.FileTokenizer
+    assert first.fingerprint == load_model(str(tiny_deberta_dir), "cpu").fingerprint
+
+
+def test_an_unwritable_cache_only_costs_the_saving(tiny_deberta_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("XLSEARCH_CACHE", str(blocker))
+    for _ in range(2):
+        assert type(load_model(str(tiny_deberta_dir), "cpu").tokenizer).__name__ == "DebertaV2Tokenizer"
+
+
+def test_only_classes_that_encode_through_their_backend_are_kept():
+    import transformers
+
+    for name in ("DebertaV2Tokenizer", "XLMRobertaTokenizer", "BertTokenizer", "CamembertTokenizer",
+                 "PreTrainedTokenizerFast"):
+        assert tokenizer_cache.encodes_through_backend(getattr(transformers, name)), name
+    for name in ("LayoutXLMTokenizer", "NllbTokenizer", "MPNetTokenizer"):  # own __call__, prefixes, a property
+        assert not tokenizer_cache.encodes_through_backend(getattr(transformers, name)), name
+    assert not tokenizer_cache.encodes_through_backend(native_tokenizer.FileTokenizer)
 
 
 def test_a_tokenizer_saved_by_transformers_reads_back_natively(e5_both, e5_small_dir, tmp_path, multilingual_texts):

@@ -1,9 +1,11 @@
-"""xlsearch's cache of derived model files: where it lives, and the content hash both of its
-users take (the e5 converter's source file, the fingerprint's weight files)."""
+"""xlsearch's cache of derived model files: where it lives, the content hash its users take (the e5
+converter's source file, the fingerprint's weight files, the tokenizer cache's key), and how its
+files are written."""
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 CACHE_ENV = "XLSEARCH_CACHE"
@@ -24,3 +26,15 @@ def sha256_file(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a reader sees the old file or the new one)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-from .cache import default_cache_dir, sha256_file
+from .cache import default_cache_dir, sha256_file, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +95,6 @@ def _write_cache(entries: dict[str, dict]) -> None:
     kept = {p: e for p, e in entries.items() if isinstance(e, dict) and os.path.exists(p)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".weight-hashes-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(kept, handle)
-            os.replace(temporary, path)
-        except OSError:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(path, json.dumps(kept))
     except OSError as exc:
         log.debug("cannot write the weight hash cache %s: %s", path, exc)

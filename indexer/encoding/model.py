@@ -174,9 +174,10 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
     cache (:func:`~indexer.e5_small.ensure_e5_small`); the loaded model keeps the short name.
 
     From a local directory, a model that :mod:`.native_bert` or :mod:`.native_deberta` reads exactly,
-    and a tokenizer that :mod:`.native_tokenizer` reads, load without transformers (seconds of imports
-    saved for every command that encodes); such a model runs only xlsearch's fast forward. ``train``
-    loads through transformers always: a model to train, or whose own forward runs.
+    and a tokenizer that :mod:`.native_tokenizer` reads (or that transformers built on an earlier load,
+    kept by :mod:`.tokenizer_cache`), load without transformers (seconds of imports saved for every
+    command that encodes); such a model runs only xlsearch's fast forward. ``train`` loads through
+    transformers always: a model to train, or whose own forward runs.
 
     Raises:
         ModelLoadError: The model cannot be found or downloaded, or its tokenizer
@@ -188,15 +189,21 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
     name = model_path(name)
     check_reachable(name)
     local = None if train or not Path(name).is_dir() else Path(name)
-    tokenizer = model = None
+    tokenizer = model = cached = None
     if local is not None:
-        from . import native_bert, native_deberta, native_tokenizer
+        from . import native_bert, native_deberta, native_tokenizer, tokenizer_cache
 
-        tokenizer, model = native_tokenizer.read(local), native_bert.read(local) or native_deberta.read(local)
+        tokenizer = native_tokenizer.read(local)
+        if tokenizer is None:
+            cached = tokenizer_cache.key(local)
+            tokenizer = tokenizer_cache.load(cached)
+        model = native_bert.read(local) or native_deberta.read(local)
     if tokenizer is None or model is None:
         from transformers import AutoModel, AutoTokenizer
         if tokenizer is None:
             tokenizer = from_pretrained(AutoTokenizer, name)
+            if cached is not None:
+                tokenizer_cache.store(cached, tokenizer)
         if model is None:
             model = from_pretrained(AutoModel, name)
     if not getattr(tokenizer, "is_fast", False):

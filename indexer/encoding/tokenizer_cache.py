@@ -1,0 +1,103 @@
+"""The tokenizer transformers builds for a model directory, kept as a ``tokenizer.json`` for later loads.
+
+A directory that ships a vocabulary rather than a ``tokenizer.json`` (microsoft/mdeberta-v3-base
+ships ``spm.model``; BERTs ship ``vocab.txt``), or whose tokenizer class rebuilds its pipeline, has
+transformers build its fast tokenizer on every load: 3.5 s of imports, and 1.4 s more to convert a
+250,000-piece SentencePiece model. transformers 5 runs every such tokenizer on a ``tokenizers``
+backend; where the class it picked overrides nothing of ``TokenizersBackend`` but its construction,
+that backend is the whole of the tokenizer call. It is then saved in xlsearch's cache (see
+:func:`~.cache.default_cache_dir`), named by a hash of the directory's files (weights aside) and of
+the transformers and tokenizers versions, with the four settings the call reads beside it; later
+loads run it as a :class:`~.native_tokenizer.FileTokenizer`, without transformers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .cache import default_cache_dir, sha256_file, write_atomically
+from .native_tokenizer import FileTokenizer
+
+log = logging.getLogger(__name__)
+
+CACHE = "tokenizers"
+# a directory's files that are weights (not read by a tokenizer, and too large to hash on every load)
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".h5", ".msgpack", ".ot", ".onnx", ".pt", ".pth", ".ckpt", ".gguf"}
+# what a tokenizer class may define and still encode through TokenizersBackend alone
+_CONSTRUCTION = {"__module__", "__doc__", "__qualname__", "__firstlineno__", "__static_attributes__",
+                 "__annotations__", "__dict__", "__weakref__", "__init__", "vocab_files_names", "model_input_names",
+                 "model", "slow_tokenizer_class", "padding_side", "truncation_side"}
+
+
+def key(directory: Path) -> str | None:
+    """The cache name of ``directory``'s tokenizer: its non-weight files' contents and the library versions."""
+    digest = hashlib.sha256()
+    try:
+        for package in ("transformers", "tokenizers"):
+            digest.update(f"{package}=={version(package)}\n".encode())
+        for child in sorted(directory.iterdir()):
+            if child.is_file() and child.suffix not in WEIGHT_SUFFIXES:
+                digest.update(f"{child.name}:{sha256_file(child)}\n".encode())
+    except (OSError, PackageNotFoundError):
+        return None
+    return digest.hexdigest()[:32]
+
+
+def load(name: str | None) -> FileTokenizer | None:
+    """The tokenizer cached under ``name``, or None (none cached, or a file unreadable)."""
+    if name is None:
+        return None
+    root = default_cache_dir() / CACHE
+    try:
+        settings = json.loads((root / f"{name}.settings.json").read_text(encoding="utf-8"))
+        pad, length, side, split = (settings[k] for k in ("pad_token_id", "model_max_length", "truncation_side",
+                                                          "split_special_tokens"))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if (not (pad is None or isinstance(pad, int)) or not isinstance(length, int) or side not in ("left", "right")
+            or not isinstance(split, bool)):
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        backend = Tokenizer.from_file(str(root / f"{name}.json"))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a file it cannot parse
+        log.debug("cached tokenizer %s unreadable: %s", name, exc)
+        return None
+    backend.encode_special_tokens = split
+    return FileTokenizer(backend, pad, length, side)
+
+
+def store(name: str | None, tokenizer) -> None:
+    """Keep ``tokenizer`` (as transformers built it from the directory ``name`` hashes) where its call is its
+    backend's alone; a cache that cannot be written is skipped."""
+    if name is None or not encodes_through_backend(type(tokenizer)):
+        return
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()  # transformers sets both on every call; a call of xlsearch's never pads
+    backend.no_padding()
+    settings = {"pad_token_id": tokenizer.pad_token_id, "model_max_length": int(tokenizer.model_max_length),
+                "truncation_side": tokenizer.truncation_side,
+                "split_special_tokens": bool(tokenizer.split_special_tokens)}
+    root = default_cache_dir() / CACHE
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        write_atomically(root / f"{name}.json", backend.to_str())
+        write_atomically(root / f"{name}.settings.json", json.dumps(settings))  # written last: the entry is complete
+    except OSError as exc:
+        log.debug("tokenizer cache %s not written: %s", root, exc)
+
+
+def encodes_through_backend(cls: type) -> bool:
+    """Whether ``cls`` is transformers' ``TokenizersBackend`` or a subclass that only constructs it."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    if not issubclass(cls, TokenizersBackend):
+        return False
+    return all(set(vars(klass)) <= _CONSTRUCTION for klass in cls.__mro__[:cls.__mro__.index(TokenizersBackend)])
+
