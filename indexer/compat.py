@@ -23,7 +23,7 @@ def check_compatible(manifest: Manifest, encoder: TextEncoder | None = None,
         raise IndexMismatchError(
             f"the index was built with the lexical analyzer {manifest.config.analyzer!r}; this xlsearch "
             f"analyzes with {ANALYZER!r}, so its BM25 terms would not match. Rebuild it with `xlsearch index`.")
-    if encoder is not None and encoder.loaded.fingerprint != manifest.model_fingerprint:
+    if encoder is not None and not _same_model(manifest, encoder.loaded):
         raise IndexMismatchError(
             f"the index was built with model {manifest.config.model_name!r} (fingerprint "
             f"{manifest.model_fingerprint}), not {encoder.loaded.name!r} ({encoder.loaded.fingerprint}); "
@@ -38,3 +38,15 @@ def check_compatible(manifest: Manifest, encoder: TextEncoder | None = None,
         if config is not None and setting.name != "model_name" and asked is not None and ours != asked:
             raise IndexMismatchError(f"the index was built with {setting.name}={ours!r}, not {asked!r}; "
                                      "drop the option or build a new index")
+
+
+def _same_model(manifest: Manifest, loaded) -> bool:
+    """The index's fingerprint is the model's, or the one xlsearch gave the same hub id before it
+    fingerprinted hub ids by their files."""
+    if loaded.fingerprint == manifest.model_fingerprint:
+        return True
+    if loaded.name != manifest.config.model_name:
+        return False
+    from .encoding.fingerprint import formerly
+
+    return formerly(loaded.name, loaded.fingerprint, manifest.model_fingerprint)

@@ -4,6 +4,7 @@ exactly."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -209,11 +210,17 @@ def test_a_torch_checkpoint_reads_as_transformers_reads_it(legacy_norms, tmp_pat
 
 
 def test_a_torch_checkpoint_that_cannot_be_mapped_is_left_to_transformers(tmp_path):
-    """torch's legacy (pre-zip) format, and a pickle that holds more than tensors."""
+    """torch's legacy (pre-zip) format, a pickle that holds more than tensors, and a ``.bin`` beside sharded
+    safetensors."""
     _, directory = saved_deberta(tmp_path)
     _as_torch_checkpoint(directory, "", False, _use_new_zipfile_serialization=False)
     assert native_deberta.read(directory) is None
     torch.save({"state": {}, "step": 3}, directory / native_weights.TORCH_WEIGHTS)
+    assert native_deberta.read(directory) is None
+    _, directory = saved_deberta(tmp_path / "sharded")
+    _as_torch_checkpoint(directory, "", False)
+    assert native_deberta.read(directory) is not None
+    (directory / native_weights.SHARDED_INDEX).write_text("{}")  # transformers would read the shards instead
     assert native_deberta.read(directory) is None
 
 
@@ -455,7 +462,7 @@ def test_a_changed_directory_builds_its_tokenizer_again(change, tiny_deberta_dir
     directory = tmp_path / "model"
     shutil.copytree(tiny_deberta_dir, directory)
     load_model(str(directory), "cpu")
-    before = tokenizer_cache.key(directory)
+    before = tokenizer_cache.Entry.of(directory).name
     change(directory)
     try:
         expected = AutoTokenizer.from_pretrained(directory)
@@ -463,7 +470,7 @@ def test_a_changed_directory_builds_its_tokenizer_again(change, tiny_deberta_dir
         with pytest.raises(ModelLoadError):
             load_model(str(directory), "cpu")
         return
-    assert tokenizer_cache.key(directory) != before
+    assert tokenizer_cache.Entry.of(directory).name != before
     assert type(load_model(str(directory), "cpu").tokenizer).__name__ == "DebertaV2Tokenizer"
     assert_tokenizes_alike(load_model(str(directory), "cpu").tokenizer, expected, multilingual_texts)
 
@@ -482,7 +489,7 @@ def _mutate_tokenizer_config(directory: Path, **values) -> None:
 ])
 def test_a_damaged_entry_is_built_again(damage, tiny_deberta_dir, own_cache):
     first = load_model(str(tiny_deberta_dir), "cpu")
-    entry = own_cache / f"{tokenizer_cache.key(tiny_deberta_dir)}.json"
+    entry = own_cache / f"{tokenizer_cache.Entry.of(tiny_deberta_dir).name}.json"
     damage(entry)
     assert type(load_model(str(tiny_deberta_dir), "cpu").tokenizer).__name__ == "DebertaV2Tokenizer"
     assert type(load_model(str(tiny_deberta_dir), "cpu").tokenizer) is native_tokenizer.FileTokenizer
@@ -522,3 +529,117 @@ def test_a_tokenizer_saved_by_transformers_reads_back_natively(e5_both, e5_small
     assert native is not None
     options = dict(add_special_tokens=True, truncation=True, max_length=16, return_special_tokens_mask=True)
     assert native(multilingual_texts, **options) == e5_both[0].tokenizer(multilingual_texts, **options)
+
+
+# ------------------------------------------------------------------ hub ids, from the Hugging Face cache
+
+HUB_ID = "xlsearch-test/tiny-deberta"
+
+
+@pytest.fixture
+def hub_cache(tiny_deberta_dir, tmp_path) -> dict[str, str]:
+    """The tiny DeBERTa laid out as the Hugging Face cache holds a download (blobs, a snapshot of links to
+    them, ``refs/main``), and the environment of a process that finds it there, offline."""
+    import hashlib
+
+    repo = tmp_path / "hub" / f"models--{HUB_ID.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for path in tiny_deberta_dir.iterdir():
+        blob = hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.copy(path, repo / "blobs" / blob)
+        (repo / "snapshots" / commit / path.name).symlink_to(Path("../../blobs") / blob)
+    return {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+            "XLSEARCH_CACHE": str(tmp_path / "cache")}
+
+
+def _in_process(env: dict[str, str], code: str) -> list:
+    done = subprocess.run([sys.executable, "-c", f"import json, sys\n{code}"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+LOAD = ("from xlsearch.indexer.encoding.model import load_model\n"
+        "loaded = load_model({name!r}, 'cpu', train={train})\n"
+        "print(json.dumps([type(loaded.model).__name__, type(loaded.tokenizer).__name__,"
+        " 'transformers' in sys.modules, loaded.fingerprint, loaded.name]))")
+
+
+def test_a_cached_hub_id_loads_from_its_snapshot_identified_by_its_commit(hub_cache, tiny_deberta_dir):
+    """The product's default model is a hub id: once downloaded, it loads from the cache's snapshot as a local
+    copy does, and its fingerprint is its commit's, whichever loader read it and whatever else the cache gains."""
+    runs = [_in_process(hub_cache, LOAD.format(name=HUB_ID, train=False)) for _ in range(2)]
+    trained = _in_process(hub_cache, LOAD.format(name=HUB_ID, train=True))
+    identity = runs[0][3]
+    assert runs[0] == ["DebertaV2Model", "DebertaV2Tokenizer", True, identity, HUB_ID]  # the tokenizer is kept
+    assert runs[1] == ["NativeDebertaV2", "FileTokenizer", False, identity, HUB_ID]
+    assert trained == ["DebertaV2Model", "DebertaV2Tokenizer", True, identity, HUB_ID]
+    snapshot = next(Path(hub_cache["HF_HUB_CACHE"]).glob("models--*/snapshots/*"))
+    (snapshot / "README.md").write_text("a file another download brought")
+    assert _in_process(hub_cache, LOAD.format(name=HUB_ID, train=False))[3] == identity
+    assert identity != load_model(str(tiny_deberta_dir), "cpu").fingerprint
+
+
+def test_a_hub_id_whose_snapshot_cannot_be_read_natively_loads_both_halves_through_transformers(hub_cache):
+    """A tokenizer read from one snapshot and a model that transformers may fetch at another commit never
+    meet: a hub id's model that cannot be read natively takes its tokenizer from transformers as well."""
+    snapshot = next(Path(hub_cache["HF_HUB_CACHE"]).glob("models--*/snapshots/*"))
+    _in_process(hub_cache, LOAD.format(name=HUB_ID, train=False))  # the tokenizer is kept
+    config = json.loads((snapshot / "config.json").read_text())
+    (snapshot / "config.json").unlink()
+    (snapshot / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu_new"}))
+    assert _in_process(hub_cache, LOAD.format(name=HUB_ID, train=False))[:3] == [
+        "DebertaV2Model", "DebertaV2Tokenizer", True]
+
+
+def test_a_hub_id_s_sentence_transformers_files_come_from_its_cache(hub_cache, tmp_path):
+    """Read from a snapshot, a hub id still finds its pooling and prompts where the cache has them, and asks
+    nothing of an offline hub where it does not."""
+    code = (f"from xlsearch.indexer.encoding.model import load_model, hub_file\n"
+            f"from xlsearch.indexer.encoding.sentence_config import _model_file\n"
+            f"loaded = load_model({HUB_ID!r}, 'cpu')\n"
+            "print(json.dumps([str(_model_file(loaded, 'config.json')), str(_model_file(loaded, 'modules.json'))]))")
+    config, modules = _in_process(hub_cache, code)
+    assert config.endswith("/config.json") and "snapshots" in config and modules == "None"
+def test_an_index_that_recorded_a_hub_id_s_former_fingerprint_stays_usable(hub_cache):
+    """Before, a hub id's fingerprint hashed transformers' config (naming the installed transformers): an index
+    built then is recognised once by loading the model as it was loaded then, and from a file after that."""
+    code = f"""
+from transformers import AutoModel
+from xlsearch.indexer.compat import check_compatible
+from xlsearch.indexer.config import IndexConfig, Manifest
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.encoding.fingerprint import config_fingerprint
+from xlsearch.indexer.encoding.model import from_pretrained, load_model
+from xlsearch.indexer.errors import IndexMismatchError
+encoder = Encoder(load_model({HUB_ID!r}, 'cpu'))
+former = config_fingerprint(from_pretrained(AutoModel, {HUB_ID!r}).config, {HUB_ID!r})
+answers = [former != encoder.loaded.fingerprint]
+for recorded, name in ((former, {HUB_ID!r}), ("0" * 16, {HUB_ID!r}), (former, "another/model")):
+    manifest = Manifest(config=IndexConfig(model_name=name), model_fingerprint=recorded, dim=32, num_layers=3)
+    try:
+        check_compatible(manifest, encoder)
+        answers.append("usable")
+    except IndexMismatchError as exc:
+        answers.append(str(exc).split(";")[0])
+print(json.dumps(answers + [former]))
+"""
+    first = _in_process(hub_cache, code)
+    former = first[-1]
+    assert first[:2] == [True, "usable"]
+    assert first[2].startswith(f"the index was built with model '{HUB_ID}' (fingerprint 0000000000000000)")
+    assert first[3].startswith("the index was built with model 'another/model'")
+    later = _in_process(hub_cache, f"""
+from xlsearch.indexer.compat import check_compatible
+from xlsearch.indexer.config import IndexConfig, Manifest
+from xlsearch.indexer.encoding.encoder import Encoder
+from xlsearch.indexer.encoding.model import load_model
+encoder = Encoder(load_model({HUB_ID!r}, 'cpu'))
+check_compatible(Manifest(config=IndexConfig(model_name={HUB_ID!r}), model_fingerprint={former!r}, dim=32,
+                          num_layers=3), encoder)
+print(json.dumps(['usable', 'transformers' in sys.modules]))
+""")
+    assert later == ["usable", False]

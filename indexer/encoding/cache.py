@@ -34,6 +34,7 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the file from others sharing the cache
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

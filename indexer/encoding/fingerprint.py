@@ -6,7 +6,9 @@ Hashing a weight file reads it once: its SHA-256 is remembered by path, size, in
 ``mtime_ns``, in this process and in ``<cache>/weight-hashes.json`` (the cache root of
 :func:`~indexer.encoding.cache.default_cache_dir`). A file modified in the last couple of seconds
 is hashed again on every load (as git treats "racily clean" files), since a rewrite within one
-timestamp tick could keep its size and mtime. A hub id is identified by its revision and config.
+timestamp tick could keep its size and mtime. A hub id is identified by the commit its cached
+snapshot holds, which fixes every file; indexes that recorded a hub id's former identity (its
+revision and transformers' config) are still recognised (:func:`formerly`).
 """
 from __future__ import annotations
 
@@ -17,10 +19,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from torch import nn
 
 from .cache import default_cache_dir, sha256_file, write_atomically
 
@@ -30,27 +28,81 @@ HASHED_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json", "spm.m
                 "sentencepiece.bpe.model", "vocab.txt", "special_tokens_map.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 CACHE_FILE = "weight-hashes.json"
+FORMER_FILE = "former-fingerprints.json"
 SETTLED_SECONDS = 2.0  # younger files are hashed again: a rewrite may keep size and mtime
 
 _memo: dict[tuple, str] = {}
 _lock = threading.Lock()
 
 
-def fingerprint(model: nn.Module, name: str) -> str:
-    """16 hex digits identifying the model: file contents for a directory, else hub id, revision and config."""
+def directory_fingerprint(directory: Path) -> str:
+    """16 hex digits identifying the model in ``directory`` by its config, tokenizer and weight files' contents."""
     digest = hashlib.sha256()
-    path = Path(getattr(model.config, "_name_or_path", "") or name)
-    if path.is_dir():
-        for child in sorted(path.iterdir()):
-            if child.name in HASHED_FILES:
-                digest.update(child.name.encode() + child.read_bytes())
-            elif child.suffix in WEIGHT_SUFFIXES and child.is_file():
-                digest.update(f"{child.name}:{file_sha256(child)}".encode())
-    else:
-        revision = getattr(model.config, "_commit_hash", None) or ""
-        digest.update(f"{name}@{revision}".encode())
-        digest.update(model.config.to_json_string(use_diff=False).encode())
+    for child in sorted(directory.iterdir()):
+        if child.name in HASHED_FILES:
+            digest.update(child.name.encode() + child.read_bytes())
+        elif child.suffix in WEIGHT_SUFFIXES and child.is_file():
+            digest.update(f"{child.name}:{file_sha256(child)}".encode())
     return digest.hexdigest()[:16]
+
+
+def hub_fingerprint(name: str, commit: str) -> str:
+    """16 hex digits identifying hub id ``name`` at ``commit``, which fixes every file of the repository
+    (whichever of them a cache holds, and whichever transformers reads them)."""
+    return hashlib.sha256(f"hub:{name}@{commit}".encode()).hexdigest()[:16]
+
+
+def config_fingerprint(config, name: str) -> str:
+    """Hub id, revision and transformers' whole config (which names the installed transformers' version): a hub
+    id's fingerprint before hub ids were identified by their commit, and still where no snapshot is found."""
+    digest = hashlib.sha256()
+    digest.update(f"{name}@{getattr(config, '_commit_hash', None) or ''}".encode())
+    digest.update(config.to_json_string(use_diff=False).encode())
+    return digest.hexdigest()[:16]
+
+
+_former: dict[str, bool] = {}
+
+
+def formerly(name: str, current: str, recorded: str) -> bool:
+    """Whether an index's ``recorded`` fingerprint is :func:`config_fingerprint` of hub id ``name`` at the commit
+    its cached ``main`` points at, ``current`` being that commit's :func:`hub_fingerprint`: such an index was
+    built with this model, and stays usable. It is recognised while the transformers that built it is the
+    one installed (its version is in the former fingerprint) and the cache still points at that commit.
+
+    Finding out loads the model through transformers once, as xlsearch loaded it then; a yes is kept in
+    ``<cache>/former-fingerprints.json``, so later processes read a file; either answer is kept in this process.
+    """
+    from .model import hub_snapshot
+
+    snapshot = None if Path(name).expanduser().exists() else hub_snapshot(name)
+    if snapshot is None or hub_fingerprint(name, snapshot.name) != current:
+        return False  # a directory was always fingerprinted by its files
+    pair = f"{current} was {recorded}"
+    path = default_cache_dir() / FORMER_FILE
+    if pair not in _former:
+        _former[pair] = bool(_read_json(path).get(pair)) or _check_former(name, snapshot.name, recorded, pair, path)
+    return _former[pair]
+
+
+def _check_former(name: str, commit: str, recorded: str, pair: str, path: Path) -> bool:
+    from transformers import AutoModel
+
+    from .model import from_pretrained
+    from ..errors import ModelLoadError
+
+    try:
+        config = from_pretrained(AutoModel, name, revision=commit).config
+    except ModelLoadError:
+        return False
+    if config_fingerprint(config, name) != recorded:
+        return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps({**_read_json(path), pair: True}))
+    except OSError as exc:
+        log.debug("cannot write %s: %s", path, exc)
+    return True
 
 
 def file_sha256(path: Path) -> str:
@@ -82,8 +134,12 @@ def _cache_path() -> Path:
 
 
 def _read_cache() -> dict[str, dict]:
+    return _read_json(_cache_path())
+
+
+def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(_cache_path().read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

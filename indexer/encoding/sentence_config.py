@@ -21,7 +21,7 @@ from typing import Any
 from ..config import CLS, MEAN, MEAN_NO_SPECIAL, POOLINGS, IndexConfig
 from ..errors import ConfigError, ModelLoadError
 from .layers import check_layer
-from .model import LoadedModel, hub_unreachable
+from .model import LoadedModel, hub_file, hub_snapshot
 from .pooling import POOLING_FILE, Pooling
 
 log = logging.getLogger(__name__)
@@ -137,16 +137,7 @@ def _model_file(loaded: LoadedModel, filename: str) -> Path | None:
     """A file of the model's directory; for a hub id, from the local cache, else (a few small JSON
     files, once) from the hub when it can be reached."""
     directory = Path(getattr(loaded.model.config, "_name_or_path", "") or loaded.name)
-    if directory.is_dir():
+    if directory.is_dir() and hub_snapshot(loaded.name) != directory:  # a local directory (or e5's copy)
         path = directory / filename
         return path if path.is_file() else None
-    from transformers.utils import cached_file
-
-    options = {"_raise_exceptions_for_missing_entries": False, "_raise_exceptions_for_connection_errors": False}
-    try:
-        found = cached_file(loaded.name, filename, local_files_only=True, **options)
-        if not found and hub_unreachable() is None:
-            found = cached_file(loaded.name, filename, **options)
-    except (OSError, ValueError):
-        return None
-    return Path(found) if found else None
+    return hub_file(loaded.name, filename)  # a hub id, read from its snapshot or not

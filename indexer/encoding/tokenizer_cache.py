@@ -25,15 +25,75 @@ log = logging.getLogger(__name__)
 
 CACHE = "tokenizers"
 # a directory's files that are weights (not read by a tokenizer, and too large to hash on every load)
-WEIGHT_SUFFIXES = {".safetensors", ".bin", ".h5", ".msgpack", ".ot", ".onnx", ".pt", ".pth", ".ckpt", ".gguf"}
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".h5", ".msgpack", ".ot", ".onnx", ".onnx_data", ".pt", ".pth", ".ckpt",
+                   ".gguf"}
 # what a tokenizer class may define and still encode through TokenizersBackend alone
 _CONSTRUCTION = {"__module__", "__doc__", "__qualname__", "__firstlineno__", "__static_attributes__",
                  "__annotations__", "__dict__", "__weakref__", "__init__", "vocab_files_names", "model_input_names",
                  "model", "slow_tokenizer_class", "padding_side", "truncation_side"}
 
 
-def key(directory: Path) -> str | None:
-    """The cache name of ``directory``'s tokenizer: its non-weight files' contents and the library versions."""
+class Entry:
+    """Where the tokenizer of one state of a model directory is kept: named by a hash of the directory's
+    non-weight files and of the transformers and tokenizers versions."""
+
+    def __init__(self, directory: Path, name: str):
+        self.directory, self.name = directory, name
+        self.root = default_cache_dir() / CACHE
+
+    @classmethod
+    def of(cls, directory: Path) -> Entry | None:
+        name = _key(directory)
+        return None if name is None else cls(directory, name)
+
+    def load(self) -> FileTokenizer | None:
+        """The tokenizer kept here, or None (none kept, or a file unreadable)."""
+        try:
+            settings = json.loads((self.root / f"{self.name}.settings.json").read_text(encoding="utf-8"))
+            pad, length, side, split = (settings[k] for k in ("pad_token_id", "model_max_length", "truncation_side",
+                                                              "split_special_tokens"))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if (not (pad is None or isinstance(pad, int)) or not isinstance(length, int) or side not in ("left", "right")
+                or not isinstance(split, bool)):
+            return None
+        from tokenizers import Tokenizer
+
+        try:
+            backend = Tokenizer.from_file(str(self.root / f"{self.name}.json"))
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a file it cannot parse
+            log.debug("kept tokenizer %s unreadable: %s", self.name, exc)
+            return None
+        backend.encode_special_tokens = split
+        return FileTokenizer(backend, pad, length, side)
+
+    def store(self, tokenizer) -> None:
+        """Keep ``tokenizer``, which transformers built from the directory, where the call of its class is its
+        backend's alone and the directory's files are still those this entry is named by; skipped where
+        the cache cannot be written."""
+        if not encodes_through_backend(type(tokenizer)) or _key(self.directory) != self.name:
+            return
+        from tokenizers import Tokenizer
+
+        try:
+            backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        except Exception as exc:  # noqa: BLE001 - a component tokenizers cannot serialise: nothing is kept
+            log.debug("tokenizer of %s not kept: %s", self.directory, exc)
+            return
+        backend.no_truncation()  # transformers sets both on every call; a call of xlsearch's never pads
+        backend.no_padding()
+        settings = {"pad_token_id": tokenizer.pad_token_id, "model_max_length": int(tokenizer.model_max_length),
+                    "truncation_side": tokenizer.truncation_side,
+                    "split_special_tokens": bool(tokenizer.split_special_tokens)}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.root / f"{self.name}.json", backend.to_str())
+            write_atomically(self.root / f"{self.name}.settings.json", json.dumps(settings))  # last: complete
+        except OSError as exc:
+            log.debug("tokenizer cache %s not written: %s", self.root, exc)
+
+
+def _key(directory: Path) -> str | None:
     digest = hashlib.sha256()
     try:
         for package in ("transformers", "tokenizers"):
@@ -44,53 +104,6 @@ def key(directory: Path) -> str | None:
     except (OSError, PackageNotFoundError):
         return None
     return digest.hexdigest()[:32]
-
-
-def load(name: str | None) -> FileTokenizer | None:
-    """The tokenizer cached under ``name``, or None (none cached, or a file unreadable)."""
-    if name is None:
-        return None
-    root = default_cache_dir() / CACHE
-    try:
-        settings = json.loads((root / f"{name}.settings.json").read_text(encoding="utf-8"))
-        pad, length, side, split = (settings[k] for k in ("pad_token_id", "model_max_length", "truncation_side",
-                                                          "split_special_tokens"))
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    if (not (pad is None or isinstance(pad, int)) or not isinstance(length, int) or side not in ("left", "right")
-            or not isinstance(split, bool)):
-        return None
-    from tokenizers import Tokenizer
-
-    try:
-        backend = Tokenizer.from_file(str(root / f"{name}.json"))
-    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a file it cannot parse
-        log.debug("cached tokenizer %s unreadable: %s", name, exc)
-        return None
-    backend.encode_special_tokens = split
-    return FileTokenizer(backend, pad, length, side)
-
-
-def store(name: str | None, tokenizer) -> None:
-    """Keep ``tokenizer`` (as transformers built it from the directory ``name`` hashes) where its call is its
-    backend's alone; a cache that cannot be written is skipped."""
-    if name is None or not encodes_through_backend(type(tokenizer)):
-        return
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.no_truncation()  # transformers sets both on every call; a call of xlsearch's never pads
-    backend.no_padding()
-    settings = {"pad_token_id": tokenizer.pad_token_id, "model_max_length": int(tokenizer.model_max_length),
-                "truncation_side": tokenizer.truncation_side,
-                "split_special_tokens": bool(tokenizer.split_special_tokens)}
-    root = default_cache_dir() / CACHE
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        write_atomically(root / f"{name}.json", backend.to_str())
-        write_atomically(root / f"{name}.settings.json", json.dumps(settings))  # written last: the entry is complete
-    except OSError as exc:
-        log.debug("tokenizer cache %s not written: %s", root, exc)
 
 
 def encodes_through_backend(cls: type) -> bool:

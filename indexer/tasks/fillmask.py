@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..encoding.model import from_pretrained, hub_unreachable, model_path, resolve_device
+from ..encoding.model import from_pretrained, hub_file, model_path, resolve_device
 from ..errors import MaskedLMHeadMissingError, XlsearchError
 
 log = logging.getLogger(__name__)
@@ -50,22 +50,6 @@ class Prediction:
     score: float  # softmax probability at the masked position, higher is likelier
 
 
-def _from_hub(name: str, filename: str) -> Path | None:
-    """Path of ``filename`` in hub repo ``name`` (cache first, then download if the hub can be reached), or None."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover - transformers depends on it
-        return None
-    for local_only in (True, False):
-        if not local_only and hub_unreachable() is not None:
-            return None
-        try:
-            return Path(hf_hub_download(name, filename, local_files_only=local_only))
-        except Exception as exc:  # noqa: BLE001 - any failure means "not available here"
-            log.debug("%s/%s not available (local_only=%s): %s", name, filename, local_only, exc)
-    return None
-
-
 def find_generator(name: str) -> tuple[Path, Path] | None:
     """``(generator_config.json, generator weights)`` of a model directory or hub id, if it ships them."""
     path = Path(name).expanduser()
@@ -75,10 +59,10 @@ def find_generator(name: str) -> tuple[Path, Path] | None:
         return (config, weights) if config.is_file() and weights is not None else None
     if path.exists():
         return None
-    config = _from_hub(name, GENERATOR_CONFIG)
+    config = hub_file(name, GENERATOR_CONFIG)
     if config is None:
         return None
-    weights = _from_hub(name, GENERATOR_WEIGHTS[0])
+    weights = hub_file(name, GENERATOR_WEIGHTS[0])
     return (config, weights) if weights is not None else None
 
 
