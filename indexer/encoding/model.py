@@ -211,7 +211,7 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
     :mod:`.tokenizer_cache`), load without transformers (seconds of imports saved for every command
     that encodes); such a model runs only xlsearch's fast forward. ``train`` loads through
     transformers always: a model to train, or whose own forward runs. Either way the fingerprint
-    hashes the directory's files (:mod:`.fingerprint`).
+    (:mod:`.fingerprint`) hashes a directory's files, or names a hub id's commit.
 
     Raises:
         ModelLoadError: The model cannot be found or downloaded, or its tokenizer
