@@ -598,7 +598,7 @@ def test_a_hub_id_whose_snapshot_cannot_be_read_natively_loads_both_halves_throu
 def test_a_hub_id_s_sentence_transformers_files_come_from_its_cache(hub_cache, tmp_path):
     """Read from a snapshot, a hub id still finds its pooling and prompts where the cache has them, and asks
     nothing of an offline hub where it does not."""
-    code = (f"from xlsearch.indexer.encoding.model import load_model, hub_file\n"
+    code = (f"from xlsearch.indexer.encoding.model import load_model\n"
             f"from xlsearch.indexer.encoding.sentence_config import _model_file\n"
             f"loaded = load_model({HUB_ID!r}, 'cpu')\n"
             "print(json.dumps([str(_model_file(loaded, 'config.json')), str(_model_file(loaded, 'modules.json'))]))")
@@ -613,7 +613,8 @@ from xlsearch.indexer.compat import check_compatible
 from xlsearch.indexer.config import IndexConfig, Manifest
 from xlsearch.indexer.encoding.encoder import Encoder
 from xlsearch.indexer.encoding.fingerprint import config_fingerprint
-from xlsearch.indexer.encoding.model import from_pretrained, load_model
+from xlsearch.indexer.encoding.hub import from_pretrained
+from xlsearch.indexer.encoding.model import load_model
 from xlsearch.indexer.errors import IndexMismatchError
 encoder = Encoder(load_model({HUB_ID!r}, 'cpu'))
 former = config_fingerprint(from_pretrained(AutoModel, {HUB_ID!r}).config, {HUB_ID!r})

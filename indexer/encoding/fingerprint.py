@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 from .cache import default_cache_dir, sha256_file, write_atomically
+from .hub import from_pretrained, hub_snapshot
+from ..errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,6 @@ def formerly(name: str, current: str, recorded: str) -> bool:
     Finding out loads the model through transformers once, as xlsearch loaded it then; a yes is kept in
     ``<cache>/former-fingerprints.json``, so later processes read a file; either answer is kept in this process.
     """
-    from .model import hub_snapshot
-
     snapshot = None if Path(name).expanduser().exists() else hub_snapshot(name)
     if snapshot is None or hub_fingerprint(name, snapshot.name) != current:
         return False  # a directory was always fingerprinted by its files
@@ -87,9 +87,6 @@ def formerly(name: str, current: str, recorded: str) -> bool:
 
 def _check_former(name: str, commit: str, recorded: str, pair: str, path: Path) -> bool:
     from transformers import AutoModel
-
-    from .model import from_pretrained
-    from ..errors import ModelLoadError
 
     try:
         config = from_pretrained(AutoModel, name, revision=commit).config

@@ -21,7 +21,8 @@ from typing import Any
 from ..config import CLS, MEAN, MEAN_NO_SPECIAL, POOLINGS, IndexConfig
 from ..errors import ConfigError, ModelLoadError
 from .layers import check_layer
-from .model import LoadedModel, hub_file, hub_snapshot
+from .hub import hub_file, hub_snapshot
+from .model import LoadedModel
 from .pooling import POOLING_FILE, Pooling
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..encoding.model import from_pretrained, hub_file, model_path, resolve_device
+from ..encoding.hub import from_pretrained, hub_file
+from ..encoding.model import model_path, resolve_device
 from ..errors import MaskedLMHeadMissingError, XlsearchError
 
 log = logging.getLogger(__name__)
