@@ -48,6 +48,20 @@ def test_folder_of_text_files(tmp_path):
     assert [(d.id, d.title) for d in docs] == [("a.txt", None), ("sub/b.md", "The Title")]
 
 
+def test_a_folder_without_text_files_names_the_record_files_it_holds(tmp_path):
+    """``xlsearch index data/`` on a folder of JSONL and TSV files: an error, not an empty index (its TSV may
+    be queries)."""
+    (tmp_path / "sample.jsonl").write_text('{"id": "a", "text": "x"}\n', encoding="utf-8")
+    (tmp_path / "queries.tsv").write_text("q\ta\n", encoding="utf-8")
+    (tmp_path / "notes.bin").write_bytes(b"\x00")
+    with pytest.raises(CorpusError, match=r"no \.txt or \.md file below it; record files are read when named: "
+                                          r"\S*queries\.tsv \S*sample\.jsonl$"):
+        read([tmp_path])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match=r"empty: no \.txt or \.md file below it$"):
+        read([tmp_path / "empty"])
+
+
 @pytest.mark.parametrize("content, message", [
     ('{"text": "no id"}\n', ":1: record has no id"),
     ('{"id": "a"}\n', ":1: record 'a' has no text"),

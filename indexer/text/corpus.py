@@ -71,15 +71,24 @@ def document_from_record(fields: dict[str, Any], where: str, max_chars: int = MA
 def _folder(root: Path, max_chars: int) -> Iterator[tuple[str, Document | CorpusError]]:
     """The .txt and .md files below ``root``. A symbolic link is followed while it stays inside
     ``root``; one that leads outside is skipped with a warning naming it, so indexing a folder
-    never reads files its owner did not put there."""
+    never reads files its owner did not put there. A folder without one such file is an error
+    that names the record files it holds, which are read only when named (a folder may hold
+    queries beside documents)."""
     inside = root.resolve()
+    read, others = 0, []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if not path.resolve().is_relative_to(inside):
             log.warning("skipping %s: a link to %s, outside %s", path, path.resolve(), root)
         elif path.suffix.lower() in TEXT_SUFFIXES:
+            read += 1
             yield _text_file(path, root, max_chars)
         else:
+            others.append(path)
             log.info("skipping %s: not a .txt or .md file", path)
+    if not read:
+        records = [str(p) for p in others if record_format(p) is not None]
+        hint = f"; record files are read when named: {' '.join(records[:5])}" if records else ""
+        raise CorpusError(f"{root}: no .txt or .md file below it{hint}")
 
 
 def _text_file(path: Path, root: Path, max_chars: int) -> tuple[str, Document | CorpusError]:
