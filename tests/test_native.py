@@ -504,6 +504,27 @@ def test_an_unwritable_cache_only_costs_the_saving(tiny_deberta_dir, tmp_path, m
         assert type(load_model(str(tiny_deberta_dir), "cpu").tokenizer).__name__ == "DebertaV2Tokenizer"
 
 
+def test_entries_unused_for_months_are_pruned_when_another_is_stored(tiny_deberta_dir, own_cache, tmp_path):
+    import time
+
+    load_model(str(tiny_deberta_dir), "cpu")
+    used = tokenizer_cache.Entry.of(tiny_deberta_dir).name
+    own_cache.joinpath("stale.json").write_text("{}")
+    own_cache.joinpath("stale.settings.json").write_text("{}")
+    own_cache.joinpath(".stale.json.tmp123").write_text("")  # an interrupted write
+    long_ago = time.time() - (tokenizer_cache.UNUSED_DAYS + 1) * 86400
+    for path in own_cache.iterdir():
+        os.utime(path, (long_ago, long_ago))
+    load_model(str(tiny_deberta_dir), "cpu")  # a load marks its entry used
+    other = tmp_path / "other"
+    shutil.copytree(tiny_deberta_dir, other)
+    _mutate_tokenizer_config(other, model_max_length=64)
+    load_model(str(other), "cpu")  # stores an entry, and prunes
+    assert sorted(p.name for p in own_cache.iterdir()) == sorted(
+        f"{name}{suffix}" for name in (used, tokenizer_cache.Entry.of(other).name)
+        for suffix in (".json", ".settings.json"))
+
+
 def test_only_classes_that_encode_through_their_backend_are_kept():
     import transformers
 

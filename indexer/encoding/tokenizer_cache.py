@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -27,6 +29,7 @@ CACHE = "tokenizers"
 # a directory's files that are weights (not read by a tokenizer, and too large to hash on every load)
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".h5", ".msgpack", ".ot", ".onnx", ".onnx_data", ".pt", ".pth", ".ckpt",
                    ".gguf"}
+UNUSED_DAYS = 90  # an entry no load has read for this long is removed when another is stored
 # what a tokenizer class may define and still encode through TokenizersBackend alone
 _CONSTRUCTION = {"__module__", "__doc__", "__qualname__", "__firstlineno__", "__static_attributes__",
                  "__annotations__", "__dict__", "__weakref__", "__init__", "vocab_files_names", "model_input_names",
@@ -65,6 +68,10 @@ class Entry:
             log.debug("kept tokenizer %s unreadable: %s", self.name, exc)
             return None
         backend.encode_special_tokens = split
+        try:
+            os.utime(self.root / f"{self.name}.settings.json")  # its last use, for pruning
+        except OSError:
+            pass  # a read-only cache
         return FileTokenizer(backend, pad, length, side)
 
     def store(self, tokenizer) -> None:
@@ -89,8 +96,24 @@ class Entry:
             self.root.mkdir(parents=True, exist_ok=True)
             write_atomically(self.root / f"{self.name}.json", backend.to_str())
             write_atomically(self.root / f"{self.name}.settings.json", json.dumps(settings))  # last: complete
+            _prune(self.root)
         except OSError as exc:
             log.debug("tokenizer cache %s not written: %s", self.root, exc)
+
+
+def _prune(root: Path) -> None:
+    """Remove the entries (and leftovers of interrupted writes) that nothing has used for :data:`UNUSED_DAYS`, so
+    the cache holds the directories in use, not every state a directory ever had. An entry's last use is its
+    settings file's mtime (a load touches it)."""
+    oldest = time.time() - UNUSED_DAYS * 86400
+    for path in root.iterdir():
+        settings = root / f"{path.name.removesuffix('.json')}.settings.json"
+        used = settings if path.name.endswith(".json") and settings.exists() else path
+        try:
+            if used.stat().st_mtime < oldest:
+                path.unlink(missing_ok=True)
+        except OSError:
+            continue
 
 
 def _key(directory: Path) -> str | None:
