@@ -60,6 +60,9 @@ def test_a_folder_without_text_files_names_the_record_files_it_holds(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match=r"empty: no \.txt or \.md file below it$"):
         read([tmp_path / "empty"])
+    report = CorpusReport()  # a bad input as any other: --skip-bad lists it and goes on
+    docs = list(read_documents([tmp_path / "empty", tmp_path / "sample.jsonl"], skip_bad=True, report=report))
+    assert [d.id for d in docs] == ["a"] and report.bad == [f"{tmp_path / 'empty'}: no .txt or .md file below it"]
 
 
 @pytest.mark.parametrize("content, message", [

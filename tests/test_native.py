@@ -516,12 +516,15 @@ def test_entries_unused_for_months_are_pruned_when_another_is_stored(tiny_debert
     for path in own_cache.iterdir():
         os.utime(path, (long_ago, long_ago))
     load_model(str(tiny_deberta_dir), "cpu")  # a load marks its entry used
+    own_cache.joinpath("rewritten.settings.json").write_text("{}")
+    os.utime(own_cache / "rewritten.settings.json", (long_ago, long_ago))
+    own_cache.joinpath("rewritten.json").write_text("{}")  # a writer between its two files: kept
     other = tmp_path / "other"
     shutil.copytree(tiny_deberta_dir, other)
     _mutate_tokenizer_config(other, model_max_length=64)
     load_model(str(other), "cpu")  # stores an entry, and prunes
     assert sorted(p.name for p in own_cache.iterdir()) == sorted(
-        f"{name}{suffix}" for name in (used, tokenizer_cache.Entry.of(other).name)
+        f"{name}{suffix}" for name in (used, tokenizer_cache.Entry.of(other).name, "rewritten")
         for suffix in (".json", ".settings.json"))
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from .cache import default_cache_dir, sha256_file, write_atomically
 from .hub import from_pretrained, hub_snapshot
-from ..errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,7 @@ def config_fingerprint(config, name: str) -> str:
 
 
 _former: dict[str, bool] = {}
+_former_lock = threading.Lock()
 
 
 def formerly(name: str, current: str, recorded: str) -> bool:
@@ -80,9 +80,11 @@ def formerly(name: str, current: str, recorded: str) -> bool:
         return False  # a directory was always fingerprinted by its files
     pair = f"{current} was {recorded}"
     path = default_cache_dir() / FORMER_FILE
-    if pair not in _former:
-        _former[pair] = bool(_read_json(path).get(pair)) or _check_former(name, snapshot.name, recorded, pair, path)
-    return _former[pair]
+    with _former_lock:  # one check per answer, however many threads ask
+        if pair not in _former:
+            _former[pair] = bool(_read_json(path).get(pair)) or _check_former(name, snapshot.name, recorded, pair,
+                                                                             path)
+        return _former[pair]
 
 
 def _check_former(name: str, commit: str, recorded: str, pair: str, path: Path) -> bool:
@@ -90,7 +92,8 @@ def _check_former(name: str, commit: str, recorded: str, pair: str, path: Path) 
 
     try:
         config = from_pretrained(AutoModel, name, revision=commit).config
-    except ModelLoadError:
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be loaded as then is not recognised
+        log.debug("former fingerprint of %s not checked: %s", name, exc)
         return False
     if config_fingerprint(config, name) != recorded:
         return False

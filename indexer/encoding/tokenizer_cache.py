@@ -103,16 +103,16 @@ class Entry:
 
 def _prune(root: Path) -> None:
     """Remove the entries (and leftovers of interrupted writes) that nothing has used for :data:`UNUSED_DAYS`, so
-    the cache holds the directories in use, not every state a directory ever had. An entry's last use is its
-    settings file's mtime (a load touches it)."""
+    the cache holds the directories in use, not every state a directory ever had. An entry's last use is the
+    newer of its two files' mtimes (a load touches the settings file; a writer rewrites both)."""
     oldest = time.time() - UNUSED_DAYS * 86400
     for path in root.iterdir():
-        settings = root / f"{path.name.removesuffix('.json')}.settings.json"
-        used = settings if path.name.endswith(".json") and settings.exists() else path
+        base = path.name.removesuffix(".json").removesuffix(".settings")
+        pair = [root / f"{base}.json", root / f"{base}.settings.json"] if path.name.endswith(".json") else [path]
         try:
-            if used.stat().st_mtime < oldest:
+            if max(p.stat().st_mtime for p in pair if p.exists()) < oldest:
                 path.unlink(missing_ok=True)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the pair vanished meanwhile
             continue
 
 

@@ -75,9 +75,10 @@ def _folder(root: Path, max_chars: int) -> Iterator[tuple[str, Document | Corpus
     that names the record files it holds, which are read only when named (a folder may hold
     queries beside documents)."""
     inside = root.resolve()
-    read, others = 0, []
+    read, others, outside = 0, [], 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if not path.resolve().is_relative_to(inside):
+            outside += 1
             log.warning("skipping %s: a link to %s, outside %s", path, path.resolve(), root)
         elif path.suffix.lower() in TEXT_SUFFIXES:
             read += 1
@@ -85,10 +86,11 @@ def _folder(root: Path, max_chars: int) -> Iterator[tuple[str, Document | Corpus
         else:
             others.append(path)
             log.info("skipping %s: not a .txt or .md file", path)
-    if not read:
+    if not read:  # a bad input as any other: skipped with --skip-bad
         records = [str(p) for p in others if record_format(p) is not None]
         hint = f"; record files are read when named: {' '.join(records[:5])}" if records else ""
-        raise CorpusError(f"{root}: no .txt or .md file below it{hint}")
+        links = f" ({outside} links leading outside it skipped)" if outside else ""
+        yield str(root), CorpusError(f"{root}: no .txt or .md file below it{links}{hint}")
 
 
 def _text_file(path: Path, root: Path, max_chars: int) -> tuple[str, Document | CorpusError]:
