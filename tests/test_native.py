@@ -288,13 +288,17 @@ def multilingual_texts() -> list[str]:
 
 
 def test_e5_loads_without_transformers(e5_small_dir):
-    """The command line's hybrid search pays no transformers import (3-4 s of CPU) for e5."""
+    """The command line's hybrid search pays no transformers import (3-4 s of CPU) for e5, nor the hub
+    client's (0.15 s): its pooling and prompts come from its directory."""
     code = ("import sys; from xlsearch.indexer.encoding.model import load_model;"
             "from xlsearch.indexer.encoding.encoder import Encoder;"
+            "from xlsearch.indexer.encoding.sentence_config import model_defaults;"
             f"loaded = load_model({str(e5_small_dir)!r}, 'cpu'); Encoder(loaded).encode(['query: 火山'], 12);"
-            "print(type(loaded.model).__name__, type(loaded.tokenizer).__name__, 'transformers' in sys.modules)")
+            "defaults = model_defaults(loaded);"
+            "print(type(loaded.model).__name__, type(loaded.tokenizer).__name__, 'transformers' in sys.modules,"
+            " 'huggingface_hub' in sys.modules, defaults.query_prompt == 'query: ')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["NativeBert", "FileTokenizer", "False"]
+    assert out == ["NativeBert", "FileTokenizer", "False", "False", "True"]
 
 
 def test_e5_tokenizes_as_transformers_does(e5_both, multilingual_texts):

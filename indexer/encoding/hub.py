@@ -111,6 +111,12 @@ def hub_snapshot(name: str) -> Path | None:
     return Path(cached).parent if isinstance(cached, str) else None
 
 
+def is_snapshot(directory: Path) -> bool:
+    """Whether ``directory`` is a snapshot of the Hugging Face cache (``models--org--name/snapshots/<commit>``),
+    told by its path alone: no import of the hub client."""
+    return directory.parent.name == "snapshots" and directory.parent.parent.name.startswith("models--")
+
+
 def hub_file(name: str, filename: str) -> Path | None:
     """``filename`` of hub id ``name``: from the local cache, else downloaded when the hub can be reached;
     None when the repository has none (as the cache may already know) or it cannot be fetched."""

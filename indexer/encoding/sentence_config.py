@@ -21,7 +21,7 @@ from typing import Any
 from ..config import CLS, MEAN, MEAN_NO_SPECIAL, POOLINGS, IndexConfig
 from ..errors import ConfigError, ModelLoadError
 from .layers import check_layer
-from .hub import hub_file, hub_snapshot
+from .hub import hub_file, is_snapshot
 from .model import LoadedModel
 from .pooling import POOLING_FILE, Pooling
 
@@ -138,7 +138,8 @@ def _model_file(loaded: LoadedModel, filename: str) -> Path | None:
     """A file of the model's directory; for a hub id, from the local cache, else (a few small JSON
     files, once) from the hub when it can be reached."""
     directory = Path(getattr(loaded.model.config, "_name_or_path", "") or loaded.name)
-    if directory.is_dir() and hub_snapshot(loaded.name) != directory:  # a local directory (or e5's copy)
+    if directory.is_dir() and (Path(loaded.name).expanduser().is_dir() or not is_snapshot(directory)):
+        # a local directory, or e5's copy; a hub id read from its snapshot asks the cache, then the hub
         path = directory / filename
         return path if path.is_file() else None
-    return hub_file(loaded.name, filename)  # a hub id, read from its snapshot or not
+    return hub_file(loaded.name, filename)
