@@ -1,9 +1,10 @@
 """xlsearch's cache of derived model files: where it lives, the content hash its users take (the e5
-converter's source file, the fingerprint's weight files, the tokenizer cache's key), and how its
-files are written."""
+converter's source file, the fingerprint's weight files, the tokenizer cache's key), how its
+files are written, and the one reader of a small JSON file (of the cache or a model's directory)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,15 @@ def sha256_file(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``; None where the file is missing, unreadable, not JSON or not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .cache import default_cache_dir, sha256_file, write_atomically
+from .cache import default_cache_dir, json_object, sha256_file, write_atomically
 from .hub import from_pretrained, hub_snapshot
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def formerly(name: str, current: str, recorded: str) -> bool:
     path = default_cache_dir() / FORMER_FILE
     with _former_lock:  # one check per answer, however many threads ask
         if pair not in _former:
-            _former[pair] = bool(_read_json(path).get(pair)) or _check_former(name, snapshot.name, recorded, pair,
+            _former[pair] = bool(_json_or_empty(path).get(pair)) or _check_former(name, snapshot.name, recorded, pair,
                                                                              path)
         return _former[pair]
 
@@ -99,7 +99,7 @@ def _check_former(name: str, commit: str, recorded: str, pair: str, path: Path) 
         return False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, json.dumps({**_read_json(path), pair: True}))
+        write_atomically(path, json.dumps({**_json_or_empty(path), pair: True}))
     except OSError as exc:
         log.debug("cannot write %s: %s", path, exc)
     return True
@@ -134,15 +134,11 @@ def _cache_path() -> Path:
 
 
 def _read_cache() -> dict[str, dict]:
-    return _read_json(_cache_path())
+    return _json_or_empty(_cache_path())
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _json_or_empty(path: Path) -> dict:
+    return json_object(path) or {}
 
 
 def _write_cache(entries: dict[str, dict]) -> None:

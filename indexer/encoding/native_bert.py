@@ -8,7 +8,7 @@ this module can read exactly (:mod:`.native_weights`), :func:`read` builds modul
 and shapes and FastBert runs them.
 
 What is read: ``config.json`` of ``model_type`` ``bert``, ``roberta`` or ``xlm-roberta``, an encoder
-with absolute positions and a ``gelu`` or ``relu`` activation, and its fp32 ``model.safetensors``.
+with absolute positions and a ``gelu`` or ``relu`` activation, and its fp32 weights (:mod:`.native_weights`).
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """A DeBERTa-v2 encoder (mdeberta-v3-base's family) built from its directory without transformers.
 
 The counterpart of :mod:`.native_bert` for :class:`.fast_deberta.FastDebertaV2`: modules of
-transformers' ``DebertaV2Model`` names and shapes, a local directory's fp32 ``model.safetensors``
-assigned to them (:mod:`.native_weights`). Read: ``model_type`` ``deberta-v2`` with relative
-attention of kinds c2p and/or p2c, no convolution layer, a ``gelu`` or ``relu`` activation. Its
-tokenizer (a SentencePiece ``spm.model``) still loads through transformers, which converts it.
+transformers' ``DebertaV2Model`` names and shapes, a local directory's fp32 weights assigned to them
+(:mod:`.native_weights`). Read: ``model_type`` ``deberta-v2`` with relative attention of kinds c2p
+and/or p2c, no convolution layer, a ``gelu`` or ``relu`` activation. Its tokenizer (a SentencePiece
+``spm.model``) is built by transformers on a directory's first load and kept (:mod:`.tokenizer_cache`).
 """
 from __future__ import annotations
 

@@ -13,10 +13,11 @@ reads only BERT-family directories (as :mod:`.native_bert` does).
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+
+from .cache import json_object
 
 TOKENIZER_FILE = "tokenizer.json"
 CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
@@ -81,8 +82,8 @@ class FileTokenizer:
 def read(directory: Path) -> FileTokenizer | None:
     """``directory``'s tokenizer as a :class:`FileTokenizer`, or None where transformers would not run
     its ``tokenizer.json`` as it is (see the module docstring)."""
-    config = _json(directory / "tokenizer_config.json")
-    model = _json(directory / "config.json")
+    config = json_object(directory / "tokenizer_config.json")
+    model = json_object(directory / "config.json")
     if (config is None or config.get("tokenizer_class") not in CLASSES or set(config) - _INERT_KEYS
             or config.get("truncation_side", "right") not in ("left", "right")
             or model is None or model.get("model_type") not in MODEL_TYPES
@@ -120,7 +121,7 @@ def _special_tokens(directory: Path, config: dict) -> dict[str, str | None] | No
     values = {key: config.get(key) for key in SPECIAL_TOKENS}
     path = directory / "special_tokens_map.json"
     if "added_tokens_decoder" not in config and path.exists():
-        mapped = _json(path)
+        mapped = json_object(path)
         if mapped is None or set(mapped) - set(SPECIAL_TOKENS):
             return None
         values.update(mapped)
@@ -130,11 +131,3 @@ def _special_tokens(directory: Path, config: dict) -> dict[str, str | None] | No
 def _content(token) -> str | None:
     """A special token as a config writes it: a string, or an ``AddedToken``'s dict."""
     return token.get("content") if isinstance(token, dict) else token
-
-
-def _json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

@@ -11,7 +11,6 @@ load. Anything else returns None, and transformers loads it.
 """
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import json_object
 from ..errors import ModelLoadError
 
 WEIGHTS = "model.safetensors"
@@ -88,11 +88,8 @@ def read_config(directory: Path, model_types: tuple[str, ...],
                 defaults: Callable[[str], dict]) -> SimpleNamespace | None:
     """``config.json`` as attributes over ``defaults(model_type)``, with ``_name_or_path``; None unless its
     ``model_type`` is one of ``model_types``, its dtype fp32 and nothing is quantized at load."""
-    try:
-        values = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(values, dict) or values.get("model_type") not in model_types
+    values = json_object(directory / "config.json")
+    if (values is None or values.get("model_type") not in model_types
             or "quantization_config" in values
             or (values.get("dtype") or values.get("torch_dtype") or "float32") != "float32"):
         return None

@@ -20,7 +20,7 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .cache import default_cache_dir, sha256_file, write_atomically
+from .cache import default_cache_dir, json_object, sha256_file, write_atomically
 from .native_tokenizer import FileTokenizer
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ CACHE = "tokenizers"
 # a directory's files that are weights (not read by a tokenizer, and too large to hash on every load)
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".h5", ".msgpack", ".ot", ".onnx", ".onnx_data", ".pt", ".pth", ".ckpt",
                    ".gguf"}
+SETTINGS = ("pad_token_id", "model_max_length", "truncation_side", "split_special_tokens")  # what the call reads
 UNUSED_DAYS = 90  # an entry no load has read for this long is removed when another is stored
 # what a tokenizer class may define and still encode through TokenizersBackend alone
 _CONSTRUCTION = {"__module__", "__doc__", "__qualname__", "__firstlineno__", "__static_attributes__",
@@ -51,12 +52,10 @@ class Entry:
 
     def load(self) -> FileTokenizer | None:
         """The tokenizer kept here, or None (none kept, or a file unreadable)."""
-        try:
-            settings = json.loads((self.root / f"{self.name}.settings.json").read_text(encoding="utf-8"))
-            pad, length, side, split = (settings[k] for k in ("pad_token_id", "model_max_length", "truncation_side",
-                                                              "split_special_tokens"))
-        except (OSError, ValueError, TypeError, KeyError):
+        settings = json_object(self.root / f"{self.name}.settings.json")
+        if settings is None or set(SETTINGS) - set(settings):
             return None
+        pad, length, side, split = (settings[k] for k in SETTINGS)
         if (not (pad is None or isinstance(pad, int)) or not isinstance(length, int) or side not in ("left", "right")
                 or not isinstance(split, bool)):
             return None
@@ -89,9 +88,8 @@ class Entry:
             return
         backend.no_truncation()  # transformers sets both on every call; a call of xlsearch's never pads
         backend.no_padding()
-        settings = {"pad_token_id": tokenizer.pad_token_id, "model_max_length": int(tokenizer.model_max_length),
-                    "truncation_side": tokenizer.truncation_side,
-                    "split_special_tokens": bool(tokenizer.split_special_tokens)}
+        settings = dict(zip(SETTINGS, (tokenizer.pad_token_id, int(tokenizer.model_max_length),
+                                       tokenizer.truncation_side, bool(tokenizer.split_special_tokens))))
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             write_atomically(self.root / f"{self.name}.json", backend.to_str())
