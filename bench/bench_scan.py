@@ -1,17 +1,17 @@
-"""Exact dense search: the fp32 scan against the bf16 scan with fp32 rescoring, one JSON line.
+"""Exact dense search: the fp32 scan against the int8 scan with fp32 rescoring, one JSON line.
 
 Vectors: Tatoeba sentences (112 language pairs, round-robin) and XQuAD questions encoded by
 ``--model`` (default multilingual-e5-small, the real multilingual encoder; or the random-weight
 mdeberta-v3-base shape, whose vectors crowd together), through ``bench_dense.encode`` (cached in
 /tmp); ``--synthetic N`` adds N vectors resampled from them with noise (not real text). For k = 10
 (one query's dense list) and k = 50 (the hybrid mode's depth at k = 10): CPU time per query at
-one thread (p50, p99) of each scan, their ratio, the share of rows the bf16 scan rescored in fp32
+one thread (p50, p99) of each scan, their ratio, the share of rows the int8 scan rescored in fp32
 (median, max), whether every top k had the same scores (rows of equal score may swap), and whether
-the index made its bf16 copy (not under ``indexer.store.dense.BF16_SCAN_MIN_BYTES`` of vectors).
+the index made its int8 copy (not under ``indexer.store.dense.INT8_SCAN_MIN_BYTES`` of vectors).
 For batches of m = 2..64 queries at k = 50 (``DenseIndex.search_many``): CPU time per query of one
 scan per query (the copy's, where it has one) and of one fp32 matrix product per batch, their ratio
 and whether both gave the same top k scores; ``search_many`` takes the product from
-``indexer.store.dense.PRODUCT_MIN_QUERIES`` queries (``PRODUCT_MIN_QUERIES_BF16`` over a bf16 copy).
+``indexer.store.dense.PRODUCT_MIN_QUERIES`` queries (``PRODUCT_MIN_QUERIES_COPY`` over an int8 copy).
 
 Usage: ``python bench/bench_scan.py [--model multilingual-e5-small] [--docs 20000] [--synthetic 100000]``
 """
@@ -33,13 +33,13 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_dense import encode, synthetic  # noqa: E402
 from machine_facts import cpu_flags, cpu_name  # noqa: E402
 from xlsearch.indexer.store import dense  # noqa: E402
-from xlsearch.indexer.store.bf16_scan import Bf16Scan  # noqa: E402
+from xlsearch.indexer.store.int8_scan import Int8Scan  # noqa: E402
 from xlsearch.indexer.store.dense import DenseIndex  # noqa: E402
 
 
 def timed_search(index: DenseIndex, queries: np.ndarray, k: int) -> tuple[list[np.ndarray], list[float], list[int]]:
     index.search(queries[0], k)
-    index.search(queries[0], k)  # the bf16 copy is made from the second search on
+    index.search(queries[0], k)  # the int8 copy is made from the second search on
     tops, times, rescored = [], [], []
     for query in queries:
         started = time.process_time()
@@ -56,15 +56,15 @@ def compare(vectors: np.ndarray, queries: np.ndarray) -> dict:
     index.add(list(range(len(vectors))), vectors)
     out = {"vectors": len(vectors)}
     for k in (10, 50):
-        os.environ[dense.BF16_SCAN_ENV] = "off"
+        os.environ[dense.INT8_SCAN_ENV] = "off"
         exact, fp32_times, _ = timed_search(index, queries, k)
-        os.environ[dense.BF16_SCAN_ENV] = "auto"
-        got, bf16_times, rescored = timed_search(index, queries, k)
+        os.environ[dense.INT8_SCAN_ENV] = "auto"
+        got, int8_times, rescored = timed_search(index, queries, k)
         ms = lambda times, q: round(float(np.percentile(times, q)) * 1e3, 2)  # noqa: E731
         out[f"k{k}"] = {"fp32_cpu_ms": {"p50": ms(fp32_times, 50), "p99": ms(fp32_times, 99)},
-                        "bf16_cpu_ms": {"p50": ms(bf16_times, 50), "p99": ms(bf16_times, 99)},
-                        "speedup_p50": round(float(np.median(fp32_times) / np.median(bf16_times)), 2),
-                        "bf16_copy_kept": isinstance(index._scan[1], Bf16Scan) if index._scan else False,
+                        "int8_cpu_ms": {"p50": ms(int8_times, 50), "p99": ms(int8_times, 99)},
+                        "speedup_p50": round(float(np.median(fp32_times) / np.median(int8_times)), 2),
+                        "int8_copy_kept": isinstance(index._scan[1], Int8Scan) if index._scan else False,
                         "rescored_share": {"median": round(float(np.median(rescored)) / len(vectors), 4),
                                            "max": round(max(rescored) / len(vectors), 4)},
                         # Scores, not ids: rows of equal score (duplicate texts) may come in either order.
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     load_start = os.getloadavg()[0]
     data = encode(args.model, args.layer, args.docs, args.queries)
     out = {"bench": "dense_scan", "model": args.model, "layer": args.layer, "threads": 1,
-           "min_bytes": dense.BF16_SCAN_MIN_BYTES,
+           "min_bytes": dense.INT8_SCAN_MIN_BYTES,
            "cpu": cpu_name(), "cpu_flags": cpu_flags(),
            "real": compare(data["docs"], data["queries"])}
     if args.synthetic:

@@ -185,9 +185,9 @@ class Searcher:
             self.index.refresh()
 
     def prepare(self) -> int:
-        """Make the loaded segments' bf16 copies for exact search and compile their scan now (a server
-        starting), not at their second search (see :mod:`indexer.store.bf16_scan`), and compile BM25's
-        search loops; how many segments have a bf16 copy."""
+        """Make the loaded segments' int8 copies for exact search and compile their scan now (a server
+        starting), not at their second search (see :mod:`indexer.store.int8_scan`), and compile BM25's
+        search loops; how many segments have an int8 copy."""
         compile_now()
         with self._lock:
             return sum(segment.dense.prepare_scan() for part in self.index.parts

@@ -38,7 +38,7 @@ def test_filtered_search_stays_exact_and_inside_the_filter():
     np.testing.assert_array_equal(got_ids, expected)
 
 
-@pytest.mark.parametrize("case", ["flat", "bf16-copy", "blocks", "filtered", "ivf-flat"])
+@pytest.mark.parametrize("case", ["flat", "int8-copy", "blocks", "filtered", "ivf-flat"])
 def test_search_many_equals_one_search_per_query(case, monkeypatch):
     """One matrix product (or FAISS call) for a batch gives every query the top k of its own search."""
     rng = np.random.default_rng(2)
@@ -49,8 +49,8 @@ def test_search_many_equals_one_search_per_query(case, monkeypatch):
     dense.add(ids, vectors)
     if case == "ivf-flat":
         dense.train()
-    if case == "bf16-copy":
-        monkeypatch.setattr(store_dense, "BF16_SCAN_MIN_BYTES", 1000 * 32 * 4)
+    if case == "int8-copy":
+        monkeypatch.setattr(store_dense, "INT8_SCAN_MIN_BYTES", 1000 * 32 * 4)
         dense.search(vectors[0], 1), dense.search(vectors[0], 1)  # the copy is made at the second search
         assert dense._scan[1] is not None
     if case == "blocks":  # 16 queries per product: 40 in three blocks
@@ -88,11 +88,11 @@ def test_search_many_refuses_vectors_of_another_length_and_keeps_products_in_bou
     with pytest.raises(ValueError, match="8 dimensions"):
         dense.search_many(np.ones((3, 7), np.float32), 5)
     # One product per block of queries only where it pays and the block's scores stay in bounds.
-    assert store_dense.product_block(40, 3000, bf16_copy=False) >= 40
-    assert store_dense.product_block(8, 3000, bf16_copy=False) == 0  # too few queries
-    assert store_dense.product_block(20, 100_000, bf16_copy=True) == 0  # too few over a bf16 copy
-    assert store_dense.product_block(40, 100_000, bf16_copy=True) >= 40
-    assert store_dense.product_block(40, 2_000_000, bf16_copy=True) == 0  # 8 queries' scores = 64 MiB
-    assert store_dense.product_block(40, 5_000_000, bf16_copy=False) == 0
+    assert store_dense.product_block(40, 3000, copy=False) >= 40
+    assert store_dense.product_block(8, 3000, copy=False) == 0  # too few queries
+    assert store_dense.product_block(40, 100_000, copy=True) == 0  # too few over an int8 copy
+    assert store_dense.product_block(64, 100_000, copy=True) >= 64
+    assert store_dense.product_block(40, 2_000_000, copy=True) == 0  # 8 queries' scores = 64 MiB
+    assert store_dense.product_block(40, 5_000_000, copy=False) == 0
     monkeypatch.setattr(store_dense, "PRODUCT_BYTES", 4 * 500 * 4)  # so here: one scan each, same answers
     assert [int(i[0]) for i, _ in dense.search_many(vectors[:20], 5)] == list(range(20))

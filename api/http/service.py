@@ -57,7 +57,7 @@ class IndexService:
         self.encoder = Encoder(load_model(model or manifest.config.model_name, device), batch_size=batch_size,
                                precision=precision or manifest.config.precision)
         self.searcher = Searcher(self.directory, encoder=self.encoder)
-        self.searcher.prepare()  # a server's first queries scan large segments through their bf16 copies too
+        self.searcher.prepare()  # a server's first queries scan large segments through their int8 copies too
         self.encoder.warm_up(self.config.layer, pooling=self.config.pooling, prompt=self.config.query_prompt)
         self.write_lock = asyncio.Lock()  # one writer of this process at a time; others wait their turn
         self._writer = None

@@ -5,7 +5,7 @@ is better). Kinds (``IndexConfig.dense_index``, see :mod:`indexer.ann`):
 
 * ``flat-ip`` (default): exact search, an ``IndexFlatIP`` inside an ``IndexIDMap2``
   that maps chunk ids to rows, supports ``remove_ids`` and reconstructs vectors. Large ones
-  are scanned through a bf16 copy with exact fp32 rescoring (:mod:`.bf16_scan`).
+  are scanned through an int8 copy with exact fp32 rescoring (:mod:`.int8_scan`).
 * ``ivf-flat`` / ``ivf-sq8``: approximate inverted-file search for large collections.
   Such an index stays exact (flat) until it holds ``train_min`` vectors; then
   :meth:`DenseIndex.train_if_needed` (called by :meth:`DenseIndex.save`) trains it
@@ -32,18 +32,20 @@ from ..errors import ConfigError, IndexFormatError
 from .topk import best_first
 
 if TYPE_CHECKING:  # numba compiles the scan only when a large exact segment is searched
-    from .bf16_scan import Bf16Scan
+    from .int8_scan import Int8Scan
 
 log = logging.getLogger(__name__)
 
-BF16_SCAN_MIN_BYTES = 16 << 20  # exact search of fewer fp32 bytes reads them as they are (cached; no second copy)
+INT8_SCAN_MIN_BYTES = 16 << 20  # exact search of fewer fp32 bytes reads them as they are (cached; no second copy)
 # search_many: from this many queries, one fp32 matrix product per block instead of one scan per query
 # (bench/bench_scan.py, k = 50, one thread: over fp32 vectors 0.86-0.9x at 8 queries and 1.15-1.2x at 16 at
-# 3,000 x 384, 1.8x and 2.8x at 5,000 x 768; over a bf16 copy 0.9-1.15x at 16 and 1.4-1.6x at 32)
+# 3,000 x 384, 1.8x and 2.8x at 5,000 x 768; over an int8 copy, which reads a quarter of the bytes, 0.82-1.14x
+# at 32 and 0.87-1.33x at 64, from 20,000 x 384 to 100,000 x 768)
 PRODUCT_MIN_QUERIES = 16
-PRODUCT_MIN_QUERIES_BF16 = 32
+PRODUCT_MIN_QUERIES_COPY = 64
 PRODUCT_BYTES = 64 << 20  # at most this much of scores per product (queries in a block x vectors x 4 B)
-BF16_SCAN_ENV = "XLSEARCH_BF16_SCAN"  # "off" keeps every exact search in fp32 (benches, tests)
+INT8_SCAN_ENV = "XLSEARCH_INT8_SCAN"  # "off" keeps every exact search in fp32 (benches, tests)
+FORMER_SCAN_ENV = "XLSEARCH_BF16_SCAN"  # its name while the copy was bf16: "off" is still honoured
 
 
 class DenseIndex:
@@ -70,7 +72,8 @@ class DenseIndex:
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.nprobe = nprobe
         self.train_min = train_min
-        self._scan: tuple[tuple, Bf16Scan | bool | None] | None = None  # (what of, copy; None: searched once; False: no room)
+        # (what of, copy; None: searched once; False: no room)
+        self._scan: tuple[tuple, Int8Scan | bool | None] | None = None
         self._scan_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -106,7 +109,7 @@ class DenseIndex:
         keep = ~np.isin(self.chunk_ids(), ids) if scan is not None else None
         removed = int(self.index.remove_ids(ids))
         self._scan = None
-        if scan is not None:  # FAISS compacts the kept rows in order: the bf16 copy follows, not remade
+        if scan is not None:  # FAISS compacts the kept rows in order: the copy follows, not remade
             self._scan = (_scan_key(self._flat_vectors()), scan.keep(keep) if removed else scan)
         return removed
 
@@ -168,18 +171,18 @@ class DenseIndex:
         """Queries ``(m, dim)`` against the stored vectors, exact, the same top k either way:
 
         * one scan per query: numpy's BLAS (about twice as fast as FAISS's flat search for a single
-          query), or from :data:`BF16_SCAN_MIN_BYTES` of vectors, a bf16 scan with fp32 rescoring
-          (:mod:`.bf16_scan`);
+          query), or from :data:`INT8_SCAN_MIN_BYTES` of vectors, an int8 scan with fp32 rescoring
+          (:mod:`.int8_scan`);
         * or one fp32 matrix product per block of queries (its scores kept under :data:`PRODUCT_BYTES`),
           which reads every vector once per block instead of once per query; from
-          :data:`PRODUCT_MIN_QUERIES` queries, or :data:`PRODUCT_MIN_QUERIES_BF16` where the scans read a
-          bf16 copy (half the bytes), if a block holds that many (up to some millions of vectors), unless
+          :data:`PRODUCT_MIN_QUERIES` queries, or :data:`PRODUCT_MIN_QUERIES_COPY` where the scans read an
+          int8 copy (a quarter of the bytes), if a block holds that many (up to some millions of vectors), unless
           ``product`` says which.
         """
         n = len(self)
         vectors = self._flat_vectors()
         ids = faiss.rev_swig_ptr(self.index.id_map.data(), n)
-        scan = self._bf16_scan(vectors)
+        scan = self._int8_scan(vectors)
         if product is None:
             block = product_block(len(queries), n, scan is not None)
         else:
@@ -201,22 +204,22 @@ class DenseIndex:
         return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
     def prepare_scan(self) -> bool:
-        """Make the bf16 copy of an exact index and compile its scan now rather than at its second search (a
+        """Make the int8 copy of an exact index and compile its scan now rather than at its second search (a
         server starting); whether it has one. Where it does not apply, nothing happens."""
-        if self._ivf() is not None or len(self) == 0 or self._bf16_scan(self._flat_vectors(), now=True) is None:
+        if self._ivf() is not None or len(self) == 0 or self._int8_scan(self._flat_vectors(), now=True) is None:
             return False
-        from .bf16_scan import compile_now
+        from .int8_scan import compile_now
 
         compile_now()
         return True
 
-    def _bf16_scan(self, vectors: np.ndarray, now: bool = False) -> Bf16Scan | None:
-        """The bf16 copy of ``vectors``, made at the second search (a one-query process never pays for it)
+    def _int8_scan(self, vectors: np.ndarray, now: bool = False) -> Int8Scan | None:
+        """The int8 copy of ``vectors``, made at the second search (a one-query process never pays for it)
         or ``now``, and remade after any change, if it takes at most a quarter of the memory free then;
         None where it does not apply."""
-        if vectors.nbytes < BF16_SCAN_MIN_BYTES or os.environ.get(BF16_SCAN_ENV, "auto") == "off":
+        if vectors.nbytes < INT8_SCAN_MIN_BYTES or scan_off():
             return None
-        from . import bf16_scan  # numba
+        from . import int8_scan  # numba
 
         key = _scan_key(vectors)
         cached = self._scan
@@ -227,8 +230,9 @@ class DenseIndex:
                 if not seen and not now:
                     cached = self._scan = (key, None)  # searched once
                 elif not seen or cached[1] is None:
-                    room = vectors.nbytes // 2 <= free_memory() // 4  # else the copy would crowd the machine
-                    cached = self._scan = (key, bf16_scan.Bf16Scan.of(vectors) if room else False)
+                    # no copy that would take more than a quarter of the free memory: it would crowd the machine
+                    room = vectors.nbytes // 4 + 8 * len(vectors) <= free_memory() // 4
+                    cached = self._scan = (key, int8_scan.Int8Scan.of(vectors) if room else False)
         return cached[1] or None  # the copy; not if searched once, or False: no room for it
 
     def chunk_ids(self) -> np.ndarray:
@@ -339,11 +343,11 @@ class DenseIndex:
         return cls(dim, kind or found, index, nprobe=nprobe)
 
 
-def product_block(queries: int, rows: int, bf16_copy: bool) -> int:
+def product_block(queries: int, rows: int, copy: bool) -> int:
     """Queries per matrix product for ``queries`` searched together over ``rows`` stored vectors (the block's
     scores under :data:`PRODUCT_BYTES`); 0: one scan per query instead, for fewer queries than pay for a
     product, or a block too small to hold that many."""
-    fewest = PRODUCT_MIN_QUERIES_BF16 if bf16_copy else PRODUCT_MIN_QUERIES
+    fewest = PRODUCT_MIN_QUERIES_COPY if copy else PRODUCT_MIN_QUERIES
     block = PRODUCT_BYTES // (4 * rows)
     return block if queries >= fewest and block >= fewest else 0
 
@@ -355,9 +359,15 @@ def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _scan_key(vectors: np.ndarray) -> tuple[int, int]:
-    """What a bf16 copy was made of: the stored vectors' count and address (add and remove also drop or
+    """What an int8 copy was made of: the stored vectors' count and address (add and remove also drop or
     update the copy themselves)."""
     return len(vectors), vectors.ctypes.data
+
+
+def scan_off() -> bool:
+    """Whether the environment keeps every exact search in fp32 (:data:`INT8_SCAN_ENV` or its former name
+    set to ``off``)."""
+    return "off" in (os.environ.get(INT8_SCAN_ENV), os.environ.get(FORMER_SCAN_ENV))
 
 
 def free_memory() -> int:

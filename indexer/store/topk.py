@@ -1,4 +1,4 @@
-"""The one top-k selection of the dense scans (the fp32 scan and the bf16 scan's rescoring)."""
+"""The one top-k selection of the dense scans (the fp32 scan and the int8 scan's rescoring)."""
 from __future__ import annotations
 
 import numpy as np
