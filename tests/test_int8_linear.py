@@ -90,7 +90,7 @@ def test_both_int8_products_give_the_quantized_arithmetic(prepacked, monkeypatch
         with torch.no_grad():
             got = int8_linear.linear(x, weight, bias)
         np.testing.assert_allclose(got.numpy(), by_hand(x, weight, bias), rtol=1e-5, atol=1e-4)
-    operand = int8_linear._weights[id(weight)][1]
+    operand = int8_linear._weights[id(weight), id(bias)][1]
     if prepacked:
         assert operand.layout == torch._mkldnn  # laid out for oneDNN
     else:
@@ -158,16 +158,22 @@ def test_int8_runs_on_the_cpu_only():
         precision_dtype("int8", torch.device("cuda"))
 
 
-def test_one_input_is_quantized_once_for_several_layers(monkeypatch):
-    """``linears`` (attention's three projections) quantizes its input once and equals ``linear`` per layer."""
+def test_one_input_is_quantized_once_and_multiplied_once_for_several_layers(monkeypatch):
+    """``linears`` (attention's three projections) quantizes its input once, multiplies it once by the weights
+    stacked, and equals ``linear`` per layer to the bit (each output channel has its own scale)."""
     calls = []
     original = int8_linear.quantize_rows
     monkeypatch.setattr(int8_linear, "quantize_rows", lambda x, unsigned=False: (calls.append(1), original(x, unsigned))[1])
-    x, layers = torch.randn(5, 16), [(torch.randn(8, 16), torch.randn(8)), (torch.randn(4, 16), None)]
+    x = torch.randn(5, 16)
+    layers = [(torch.randn(8, 16), torch.randn(8)), (torch.randn(4, 16), None), (torch.randn(6, 16), torch.randn(6))]
     with torch.no_grad():
-        int8_linear.quantized_weight(layers[0][0]), int8_linear.quantized_weight(layers[1][0])
+        int8_linear.linears(x, layers)  # the stacked weight quantized
         calls.clear()
         together = int8_linear.linears(x, layers)
         assert len(calls) == 1
+        assert [tuple(t.shape) for t in together] == [(5, 8), (5, 4), (5, 6)]
         for got, (weight, bias) in zip(together, layers):
             np.testing.assert_array_equal(got.numpy(), int8_linear.linear(x, weight, bias).numpy())
+        layers[1][0].mul_(2)  # a new version of one of them: the stacked copy is made again
+        np.testing.assert_array_equal(int8_linear.linears(x, layers)[1].numpy(),
+                                      int8_linear.linear(x, *layers[1]).numpy())

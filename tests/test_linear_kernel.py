@@ -55,6 +55,29 @@ def test_packed_weight_follows_in_place_changes():
     np.testing.assert_allclose(after.numpy(), 2 * before.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("rows", [3, linear_kernel.FEW_ROWS + 1])
+def test_several_layers_of_one_input_give_each_layers_product(kernel, rows):
+    """``linears`` (attention's three projections): with oneDNN and few rows one product on a stacked copy of
+    the weights, made at the second call; the same values as one product each, and as ``F.linear``."""
+    generator = torch.Generator().manual_seed(rows)
+    layers = [(torch.randn(24, 16, generator=generator), torch.randn(24, generator=generator)),
+              (torch.randn(8, 16, generator=generator), None), (torch.randn(12, 16, generator=generator), None)]
+    x = torch.randn(rows, 16, generator=generator)
+    with linear_kernel.forced(kernel), torch.inference_mode():
+        for _ in range(3):
+            together = linear_kernel.linears(x, layers)
+            assert [tuple(t.shape) for t in together] == [(rows, 24), (rows, 8), (rows, 12)]
+            for got, (weight, bias) in zip(together, layers):
+                np.testing.assert_allclose(got.numpy(), F.linear(x, weight, bias).numpy(), atol=1e-5)
+                np.testing.assert_array_equal(got.numpy(), linear_kernel.linear(x, weight, bias).numpy())
+        stacked = [key for key in linear_kernel._packed if isinstance(key, tuple)]
+        assert len(stacked) == (kernel == linear_kernel.ONEDNN and rows <= linear_kernel.FEW_ROWS)
+        layers[1][0].mul_(2)  # a new version of one weight: the stacked copy is not used stale
+        np.testing.assert_allclose(linear_kernel.linears(x, layers)[1].numpy(), F.linear(x, layers[1][0]).numpy(),
+                                   atol=1e-5)
+
+
 def test_auto_times_each_regime_once_when_it_first_runs():
     assert linear_kernel.choice() is None
     weight, bias = torch.randn(64, 32), torch.randn(64)

@@ -14,7 +14,8 @@ one group of rows; this class runs the rest:
   forward holds no lock (threads of a server encode at once).
 * Every linear layer runs on one kernel chosen once: fp32 on the CPU's faster library
   (:mod:`.linear_kernel`), bf16 on weights cast and laid out for oneDNN (:mod:`.bf16_linear`),
-  or int8 (:mod:`.int8_linear`, attention's input quantized once for its three projections).
+  or int8 (:mod:`.int8_linear`); attention's three projections run as one product on their weights
+  stacked, in int8 and where oneDNN serves an fp32 query's few rows.
 
 Everything runs in the weights' dtype unless a ``compute_dtype`` is given: then the matmuls and
 attention run in that dtype, while LayerNorms and the residual stream stay in the weights' dtype.
@@ -210,8 +211,10 @@ class PackedForward:
         if self.compute_dtype is not None:
             hidden = hidden.to(self.compute_dtype)  # once for the three projections
         layers = [(layer.weight, layer.bias) for layer in self._projections(block)]
-        if self._kernel is int8_linear.linear:  # the input quantized once for the three
+        if self._kernel is int8_linear.linear:  # the input quantized once, one product for the three
             query, key, value = int8_linear.linears(hidden, layers)
+        elif self._kernel is linear_kernel.linear:  # one product for the three where oneDNN serves few rows
+            query, key, value = linear_kernel.linears(hidden, layers)
         else:
             query, key, value = (self._kernel(hidden, weight, bias) for weight, bias in layers)
         attend = self._group_attention(i)
