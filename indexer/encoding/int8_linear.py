@@ -27,7 +27,7 @@ from ..cpu import amx
 from .linear_kernel import concatenated, weight_key
 
 _lock = threading.Lock()
-# ids of the weights (stacked) and biases -> (key, int8 operand, scales, zero points, stacked bias)
+# ids of a layer's (or stacked layers') weights and biases -> (key, int8 operand, scales, zero points, bias)
 _weights: dict[tuple, tuple[tuple, Tensor, Tensor, Tensor, Tensor | None]] = {}
 
 
@@ -83,16 +83,12 @@ def _quantizer():
     return quantize
 
 
-def quantized_weight(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``weight`` (out, in) as int8 per output channel, its ``(out,)`` scales and zero points; cached until
-    the weight changes. The int8 matrix is laid out for oneDNN's int8 linear where this torch has it
-    (:func:`prepacked`), else transposed to a row-major ``(in, out)`` operand for ``torch._int_mm``."""
-    return _stacked([(weight, None)])[:3]
-
-
-def _stacked(layers: Sequence[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """:func:`quantized_weight` of ``layers``' weights stacked (each output channel keeps its own scale, so
-    its rows are what each weight alone would give) and their biases stacked (None if none has one)."""
+def quantized(layers: Sequence[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """``layers``' weights (one layer's, or several stacked along the output channels) as int8 per output
+    channel, their ``(out,)`` scales and zero points, and their biases (stacked; None if none has one); cached
+    until one of them changes. Each channel has its own scale, so stacked rows are what each weight alone
+    gives. The int8 matrix is laid out for oneDNN's int8 linear where this torch has it (:func:`prepacked`),
+    else transposed to a row-major ``(in, out)`` operand for ``torch._int_mm``."""
     tensors = [t for layer in layers for t in layer if t is not None]
     ids, key = tuple(id(t) for t in tensors), weight_key(tensors)
     cached = _weights.get(ids)
@@ -125,7 +121,7 @@ def linears(x: Tensor, layers: Sequence[tuple[Tensor, Tensor | None]]) -> list[T
             or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w, _ in layers)))):
         return [F.linear(x, weight, bias) for weight, bias in layers]
     q_x, x_scale = quantize_rows(x, unsigned=prepacked())
-    out = _product(q_x, x_scale, *_stacked(layers))
+    out = _product(q_x, x_scale, *quantized(layers))
     return list(out.split([w.shape[0] for w, _ in layers], dim=1)) if len(layers) > 1 else [out]
 
 

@@ -54,8 +54,8 @@ _MARGIN = {"few": 0.9, "many": 1.0}
 
 _lock = threading.Lock()
 _choice: dict | None = None
-# id of a weight, or ids of stacked weights and biases -> (key, packed copy once called twice)
-_packed: dict[int | tuple, tuple[tuple, Tensor | tuple | None]] = {}
+# ids of a layer's (or stacked layers') weights and biases -> (key, (laid-out weight, bias) once called twice)
+_packed: dict[tuple, tuple[tuple, tuple[Tensor, Tensor | None] | None]] = {}
 
 
 def onednn_available() -> bool:
@@ -108,8 +108,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     regime = "few" if x.shape[0] <= FEW_ROWS else "many"
     kernel = _kernel(regime, weight, bias)
     if kernel == ONEDNN:
-        packed = _packed_weight(weight) if regime == "few" else weight
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        packed = _laid_out([(weight, bias)]) if regime == "few" else None
+        return torch.ops.mkldnn._linear_pointwise(x, packed[0] if packed else weight, bias, "none", [], "")
     return _mkl(x, weight, bias)
 
 
@@ -127,16 +127,17 @@ def linears(x: Tensor, layers: Sequence[tuple[Tensor, Tensor | None]]) -> list[T
             and x.shape[0] <= FEW_ROWS and all(w.dtype == torch.float32 for w, _ in layers)
             and not (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w, _ in layers)))
             and _kernel("few", *layers[0]) == ONEDNN):
-        stacked = _stacked_weight(layers)
+        stacked = _laid_out(layers)
         if stacked is not None:
             out = torch.ops.mkldnn._linear_pointwise(x, stacked[0], stacked[1], "none", [], "")
             return list(out.split([w.shape[0] for w, _ in layers], dim=1))
     return [linear(x, weight, bias) for weight, bias in layers]
 
 
-def _stacked_weight(layers: Sequence[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor | None] | None:
-    """``layers``' weights stacked and laid out for oneDNN, and their biases stacked (None if none has one),
-    from the second call on (cached until one of them changes); None before that."""
+def _laid_out(layers: Sequence[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor | None] | None:
+    """``layers``' weights (one layer's, or several stacked) laid out for oneDNN, and their biases (stacked;
+    None if none has one), from the second few-row call on, cached until one of them changes; None at the
+    first, which runs on the weights as they are, so a bulk run whose last batch is short copies no layer."""
     tensors = [t for layer in layers for t in layer if t is not None]
     ids, key = tuple(id(t) for t in tensors), weight_key(tensors)
     cached = _packed.get(ids)
@@ -148,8 +149,8 @@ def _stacked_weight(layers: Sequence[tuple[Tensor, Tensor | None]]) -> tuple[Ten
             _packed[ids] = (key, None)
             return None
         if cached[1] is None:
-            weight, bias = concatenated(layers)
-            cached = _packed[ids] = (key, (torch.ops.mkldnn._reorder_linear_weight(weight), bias))
+            weight, bias = layers[0] if len(layers) == 1 else concatenated(layers)
+            cached = _packed[ids] = (key, (torch.ops.mkldnn._reorder_linear_weight(weight.detach()), bias))
         return cached[1]
 
 
@@ -183,23 +184,6 @@ def row_multiple(rows: int, weight: Tensor, bias: Tensor | None) -> int:
 def weight_key(tensors: Sequence[Tensor]) -> tuple:
     """Changes whenever one of ``tensors`` is modified in place or replaced: the key of a cached copy."""
     return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
-
-
-def _packed_weight(weight: Tensor) -> Tensor:
-    """``weight`` laid out for oneDNN from its second few-row call on (cached until the weight changes); the
-    weight itself before that, so a bulk run whose last batch is short does not copy every layer."""
-    key = weight_key([weight])
-    cached = _packed.get(id(weight))
-    if cached is not None and cached[0] == key and cached[1] is not None:
-        return cached[1]
-    with _lock:
-        cached = _packed.get(id(weight))
-        if cached is None or cached[0] != key:
-            _packed[id(weight)] = (key, None)
-            return weight
-        if cached[1] is None:
-            cached = _packed[id(weight)] = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
-        return cached[1]
 
 
 def _kernel(regime: str, weight: Tensor, bias: Tensor | None) -> str:
