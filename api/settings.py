@@ -33,7 +33,8 @@ class Settings:
             ``Authorization: Bearer <api_key>``.
         protect_reads: Require the key on every endpoint but ``/health`` and the docs.
         batch_size: Texts per forward pass when documents are added.
-        threads: CPU threads torch may use (process-wide); None: torch's default.
+        threads: The most CPU threads one request may use (torch's; numpy's BLAS and FAISS are capped at it
+            for the process); None: every core. Requests running at once share the cores.
         max_body_bytes: Larger request bodies are refused with 413.
     """
 

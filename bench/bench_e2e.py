@@ -16,7 +16,8 @@ questions (12 languages) as hybrid queries with k=10 over real HTTP on loopback 
 and then 4 keep-alive clients. Latency is client-side: request sent to response parsed.
 
     python bench/bench_api.py --exact-shape /tmp/mdeberta-shape --queries 1   # creates the model once
-    python bench/bench_e2e.py                       # 100,000 chunks, --threads 1
+    python bench/bench_e2e.py                       # 100,000 chunks, the server's default threads
+    python bench/bench_e2e.py --threads 1           # one thread per request
     python bench/bench_e2e.py --chunks 50000 --index /tmp/xlsearch-e2e-50k --rebuild
 """
 from __future__ import annotations
@@ -122,6 +123,25 @@ def build(index: Path, model: Path, chunks: int, layer: int, precision: str) -> 
             "generation": manifest.generation, "encoder": "stand-in (random projection of token counts, 768-d)"}
 
 
+def cached_index(model: Path, chunks: int, layer: int, precision: str, index: Path | None = None,
+                 rebuild: bool = False) -> tuple[Path, dict]:
+    """The bench's index (default ``/tmp/xlsearch-e2e-<chunks>``), built once and reused; and how it was built."""
+    index = index or Path(f"/tmp/xlsearch-e2e-{chunks}" + ("" if precision == "fp32" else f"-{precision}"))
+    record = index.with_name(index.name + ".writing.json")
+    if rebuild and index.exists():
+        shutil.rmtree(index)
+    if (index / "manifest.json").exists() or (record.is_file() and index.is_dir()):
+        built = json.loads(record.read_text()) if record.is_file() else {}
+        built["cached"] = True
+    else:
+        if index.exists():
+            shutil.rmtree(index)
+        built = build(index, model, chunks, layer, precision)
+        record.write_text(json.dumps(built))
+        built["cached"] = False
+    return index, built
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=100_000, help="one-line documents to index (default 100000)")
@@ -132,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="delete and rebuild the index")
     parser.add_argument("--layer", type=int, default=8, help="layer recorded in the index (default 8)")
     parser.add_argument("--precision", default="fp32", help="`xlsearch serve --precision` (default fp32)")
-    parser.add_argument("--threads", type=int, default=1, help="`xlsearch serve --threads` (default 1; 0: torch default)")
+    parser.add_argument("--threads", type=int, default=0, help="`xlsearch serve --threads` (default 0: the "
+                        "server's default, every core for a lone request, shared between concurrent ones)")
     parser.add_argument("--requests", type=int, default=60,
                         help="measured requests at 1 client; 4 clients send 2x this in all (default 60)")
     parser.add_argument("--warmup", type=int, default=15, help="unmeasured requests first")
@@ -141,20 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no model in {args.model}; create the exact-shape model with "
                          f"`python bench/bench_api.py --exact-shape {args.model} --queries 1`")
     load_start = os.getloadavg()
-    index = args.index or Path(f"/tmp/xlsearch-e2e-{args.chunks}" + ("" if args.precision == "fp32" else
-                                                                      f"-{args.precision}"))
-    record = index.with_name(index.name + ".writing.json")
-    if args.rebuild and index.exists():
-        shutil.rmtree(index)
-    if (index / "manifest.json").exists() or (record.is_file() and index.is_dir()):
-        built = json.loads(record.read_text()) if record.is_file() else {}
-        built["cached"] = True
-    else:
-        if index.exists():
-            shutil.rmtree(index)
-        built = build(index, args.model, args.chunks, args.layer, args.precision)
-        record.write_text(json.dumps(built))
-        built["cached"] = False
+    index, built = cached_index(args.model, args.chunks, args.layer, args.precision, args.index, args.rebuild)
 
     _, questions = xquad_texts()
     log = index.with_name(index.name + ".server.log")

@@ -456,7 +456,16 @@ def test_threads_setting_limits_torch(sample_index, tiny_deberta_dir):
             worker.start()
             worker.join()
             assert seen == [1]
+            service = client.app.state.service
+            search, during = service.searcher.search, []
+
+            def noting_threads(*args, **kwargs):
+                during.append(torch.get_num_threads())
+                return search(*args, **kwargs)
+
+            service.searcher.search = noting_threads
             assert client.post("/search", json={"query": "tea", "k": 1}).status_code == 200
+            assert during == [1] and service.cores.cap == 1 and service.cores.running == 0
     finally:
         torch.set_num_threads(before)
 

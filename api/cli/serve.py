@@ -25,8 +25,9 @@ def add_parsers(subparsers) -> None:
     add_model_options(serve)
     add_precision_option(serve)
     add_batch_size_option(serve, "texts per forward pass when documents are added")
-    serve.add_argument("--threads", type=positive_int, help="CPU threads of torch, numpy's BLAS and FAISS (default: "
-                       "their own choice, one per core; 1 is often faster for short queries on a busy machine)")
+    serve.add_argument("--threads", type=positive_int, help="most CPU threads of one request (torch; numpy's BLAS "
+                       "and FAISS are capped at it too). Default: every core for a lone request, the cores shared "
+                       "between requests running at once; 1 is steadier on a machine busy with other jobs")
     serve.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2 ** 20,
                        help=f"largest request body in MiB; larger ones get 413 (default {MAX_BODY_BYTES / 2 ** 20:g})")
     serve.set_defaults(handler=run_serve)

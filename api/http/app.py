@@ -40,7 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limit_threads(settings.threads)
     try:
         service = await run_in_threadpool(IndexService, settings.index, settings.model, settings.device,
-                                          settings.batch_size, settings.precision)
+                                          settings.batch_size, settings.precision, settings.threads)
     except XlsearchError as exc:
         app.state.startup_error = exc
         raise

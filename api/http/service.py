@@ -27,6 +27,7 @@ from ...indexer.store.shard_layout import document_directory, index_directories
 from ...indexer.writing.sharded import open_writer
 from ...indexer.store.shard_layout import list_documents, sharded_info
 from ...indexer.store.storage import open_docstore
+from ...indexer.threads import CoreShare
 from ...search.searcher import Searcher
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class IndexService:
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Texts per forward pass when documents are added.
         precision: The encoder's matmul precision (``indexer.config.PRECISIONS``); None: the index's own.
+        threads: The most torch threads one request may use (``xlsearch serve --threads``); None: every
+            core. Requests running at once share the cores (:class:`indexer.threads.CoreShare`).
 
     Raises:
         IndexNotFoundError, IndexFormatError: No readable index in ``directory``.
@@ -49,8 +52,9 @@ class IndexService:
     """
 
     def __init__(self, directory: str | Path, model: str | None = None, device: str = "auto",
-                 batch_size: int = BATCH_SIZE, precision: str | None = None):
+                 batch_size: int = BATCH_SIZE, precision: str | None = None, threads: int | None = None):
         self.directory = Path(directory)
+        self.cores = CoreShare(threads)
         store, manifest = open_docstore(index_directories(self.directory)[0])
         store.close()
         self.config = manifest.config
@@ -83,8 +87,10 @@ class IndexService:
                filter: dict[str, str | int | float | bool] | None, query_lang: str | None = None,
                offset: int = 0) -> dict[str, Any]:
         """The same object ``xlsearch search --json`` prints."""
-        return self.searcher.search(query, k=k, mode=mode, fusion=fusion, alpha=alpha, lang=lang,
-                                    filter=filter, query_lang=query_lang, offset=offset).to_dict()
+        with self.cores.threads_for_request():
+            found = self.searcher.search(query, k=k, mode=mode, fusion=fusion, alpha=alpha, lang=lang,
+                                         filter=filter, query_lang=query_lang, offset=offset)
+        return found.to_dict()
 
     def get_document(self, doc_id: str) -> Document:
         """Raises DocumentNotFoundError."""
@@ -116,7 +122,8 @@ class IndexService:
         (or queries); raises XlsearchError for a layer the model lacks."""
         config = dataclasses.replace(self.config, layer=layer)
         encode = encode_queries if input_type == "query" else encode_documents
-        return encode(self.encoder, list(texts), config)
+        with self.cores.threads_for_request():
+            return encode(self.encoder, list(texts), config)
 
     # -- writes (callers hold ``write_lock``) ---------------------------------
     def upsert(self, docs: Sequence[Document]) -> dict[str, int]:
@@ -124,7 +131,8 @@ class IndexService:
         def change(writer):
             return writer.upsert(docs), writer.commit()
 
-        stats, manifest = self._write(change)
+        with self.cores.threads_for_request():
+            stats, manifest = self._write(change)
         log.info("upserted %d documents (%d added, %d replaced, %d unchanged), generation %d",
                  len(docs), stats.added, stats.replaced, stats.unchanged, manifest.generation)
         return {"added": stats.added, "replaced": stats.replaced, "unchanged": stats.unchanged,
