@@ -31,7 +31,7 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 from bench_api import xquad_texts
-from bench_e2e import cached_index
+from bench_e2e import cached_index, require_model
 from machine_facts import cpu_flags, cpu_name
 
 
@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=120, help="searches per round at --clients (default 120)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each policy, alternating (default 3)")
     args = parser.parse_args(argv)
-    if not (args.model / "config.json").is_file():
-        raise SystemExit(f"no model in {args.model}; create it with "
-                         f"`python bench/bench_api.py --exact-shape {args.model} --queries 1`")
+    require_model(args.model)
     load_start = os.getloadavg()
     index, _ = cached_index(args.model, args.chunks, 8, "fp32")
     from xlsearch.api.http.service import IndexService

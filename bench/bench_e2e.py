@@ -123,6 +123,13 @@ def build(index: Path, model: Path, chunks: int, layer: int, precision: str) -> 
             "generation": manifest.generation, "encoder": "stand-in (random projection of token counts, 768-d)"}
 
 
+def require_model(model: Path) -> None:
+    """Exit, saying how to make it, when the exact-shape model is not in ``model``."""
+    if not (model / "config.json").is_file():
+        raise SystemExit(f"no model in {model}; create the exact-shape model with "
+                         f"`python bench/bench_api.py --exact-shape {model} --queries 1`")
+
+
 def cached_index(model: Path, chunks: int, layer: int, precision: str, index: Path | None = None,
                  rebuild: bool = False) -> tuple[Path, dict]:
     """The bench's index (default ``/tmp/xlsearch-e2e-<chunks>``), built once and reused; and how it was built."""
@@ -158,9 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="measured requests at 1 client; 4 clients send 2x this in all (default 60)")
     parser.add_argument("--warmup", type=int, default=15, help="unmeasured requests first")
     args = parser.parse_args(argv)
-    if not (args.model / "config.json").is_file():
-        raise SystemExit(f"no model in {args.model}; create the exact-shape model with "
-                         f"`python bench/bench_api.py --exact-shape {args.model} --queries 1`")
+    require_model(args.model)
     load_start = os.getloadavg()
     index, built = cached_index(args.model, args.chunks, args.layer, args.precision, args.index, args.rebuild)
 

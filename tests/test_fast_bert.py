@@ -122,3 +122,22 @@ def test_quantized_modules_keep_their_own_forward():
 
     model = quantize_dynamic(built("bert"), {torch.nn.Linear}, dtype=torch.qint8)
     assert not supports(model)
+
+
+def test_the_feed_forward_activation_overwrites_its_input_with_the_same_values():
+    """GELU (transformers' module or F.gelu) and ReLU run in place on the fresh product; any other
+    activation runs as it is."""
+    from transformers.activations import ACT2FN
+
+    from xlsearch.indexer.encoding.packed_forward import in_place
+
+    x = torch.randn(50, 30) * 4
+    for activation in (ACT2FN["gelu"], torch.nn.functional.gelu, ACT2FN["relu"], torch.nn.ReLU(),
+                       torch.nn.functional.relu):
+        fresh = x.clone()
+        expected = activation(x)
+        out = in_place(activation)(fresh)
+        assert out.data_ptr() == fresh.data_ptr()
+        assert torch.equal(out, expected)
+    for other in (ACT2FN["gelu_new"], ACT2FN["silu"], torch.tanh):
+        assert in_place(other) is other

@@ -1,6 +1,7 @@
 """The fp32 linear kernel choice (MKL or oneDNN): either one computes F.linear, the choice is measured or forced."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -76,6 +77,23 @@ def test_several_layers_of_one_input_give_each_layers_product(kernel, rows):
         layers[1][0].mul_(2)  # a new version of one weight: the stacked copy is not used stale
         np.testing.assert_allclose(linear_kernel.linears(x, layers)[1].numpy(), F.linear(x, layers[1][0]).numpy(),
                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", KERNELS + [None])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_product_of_a_weight_made_per_call_keeps_no_copy_and_chooses_nothing(kernel, dtype):
+    """``product`` (DeBERTa's position rows, made for each group): ``x @ w.T`` on the kernel chosen (None: none
+    chosen yet, torch's own), with no laid-out copy kept and no kernel timed on it."""
+    generator = torch.Generator().manual_seed(7)
+    x, weight = torch.randn(200, 64, generator=generator), torch.randn(96, 64, generator=generator)
+    context = linear_kernel.forced(kernel) if kernel else contextlib.nullcontext()
+    with context:
+        for rows in (5, 200):
+            got = linear_kernel.product(x[:rows].to(dtype), weight.to(dtype))
+            assert got.dtype == dtype and got.shape == (rows, 96)
+            expected = (x[:rows].to(dtype).float() @ weight.to(dtype).float().T).numpy()
+            np.testing.assert_allclose(got.float().numpy(), expected, atol=1e-4 if dtype == torch.float32 else 0.5)
+    assert linear_kernel._packed == {} and linear_kernel.choice() is None
 
 
 def test_auto_times_each_regime_once_when_it_first_runs():

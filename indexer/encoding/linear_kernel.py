@@ -113,6 +113,17 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return _mkl(x, weight, bias)
 
 
+def product(x: Tensor, weight: Tensor) -> Tensor:
+    """``x @ weight.T`` for 2-D ``x`` on the kernel chosen for products of its rows, where ``weight`` is made
+    for the call (DeBERTa's position rows): never laid out ahead of time, and never timed to choose a kernel
+    (a block's projections have chosen one by then; before any choice, torch's own)."""
+    chosen = _choice or {}
+    kernel = chosen.get("few" if x.shape[0] <= FEW_ROWS else "many") or chosen.get("few") or chosen.get("many")
+    if kernel == ONEDNN and x.dtype in (torch.float32, torch.bfloat16) and x.device.type == "cpu":
+        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+    return F.linear(x, weight)
+
+
 def linears(x: Tensor, layers: Sequence[tuple[Tensor, Tensor | None]]) -> list[Tensor]:
     """:func:`linear` of one input by several ``(weight, bias)`` (attention's query, key and value projections).
 
