@@ -415,8 +415,9 @@ def bench_profile(encoder: Encoder, docs: list[str], layer: int, limit_gflops: f
         encoder.encode(docs, layer)
     self_us: dict[str, float] = {}
     for event in prof.key_averages(group_by_input_shape=True):
-        # DeBERTa's position products run on the linear kernel too, on inputs of head_size columns
-        matrices = [shape for shape in event.input_shapes or [] if len(shape) == 2]
+        # DeBERTa's position products run on the linear kernel too, on inputs of head_size columns (the first
+        # matrix of a product, skipping MKL's bias column)
+        matrices = [shape for shape in event.input_shapes or [] if len(shape) == 2 and 1 not in shape]
         position = event.key in PROFILE_GROUPS["linear"] and bool(matrices) and matrices[0][-1] not in (hidden, inner)
         key = POSITION_PRODUCT if position else event.key
         self_us[key] = self_us.get(key, 0.0) + event.self_cpu_time_total

@@ -1,7 +1,6 @@
 """One setting for every pool of compute threads in the process, and its cores shared between requests."""
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,32 +22,31 @@ def limit_threads(threads: int) -> None:
     threadpool_limits(limits=threads)  # as a call, not a context: the limits stay
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class CoreShare:
-    """The cores of a server divided between the requests that run at once.
+    """A server's cores divided between the requests that run at once.
 
-    A request entering :meth:`threads_for_request` gets ``max(1, min(cap, cores // running))``
-    intra-op threads for torch on its own thread (torch's thread count under OpenMP belongs to
-    the calling thread): a lone query's forward runs on every core, while requests that arrive
-    together run on fewer each instead of each spreading over every core, where their threads
-    wait at every operator's barrier for one another (``bench/bench_core_share.py``). A request
-    keeps the count it entered with; one that arrives while others run never takes a core from
-    them.
+    A request entering :meth:`threads_for_request` gets ``max(1, min(cap, cores // running))`` intra-op
+    threads for torch, set on its own thread (under OpenMP the count a thread runs with is its own;
+    setting it also sets the count that threads which have not used torch yet start from). A lone
+    query's forward runs on every core; one that starts while others run takes a smaller share
+    instead of spreading over every core as well, where the threads of all of them wait at every
+    operator's end for one another (``bench/bench_core_share.py``). A request keeps the share it
+    started with: the first of a burst keeps every core until it ends. A request counts for its whole
+    run, not only while it encodes: its dense scan takes a core too, and a search waiting for its turn
+    at the index runs its scan next (counted only while encoding, 4 concurrent searches lost the gain:
+    0.95-1.04x, docs/performance.md).
 
     Args:
-        cap: The most threads one request may use (``xlsearch serve --threads``); None: the cores.
-        cores: The cores to share; None: :func:`usable_cores`.
+        cap: The most threads one request may use (``xlsearch serve --threads``); None: every core.
+        cores: The cores to share; None: torch's thread count when the share is made, which is the
+            machine's physical cores unless ``OMP_NUM_THREADS`` or a caller said otherwise (make the
+            share before capping torch's threads).
     """
 
     def __init__(self, cap: int | None = None, cores: int | None = None):
-        self.cores = cores or usable_cores()
+        import torch
+
+        self.cores = cores or torch.get_num_threads()
         self.cap = min(cap, self.cores) if cap else self.cores
         self.running = 0
         self._lock = threading.Lock()

@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from xlsearch.indexer.threads import CoreShare, usable_cores
+from xlsearch.indexer.threads import CoreShare
 
 
 @pytest.fixture(autouse=True)
@@ -84,5 +84,10 @@ def test_the_cap_bounds_a_lone_request_and_a_failure_still_leaves():
     assert in_thread(failing) == 0
 
 
-def test_usable_cores_is_at_least_one():
-    assert usable_cores() >= 1 and CoreShare().cores == usable_cores()
+def test_the_cores_default_to_torch_s_own_count_read_when_the_share_is_made():
+    def made_in_a_thread_with(threads: int) -> int:
+        torch.set_num_threads(threads)
+        return CoreShare().cores
+
+    assert in_thread(lambda: made_in_a_thread_with(3)) == 3
+    assert in_thread(lambda: made_in_a_thread_with(1)) == 1

@@ -15,7 +15,6 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from ...indexer.errors import XlsearchError
-from ...indexer.threads import limit_threads
 
 from .deps import get_settings, needs_key
 from .errors import JSONResponse, install_error_handlers
@@ -36,8 +35,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     index) is kept in ``app.state.startup_error`` for ``xlsearch serve`` to report.
     """
     settings: Settings = app.state.settings
-    if settings.threads:
-        limit_threads(settings.threads)
     try:
         service = await run_in_threadpool(IndexService, settings.index, settings.model, settings.device,
                                           settings.batch_size, settings.precision, settings.threads)

@@ -27,7 +27,7 @@ from ...indexer.store.shard_layout import document_directory, index_directories
 from ...indexer.writing.sharded import open_writer
 from ...indexer.store.shard_layout import list_documents, sharded_info
 from ...indexer.store.storage import open_docstore
-from ...indexer.threads import CoreShare
+from ...indexer.threads import CoreShare, limit_threads
 from ...search.searcher import Searcher
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,10 @@ class IndexService:
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: Texts per forward pass when documents are added.
         precision: The encoder's matmul precision (``indexer.config.PRECISIONS``); None: the index's own.
-        threads: The most torch threads one request may use (``xlsearch serve --threads``); None: every
-            core. Requests running at once share the cores (:class:`indexer.threads.CoreShare`).
+        threads: Caps torch's threads in one request, and numpy's BLAS and FAISS for the process
+            (``xlsearch serve --threads``); None: every core. Requests running at once share the cores
+            (:class:`indexer.threads.CoreShare`): a search counts from its start to its end, waits for the
+            index and dense scan included, since whatever it runs then takes a core too.
 
     Raises:
         IndexNotFoundError, IndexFormatError: No readable index in ``directory``.
@@ -54,7 +56,9 @@ class IndexService:
     def __init__(self, directory: str | Path, model: str | None = None, device: str = "auto",
                  batch_size: int = BATCH_SIZE, precision: str | None = None, threads: int | None = None):
         self.directory = Path(directory)
-        self.cores = CoreShare(threads)
+        self.cores = CoreShare(threads)  # torch's own count, read before the cap
+        if threads:
+            limit_threads(threads)
         store, manifest = open_docstore(index_directories(self.directory)[0])
         store.close()
         self.config = manifest.config

@@ -119,7 +119,8 @@ def product(x: Tensor, weight: Tensor) -> Tensor:
     (a block's projections have chosen one by then; before any choice, torch's own)."""
     chosen = _choice or {}
     kernel = chosen.get("few" if x.shape[0] <= FEW_ROWS else "many") or chosen.get("few") or chosen.get("many")
-    if kernel == ONEDNN and x.dtype in (torch.float32, torch.bfloat16) and x.device.type == "cpu":
+    if (kernel == ONEDNN and x.dtype in (torch.float32, torch.bfloat16) and x.device.type == "cpu"
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
         return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
     return F.linear(x, weight)
 
